@@ -1,0 +1,355 @@
+use std::time::Duration;
+
+use super::*;
+
+/// A config shaped like a daemon's: two sections, a list of tables, a duration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct TestConfig {
+    server: ServerSection,
+    limits: LimitsSection,
+    targets: Vec<Target>,
+    metrics: MetricsSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct ServerSection {
+    name: String,
+    port: u16,
+    #[serde(with = "humantime_serde")]
+    timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct LimitsSection {
+    max_items: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Target {
+    name: String,
+    address: String,
+}
+
+impl Default for TestConfig {
+    fn default() -> Self {
+        Self {
+            server: ServerSection::default(),
+            limits: LimitsSection::default(),
+            targets: Vec::new(),
+            metrics: MetricsSection::loopback(9999),
+        }
+    }
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            name: "probe".into(),
+            port: 8080,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self { max_items: 100 }
+    }
+}
+
+impl DaemonConfig for TestConfig {
+    const DAEMON: &'static str = "testd";
+    fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        if self.limits.max_items == 0 || self.limits.max_items > 1000 {
+            out.push(Invalid::new(
+                "limits.max-items",
+                "out of range (expected 1 to 1000)",
+            ));
+        }
+        if self.server.port < 1024 {
+            out.push(Invalid::new(
+                "server.port",
+                "is privileged (expected 1024 or above)",
+            ));
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            if t.address.is_empty() {
+                out.push(Invalid::new(
+                    format!("targets[{i}].address"),
+                    "must not be empty",
+                ));
+            }
+        }
+        out.extend(self.metrics.validate("metrics"));
+        out
+    }
+    fn grpc(&self) -> &GrpcSection {
+        unreachable!("not used by the loader")
+    }
+    fn metrics(&self) -> &MetricsSection {
+        &self.metrics
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn main(&self) -> PathBuf {
+        self.dir.path().join("testd.toml")
+    }
+    fn write_main(&self, text: &str) -> &Self {
+        std::fs::write(self.main(), text).unwrap();
+        self
+    }
+    fn write_dropin(&self, name: &str, text: &str) -> PathBuf {
+        let d = self.dir.path().join("testd.d");
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+    fn sources(&self, env: &[(&str, &str)]) -> Sources {
+        Sources::new(
+            "testd",
+            Some(&self.main()),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+    fn load(&self, env: &[(&str, &str)]) -> Result<Loaded<TestConfig>, ConfigErrors> {
+        load::<TestConfig>(&self.sources(env))
+    }
+    fn errors(&self, env: &[(&str, &str)]) -> Vec<String> {
+        match self.load(env) {
+            Ok(l) => panic!("expected errors, loaded {:?}", l.config),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+#[test]
+fn missing_file_gives_compiled_defaults() {
+    let f = Fixture::new();
+    let loaded = f.load(&[]).unwrap();
+    assert_eq!(loaded.config, TestConfig::default());
+    assert!(loaded.files.is_empty());
+}
+
+#[test]
+fn partial_section_keeps_defaults_of_other_keys() {
+    let f = Fixture::new();
+    f.write_main("[server]\nport = 9000\n");
+    let c = f.load(&[]).unwrap().config;
+    assert_eq!(c.server.port, 9000);
+    assert_eq!(c.server.name, "probe");
+    assert_eq!(
+        c.metrics,
+        MetricsSection::loopback(9999),
+        "daemon-specific default kept"
+    );
+}
+
+#[test]
+fn wrong_type_unknown_key_and_invalid_value_are_all_reported_with_positions() {
+    let f = Fixture::new();
+    f.write_main("# test\n[server]\nport = \"eighty\"\nnmae = \"x\"\n\n[limits]\nmax-items = 0\n");
+    let main = f.main().display().to_string();
+    let errs = f.errors(&[]);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(&format!(
+            "{main}:3:8: server.port: invalid type: string \"eighty\""
+        )),
+        "{errs:#?}"
+    );
+    assert!(errs[0].contains("expected u16"), "{errs:#?}");
+    assert!(
+        errs[1].starts_with(&format!("{main}:4:1: server.nmae: unknown field `nmae`")),
+        "{errs:#?}"
+    );
+    assert_eq!(
+        errs[2],
+        format!("{main}:7:13: limits.max-items: out of range (expected 1 to 1000)")
+    );
+}
+
+#[test]
+fn unknown_section_is_reported_once_and_the_rest_still_checked() {
+    let f = Fixture::new();
+    f.write_main("[srever]\nport = 1\nname = 2\n\n[server]\nport = 80\n");
+    let main = f.main().display().to_string();
+    let errs = f.errors(&[]);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(&format!("{main}:1:2: srever: unknown field `srever`")),
+        "{errs:#?}"
+    );
+    assert_eq!(
+        errs[1],
+        format!("{main}:6:8: server.port: is privileged (expected 1024 or above)")
+    );
+}
+
+#[test]
+fn errors_inside_a_list_of_tables_name_the_element() {
+    let f = Fixture::new();
+    f.write_main(
+        "[[targets]]\nname = \"a\"\naddress = \"10.0.0.1\"\n\n[[targets]]\nname = \"b\"\nadress = \"x\"\n\n[[targets]]\nname = \"c\"\naddress = \"\"\n",
+    );
+    let main = f.main().display().to_string();
+    let errs = f.errors(&[]);
+    // Element 1 is dropped to recover, so element "c" moves up: its semantic problem is left
+    // for the next run rather than reported at the wrong element.
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(&format!(
+            "{main}:7:1: targets[1].adress: unknown field `adress`"
+        )),
+        "{errs:#?}"
+    );
+    f.write_main("[[targets]]\nname = \"a\"\naddress = \"10.0.0.1\"\n\n[[targets]]\nname = \"c\"\naddress = \"\"\n");
+    assert_eq!(
+        f.errors(&[]),
+        vec![format!(
+            "{main}:7:11: targets[1].address: must not be empty"
+        )]
+    );
+}
+
+#[test]
+fn syntax_error_names_line_and_column() {
+    let f = Fixture::new();
+    f.write_main("[server]\nport = \n");
+    let main = f.main().display().to_string();
+    let errs = f.errors(&[]);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].starts_with(&format!("{main}:2:")), "{errs:#?}");
+    assert!(errs[0].contains("syntax error"), "{errs:#?}");
+}
+
+#[test]
+fn dropins_merge_in_lexical_order_and_their_errors_name_the_dropin() {
+    let f = Fixture::new();
+    f.write_main("[server]\nport = 9000\nname = \"main\"\n");
+    f.write_dropin("20-late.toml", "[server]\nname = \"late\"\n");
+    f.write_dropin("10-early.toml", "[server]\nname = \"early\"\nport = 9100\n");
+    f.write_dropin("ignored.conf", "not toml at all");
+    let c = f.load(&[]).unwrap().config;
+    assert_eq!(c.server.name, "late");
+    assert_eq!(c.server.port, 9100);
+
+    let bad = f.write_dropin(
+        "30-bad.toml",
+        "[limits]\nmax-items = -3\n[server]\nport = 10\n",
+    );
+    let errs = f.errors(&[]);
+    let bad = bad.display().to_string();
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(&format!("{bad}:2:13: limits.max-items: invalid value")),
+        "{errs:#?}"
+    );
+    assert_eq!(
+        errs[1],
+        format!("{bad}:4:8: server.port: is privileged (expected 1024 or above)")
+    );
+}
+
+#[test]
+fn env_overrides_apply_last_and_map_kebab_case_keys() {
+    let f = Fixture::new();
+    f.write_main("[limits]\nmax-items = 5\n");
+    let c = f
+        .load(&[
+            ("ROOKERY_TESTD__LIMITS__MAX_ITEMS", "7"),
+            ("ROOKERY_TESTD__SERVER__TIMEOUT", "1m 30s"),
+            ("ROOKERY_OTHER__LIMITS__MAX_ITEMS", "garbage"),
+        ])
+        .unwrap()
+        .config;
+    assert_eq!(c.limits.max_items, 7);
+    assert_eq!(c.server.timeout, Duration::from_secs(90));
+}
+
+#[test]
+fn bad_env_override_names_the_variable() {
+    let f = Fixture::new();
+    let errs = f.errors(&[
+        ("ROOKERY_TESTD__LIMITS__MAX_ITEMS", "lots"),
+        ("ROOKERY_TESTD__SERVER__PROT", "9000"),
+        ("ROOKERY_TESTD__SERVER__PORT", "80"),
+    ]);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("env ROOKERY_TESTD__LIMITS__MAX_ITEMS: limits.max-items: invalid type"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].starts_with("env ROOKERY_TESTD__SERVER__PROT: server.prot: unknown field"),
+        "{errs:#?}"
+    );
+    assert_eq!(
+        errs[2],
+        "env ROOKERY_TESTD__SERVER__PORT: server.port: is privileged (expected 1024 or above)"
+    );
+}
+
+#[test]
+fn candidate_text_replaces_the_main_file() {
+    let f = Fixture::new();
+    f.write_main("[server]\nport = 9000\n");
+    let loaded = load_candidate::<TestConfig>(&f.sources(&[]), "[server]\nport = 9001\n").unwrap();
+    assert_eq!(loaded.config.server.port, 9001);
+    let errs = load_candidate::<TestConfig>(&f.sources(&[]), "[server]\nport = 1\n").unwrap_err();
+    assert_eq!(errs.0.len(), 1);
+}
+
+#[test]
+fn unreadable_existing_file_is_an_error_not_defaults() {
+    let f = Fixture::new();
+    std::fs::create_dir(f.main()).unwrap(); // a directory cannot be read as a file
+    let errs = f.errors(&[]);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].contains("cannot read"), "{errs:#?}");
+}
+
+#[test]
+fn digest_changes_with_the_effective_config_only() {
+    let f = Fixture::new();
+    f.write_main("[server]\nport = 9000\n");
+    let a = f.load(&[]).unwrap().digest;
+    f.write_main("# a comment\n[server]\nport   =   9000\n");
+    let b = f.load(&[]).unwrap().digest;
+    f.write_main("[server]\nport = 9001\n");
+    let c = f.load(&[]).unwrap().digest;
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}
+
+#[test]
+fn group_writable_file_warns() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    f.write_main("");
+    std::fs::set_permissions(f.main(), std::fs::Permissions::from_mode(0o664)).unwrap();
+    let loaded = f.load(&[]).unwrap();
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(loaded.warnings[0].contains("writable by group or others"));
+}
+
+#[test]
+fn line_col_counts_characters() {
+    assert_eq!(line_col("ab\ncdé f", 9), (2, 6));
+    assert_eq!(line_col("", 0), (1, 1));
+}

@@ -1,0 +1,245 @@
+//! HTTP pieces every daemon shares: the loopback `/healthz` + Prometheus `/metrics` server
+//! ([`serve_health_metrics`]), and [`ApiError`], the one error body of every HTTP surface of
+//! the project (DESIGN.md "REST API"):
+//! `{"error", "message", "status", "correlation_id", "timestamp"}`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Content type of the OpenMetrics text format that prometheus-client encodes.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The error body of every HTTP API in the project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Stable machine-readable code, e.g. `not_found`, `invalid_config`.
+    pub error: String,
+    /// Human text saying what was wrong.
+    pub message: String,
+    /// The HTTP status, repeated for clients that only keep the body.
+    pub status: u16,
+    /// The request's ID, also in the `x-request-id` header and the logs.
+    pub correlation_id: String,
+    /// When, RFC 3339.
+    pub timestamp: String,
+}
+
+impl ApiError {
+    /// An error with `status`, `code` and `message`, and a fresh correlation ID.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            error: code.to_owned(),
+            message: message.into(),
+            status: status.as_u16(),
+            correlation_id: new_correlation_id(),
+            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }
+    }
+
+    /// Uses the request's correlation ID instead of a fresh one.
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = id.into();
+        self
+    }
+
+    /// 400 `bad_request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 503 `unavailable`.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// The HTTP status.
+    pub fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.error, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let id = HeaderValue::from_str(&self.correlation_id).ok();
+        let mut resp = (status, Json(self)).into_response();
+        if let Some(id) = id {
+            resp.headers_mut().insert("x-request-id", id);
+        }
+        resp
+    }
+}
+
+/// A random 128-bit ID as 32 hex digits.
+pub fn new_correlation_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// Health as `/healthz` reports it: ready between `READY=1` and `STOPPING=1`.
+#[derive(Debug, Clone, Default)]
+pub struct Health(Arc<AtomicBool>);
+
+impl Health {
+    /// Marks the daemon ready (or not).
+    pub fn set_ready(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether the daemon is ready.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone)]
+struct MetricsState {
+    daemon: &'static str,
+    registry: Arc<Registry>,
+    health: Health,
+}
+
+/// The `/healthz` + `/metrics` router (exposed for tests and for daemons that add routes).
+pub fn health_metrics_router(
+    daemon: &'static str,
+    registry: Arc<Registry>,
+    health: Health,
+) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError::not_found("no such path (this port serves /healthz and /metrics)")
+        })
+        .with_state(MetricsState {
+            daemon,
+            registry,
+            health,
+        })
+}
+
+/// Serves `/healthz` and `/metrics` on `listener` until `shutdown` is cancelled.
+pub async fn serve_health_metrics(
+    listener: TcpListener,
+    daemon: &'static str,
+    registry: Arc<Registry>,
+    health: Health,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, health_metrics_router(daemon, registry, health))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn healthz(State(s): State<MetricsState>) -> Response {
+    let body = serde_json::json!({
+        "daemon": s.daemon,
+        "version": crate::VERSION,
+        "status": if s.health.is_ready() { "ok" } else { "unavailable" },
+    });
+    let status = if s.health.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<MetricsState>) -> Response {
+    let mut out = String::new();
+    match prometheus_client::encoding::text::encode(&mut out, &s.registry) {
+        Ok(()) => ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], out).into_response(),
+        Err(err) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics_encoding",
+            format!("cannot encode metrics: {err}"),
+        )
+        .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::counter::Counter;
+
+    async fn get_text(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.unwrap();
+        let status = buf[9..12].parse().unwrap();
+        (status, buf)
+    }
+
+    #[tokio::test]
+    async fn healthz_follows_readiness_and_metrics_are_openmetrics() {
+        let mut registry = Registry::default();
+        let c = Counter::<u64>::default();
+        registry.register("rookery_testd_things", "Things seen", c.clone());
+        c.inc_by(3);
+        let health = Health::default();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve_health_metrics(
+            listener,
+            "testd",
+            Arc::new(registry),
+            health.clone(),
+            stop.clone(),
+        ));
+
+        assert_eq!(get_text(addr, "/healthz").await.0, 503);
+        health.set_ready(true);
+        let (status, body) = get_text(addr, "/healthz").await;
+        assert_eq!(status, 200);
+        assert!(body.contains("\"daemon\":\"testd\""), "{body}");
+        let (status, body) = get_text(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(body.contains("rookery_testd_things_total 3"), "{body}");
+        assert!(body.contains("application/openmetrics-text"), "{body}");
+
+        let (status, body) = get_text(addr, "/nope").await;
+        assert_eq!(status, 404);
+        let json: ApiError = serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(json.error, "not_found");
+        assert_eq!(json.status, 404);
+        assert_eq!(json.correlation_id.len(), 32);
+        assert!(chrono::DateTime::parse_from_rfc3339(&json.timestamp).is_ok());
+        assert!(
+            body.contains(&format!("x-request-id: {}", json.correlation_id)),
+            "{body}"
+        );
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    }
+}
