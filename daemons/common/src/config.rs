@@ -686,6 +686,69 @@ fn locate(
     )
 }
 
+/// Checks a documented factory file (`etc/rookery/<daemon>.toml`): with its commented-out
+/// settings (`#key = value`, `#[section]`) uncommented it must parse as `C`, equal
+/// `C::default()`, and mention every key the defaults have. Returns what is wrong.
+pub fn factory_file_problems<C: DaemonConfig>(text: &str) -> Vec<String> {
+    let uncommented: String = text
+        .lines()
+        .map(|line| match line.strip_prefix('#') {
+            Some(rest)
+                if rest.starts_with('[') || rest.starts_with(|c: char| c.is_ascii_lowercase()) =>
+            {
+                rest
+            }
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut out = Vec::new();
+    match toml::from_str::<C>(&uncommented) {
+        Ok(parsed) if parsed != C::default() => out.push(format!(
+            "uncommented file differs from the compiled defaults:\n--- file\n{}\n--- defaults\n{}",
+            render(&parsed),
+            render(&C::default())
+        )),
+        Ok(_) => {}
+        Err(err) => out.push(format!("uncommented file does not parse: {err}")),
+    }
+    let written = toml::from_str::<toml::Table>(&uncommented).unwrap_or_default();
+    let defaults = toml::Table::try_from(C::default()).unwrap_or_default();
+    let mut missing = Vec::new();
+    key_paths(&defaults, "", &mut |k| {
+        if !has_path(&written, k) {
+            missing.push(k.to_owned());
+        }
+    });
+    if !missing.is_empty() {
+        out.push(format!("keys not documented: {}", missing.join(", ")));
+    }
+    out
+}
+
+fn key_paths(table: &toml::Table, prefix: &str, f: &mut dyn FnMut(&str)) {
+    for (k, v) in table {
+        let path = join(prefix, k);
+        match v {
+            toml::Value::Table(t) if !t.is_empty() => key_paths(t, &path, f),
+            _ => f(&path),
+        }
+    }
+}
+
+fn has_path(table: &toml::Table, path: &str) -> bool {
+    let mut cur = table;
+    let segs: Vec<&str> = path.split('.').collect();
+    for (i, seg) in segs.iter().enumerate() {
+        match cur.get(*seg) {
+            Some(toml::Value::Table(t)) if i + 1 < segs.len() => cur = t,
+            Some(_) if i + 1 == segs.len() => return true,
+            _ => return false,
+        }
+    }
+    false
+}
+
 // ----------------------------------------------------------------------------------------------
 // Sections every daemon has.
 

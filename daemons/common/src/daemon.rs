@@ -220,35 +220,45 @@ fn report_run_error(err: &RunError) {
     Notifier.status(&format!("failed: {chain}"));
 }
 
-#[allow(clippy::print_stdout, reason = "check-config is a command-line report")]
-fn check_config<C: DaemonConfig>(sources: &Sources) -> u8 {
+/// The report of `check-config` for `C` from `sources`: the lines to print and the exit code
+/// (0, or 78 with one line per problem). `rookeryctl config check` prints the same.
+pub fn check_config_report<C: DaemonConfig>(sources: &Sources) -> (Vec<String>, u8) {
     match config::load::<C>(sources) {
         Ok(loaded) => {
-            for w in &loaded.warnings {
-                println!("warning: {w}");
-            }
+            let mut lines: Vec<String> = loaded
+                .warnings
+                .iter()
+                .map(|w| format!("warning: {w}"))
+                .collect();
             let files: Vec<String> = loaded
                 .files
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect();
             if files.is_empty() {
-                println!(
+                lines.push(format!(
                     "{}: not present; compiled defaults are valid",
                     sources.main.display()
-                );
+                ));
             } else {
-                println!("{}: ok", files.join(", "));
+                lines.push(format!("{}: ok", files.join(", ")));
             }
-            0
+            (lines, 0)
         }
-        Err(errors) => {
-            for p in &errors.0 {
-                println!("{p}");
-            }
-            EXIT_CONFIG
-        }
+        Err(errors) => (
+            errors.0.iter().map(ToString::to_string).collect(),
+            EXIT_CONFIG,
+        ),
     }
+}
+
+#[allow(clippy::print_stdout, reason = "check-config is a command-line report")]
+fn check_config<C: DaemonConfig>(sources: &Sources) -> u8 {
+    let (lines, code) = check_config_report::<C>(sources);
+    for line in lines {
+        println!("{line}");
+    }
+    code
 }
 
 #[allow(clippy::print_stdout, reason = "print-config is a command-line report")]

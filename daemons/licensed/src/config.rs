@@ -146,4 +146,12 @@ impl DaemonConfig for Config {
         out.extend(self.state.validate("state"));
         out
     }
+
+    fn grpc(&self) -> &GrpcSection {
+        &self.grpc
+    }
+
+    fn metrics(&self) -> &MetricsSection {
+        &self.metrics
+    }
 }

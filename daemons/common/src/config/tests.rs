@@ -353,3 +353,19 @@ fn line_col_counts_characters() {
     assert_eq!(line_col("ab\ncdé f", 9), (2, 6));
     assert_eq!(line_col("", 0), (1, 1));
 }
+
+#[test]
+fn factory_file_check_catches_wrong_values_and_missing_keys() {
+    let good = "#targets = []\n#[server]\n# The name.\n#name = \"probe\"\n#port = 8080\n#timeout = \"5s\"\n#[limits]\n#max-items = 100\n#[metrics]\n#listen = \"127.0.0.1:9999\"\n";
+    assert_eq!(
+        factory_file_problems::<TestConfig>(good),
+        Vec::<String>::new()
+    );
+    let wrong = good.replace("8080", "8081");
+    assert!(factory_file_problems::<TestConfig>(&wrong)[0].contains("differs"));
+    let missing = good.replace("#timeout = \"5s\"\n", "");
+    assert_eq!(
+        factory_file_problems::<TestConfig>(&missing),
+        vec!["keys not documented: server.timeout".to_owned()]
+    );
+}

@@ -1,0 +1,51 @@
+# Rookery: the front door. `make test` is what CI runs (.ci/run); `make vm` boots the appliance.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VERSION := $(shell cat .version)
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all deps build test test-rust fmt-check clippy doc lockfile-check test-ci-script \
+        ci-selftest-pass ci-selftest-fail help
+
+all: build
+
+help:
+	@echo "make vm    build the appliance image for this machine and boot it in QEMU"
+	@echo "make test  everything CI runs: installs, fmt, clippy, docs, tests"
+
+# Idempotent installer of what a fresh Debian machine lacks (needs root the first time).
+deps:
+	bash scripts/install-build-deps.sh
+
+build: deps
+	$(CARGO) build --workspace --locked
+
+fmt-check: deps
+	$(CARGO) fmt --all --check
+
+clippy: deps
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+doc: deps
+	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps --locked
+
+test-rust: deps
+	$(CARGO) test --workspace --locked
+
+# The build must not have changed Cargo.lock (a stale lock would drift in CI).
+lockfile-check:
+	git diff --exit-code -- Cargo.lock
+
+# .ci/run must fail when a step fails, and pass when all pass.
+test-ci-script:
+	bash tests/ci/ci_run_propagates_failure.sh
+
+ci-selftest-pass:
+	@true
+
+ci-selftest-fail:
+	@echo "ci-selftest-fail: failing on purpose" >&2; false
+
+test: deps fmt-check clippy doc test-rust lockfile-check test-ci-script
+	@echo "make test: all steps passed"

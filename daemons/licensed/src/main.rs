@@ -1,0 +1,5 @@
+//! `rookery-licensed`: see the crate documentation in `lib.rs`.
+
+fn main() -> std::process::ExitCode {
+    rookery_common::daemon::main::<rookery_licensed::app::Licensed>()
+}

@@ -1,0 +1,9 @@
+//! The shipped `etc/rookery/licensed.toml` documents exactly the compiled defaults.
+
+#[test]
+fn factory_licensed_toml_equals_compiled_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../etc/rookery/licensed.toml");
+    let text = std::fs::read_to_string(path).expect("etc/rookery/licensed.toml is readable");
+    let problems = rookery_common::config::factory_file_problems::<rookery_licensed::Config>(&text);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
