@@ -56,6 +56,9 @@ pub struct StartContext<'a, C> {
     pub registry: &'a mut Registry,
     /// Add the daemon's own gRPC services here; they are served next to health and `Admin`.
     pub routes: &'a mut RoutesBuilder,
+    /// Extra HTTP routes served on the loopback metrics listener next to `/healthz` and
+    /// `/metrics` (e.g. probed's blackbox-compatible `/probe`). Merge into it.
+    pub http_routes: &'a mut axum::Router,
     /// Cancelled at SIGTERM: long-running tasks stop when it fires.
     pub shutdown: CancellationToken,
 }
@@ -548,10 +551,12 @@ pub async fn run<D: Daemon>(sources: Sources, control: Control) -> Result<(), Ru
     );
 
     let mut routes = RoutesBuilder::default();
+    let mut http_routes = axum::Router::new();
     let daemon = D::start(StartContext {
         config: &loaded.config,
         registry: &mut registry,
         routes: &mut routes,
+        http_routes: &mut http_routes,
         shutdown: control.shutdown.clone(),
     })
     .await
@@ -599,9 +604,8 @@ pub async fn run<D: Daemon>(sources: Sources, control: Control) -> Result<(), Ru
     let health = Health::default();
     let metrics_task = tokio::spawn(crate::http::serve_health_metrics(
         metrics_listener,
-        name,
-        Arc::new(registry),
-        health.clone(),
+        crate::http::health_metrics_router(name, Arc::new(registry), health.clone())
+            .merge(http_routes),
         servers_stop.clone(),
     ));
 

@@ -141,15 +141,14 @@ pub fn health_metrics_router(
         })
 }
 
-/// Serves `/healthz` and `/metrics` on `listener` until `shutdown` is cancelled.
+/// Serves `router` (built by [`health_metrics_router`], plus any daemon routes) on `listener`
+/// until `shutdown` is cancelled.
 pub async fn serve_health_metrics(
     listener: TcpListener,
-    daemon: &'static str,
-    registry: Arc<Registry>,
-    health: Health,
+    router: axum::Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, health_metrics_router(daemon, registry, health))
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
@@ -210,13 +209,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let server = tokio::spawn(serve_health_metrics(
-            listener,
-            "testd",
-            Arc::new(registry),
-            health.clone(),
-            stop.clone(),
-        ));
+        let router = health_metrics_router("testd", Arc::new(registry), health.clone());
+        let server = tokio::spawn(serve_health_metrics(listener, router, stop.clone()));
 
         assert_eq!(get_text(addr, "/healthz").await.0, 503);
         health.set_ready(true);
