@@ -31,11 +31,15 @@ impl Daemon for Licensed {
             .map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))?;
         let manager = Manager::new(ctx.config, dir, Arc::new(SystemClock))?;
         manager.register_metrics(ctx.registry);
-        ctx.routes.add_service(crate::service::server(manager.clone()));
+        ctx.routes
+            .add_service(crate::service::server(manager.clone()));
         let runner = manager.clone();
         let shutdown = ctx.shutdown.clone();
         let task = tokio::spawn(async move { runner.run(shutdown).await });
-        Ok(Self { manager, task: Mutex::new(Some(task)) })
+        Ok(Self {
+            manager,
+            task: Mutex::new(Some(task)),
+        })
     }
 
     async fn apply(&self, config: &Config) -> Result<(), BoxError> {
@@ -59,7 +63,11 @@ impl Daemon for Licensed {
     }
 
     async fn drain(&self) {
-        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(task) = task {
             let _ = task.await;
         }

@@ -111,7 +111,10 @@ impl DaemonConfig for Config {
             Some(("https" | "http", rest)) if !rest.is_empty() => {}
             _ => out.push(Invalid::new(
                 "licence.server-url",
-                format!("\"{}\" is not an http(s) URL (expected e.g. \"https://licence.example.com\")", l.server_url),
+                format!(
+                    "\"{}\" is not an http(s) URL (expected e.g. \"https://licence.example.com\")",
+                    l.server_url
+                ),
             )),
         }
         if l.product.trim().is_empty() {
@@ -120,13 +123,19 @@ impl DaemonConfig for Config {
         if l.keepalive_interval < Duration::from_secs(60) {
             out.push(Invalid::new(
                 "licence.keepalive-interval",
-                format!("{} is too short (expected at least \"1m\")", humantime::format_duration(l.keepalive_interval)),
+                format!(
+                    "{} is too short (expected at least \"1m\")",
+                    humantime::format_duration(l.keepalive_interval)
+                ),
             ));
         }
         if l.request_timeout.is_zero() || l.request_timeout > Duration::from_secs(300) {
             out.push(Invalid::new(
                 "licence.request-timeout",
-                format!("{} is out of range (expected between \"1s\" and \"5m\")", humantime::format_duration(l.request_timeout)),
+                format!(
+                    "{} is out of range (expected between \"1s\" and \"5m\")",
+                    humantime::format_duration(l.request_timeout)
+                ),
             ));
         }
         if !(1..=10).contains(&l.max_attempts) {
@@ -138,7 +147,10 @@ impl DaemonConfig for Config {
         if l.grace_period < Duration::from_secs(3600) {
             out.push(Invalid::new(
                 "licence.grace-period",
-                format!("{} is too short (expected at least \"1h\")", humantime::format_duration(l.grace_period)),
+                format!(
+                    "{} is too short (expected at least \"1h\")",
+                    humantime::format_duration(l.grace_period)
+                ),
             ));
         }
         out.extend(self.grpc.validate("grpc"));

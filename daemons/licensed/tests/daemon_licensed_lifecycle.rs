@@ -1,6 +1,11 @@
 //! The real `rookery-licensed` binary, driven like systemd drives it: `check-config` output and
 //! exit codes, `READY=1` only once the socket answers, SIGHUP reload (a broken file keeps the
 //! old config running and says why; a good one applies), and SIGTERM with `STOPPING=1`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
 
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
@@ -19,7 +24,9 @@ struct Dir {
 
 impl Dir {
     fn new() -> Self {
-        Self { tmp: tempfile::tempdir().unwrap() }
+        Self {
+            tmp: tempfile::tempdir().unwrap(),
+        }
     }
     fn path(&self, name: &str) -> PathBuf {
         self.tmp.path().join(name)
@@ -47,7 +54,10 @@ fn check_config(dir: &Dir, env: &[(&str, &str)]) -> (i32, String) {
         .envs(env.iter().copied())
         .output()
         .unwrap();
-    (out.status.code().unwrap(), String::from_utf8(out.stdout).unwrap())
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+    )
 }
 
 #[test]
@@ -62,9 +72,24 @@ fn check_config_reports_three_problems_in_two_sections_and_exits_78() {
     let lines: Vec<&str> = out.lines().collect();
     let p = dir.config().display().to_string();
     assert_eq!(lines.len(), 3, "{out}");
-    assert!(lines[0].starts_with(&format!("{p}:9:16: licence.max-attempts: invalid type: string \"four\"")), "{out}");
-    assert!(lines[1].starts_with(&format!("{p}:10:1: licence.servr-url: unknown field `servr-url`")), "{out}");
-    assert!(lines[2].starts_with(&format!("{p}:13:10: metrics.listen: 0.0.0.0:9114 is not a loopback address")), "{out}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{p}:9:16: licence.max-attempts: invalid type: string \"four\""
+        )),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{p}:10:1: licence.servr-url: unknown field `servr-url`"
+        )),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "{p}:13:10: metrics.listen: 0.0.0.0:9114 is not a loopback address"
+        )),
+        "{out}"
+    );
 }
 
 #[test]
@@ -72,17 +97,29 @@ fn check_config_names_the_bad_dropin_and_the_bad_env_variable() {
     let dir = Dir::new();
     dir.write(&dir.base());
     std::fs::create_dir(dir.path("licensed.d")).unwrap();
-    std::fs::write(dir.path("licensed.d/10-ok.toml"), "[licence]\nproduct = \"rookery\"\n").unwrap();
-    std::fs::write(dir.path("licensed.d/50-bad.toml"), "[licence]\nkeepalive-interval = \"5s\"\n").unwrap();
+    std::fs::write(
+        dir.path("licensed.d/10-ok.toml"),
+        "[licence]\nproduct = \"rookery\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path("licensed.d/50-bad.toml"),
+        "[licence]\nkeepalive-interval = \"5s\"\n",
+    )
+    .unwrap();
     let (code, out) = check_config(&dir, &[("ROOKERY_LICENSED__LICENCE__MAX_ATTEMPTS", "lots")]);
     assert_eq!(code, 78, "{out}");
     let dropin = dir.path("licensed.d/50-bad.toml").display().to_string();
     assert!(
-        out.contains("env ROOKERY_LICENSED__LICENCE__MAX_ATTEMPTS: licence.max-attempts: invalid type"),
+        out.contains(
+            "env ROOKERY_LICENSED__LICENCE__MAX_ATTEMPTS: licence.max-attempts: invalid type"
+        ),
         "{out}"
     );
     assert!(
-        out.contains(&format!("{dropin}:2:22: licence.keepalive-interval: 5s is too short")),
+        out.contains(&format!(
+            "{dropin}:2:22: licence.keepalive-interval: 5s is too short"
+        )),
         "{out}"
     );
 
@@ -96,7 +133,11 @@ fn check_config_names_the_bad_dropin_and_the_bad_env_variable() {
 fn invalid_config_at_start_exits_78_without_binding() {
     let dir = Dir::new();
     dir.write(&format!("{}\n[licence]\nkey = \"PENG-NOPE\"\n", dir.base()));
-    let out = Command::new(BIN).arg("--config").arg(dir.config()).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.config())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("licence.key"), "{err}");
@@ -112,8 +153,12 @@ struct NotifySocket {
 impl NotifySocket {
     fn bind(path: &Path) -> Self {
         let sock = UnixDatagram::bind(path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        Self { sock, seen: Vec::new() }
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Self {
+            sock,
+            seen: Vec::new(),
+        }
     }
 
     /// Waits for a datagram containing `needle`; returns it.
@@ -122,7 +167,10 @@ impl NotifySocket {
         let mut buf = vec![0u8; 4096];
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("daemon exited ({status}) while waiting for {needle}; seen {:?}", self.seen);
+                panic!(
+                    "daemon exited ({status}) while waiting for {needle}; seen {:?}",
+                    self.seen
+                );
             }
             if let Ok(n) = self.sock.recv(&mut buf) {
                 let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -141,10 +189,17 @@ fn signal(child: &Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(pid, sig).unwrap();
 }
 
-fn admin_status(rt: &tokio::runtime::Runtime, socket: &Path) -> rookery_common::proto::StatusResponse {
+fn admin_status(
+    rt: &tokio::runtime::Runtime,
+    socket: &Path,
+) -> rookery_common::proto::StatusResponse {
     rt.block_on(async {
         let ch = rookery_common::grpc::connect(socket).await.unwrap();
-        AdminClient::new(ch).status(StatusRequest {}).await.unwrap().into_inner()
+        AdminClient::new(ch)
+            .status(StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
     })
 }
 
@@ -164,7 +219,10 @@ fn sighup_keeps_old_config_on_error_and_applies_a_good_one() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let socket = dir.path("licensed.sock");
 
     let ready = notify.wait_for("READY=1", &mut child);
@@ -176,24 +234,43 @@ fn sighup_keeps_old_config_on_error_and_applies_a_good_one() {
     assert_eq!(before.version, rookery_common::VERSION);
 
     // A broken file: rejected, old config keeps running, and the status says why.
-    dir.write(&format!("{}\n[licence]\nkeepalive-intervall = \"2h\"\n", dir.base()));
+    dir.write(&format!(
+        "{}\n[licence]\nkeepalive-intervall = \"2h\"\n",
+        dir.base()
+    ));
     signal(&child, Signal::SIGHUP);
     notify.wait_for("RELOADING=1", &mut child);
     let after_bad = notify.wait_for("READY=1", &mut child);
     assert!(after_bad.contains("last reload rejected"), "{after_bad}");
-    assert!(after_bad.contains("licence.keepalive-intervall"), "{after_bad}");
+    assert!(
+        after_bad.contains("licence.keepalive-intervall"),
+        "{after_bad}"
+    );
     let st = admin_status(&rt, &socket);
-    assert_eq!(st.config_digest, before.config_digest, "old config must keep running");
-    assert!(st.last_reload_error.contains("unknown field"), "{}", st.last_reload_error);
+    assert_eq!(
+        st.config_digest, before.config_digest,
+        "old config must keep running"
+    );
+    assert!(
+        st.last_reload_error.contains("unknown field"),
+        "{}",
+        st.last_reload_error
+    );
 
     // A good file: applied.
-    dir.write(&format!("{}\n[licence]\nkeepalive-interval = \"2h\"\n", dir.base()));
+    dir.write(&format!(
+        "{}\n[licence]\nkeepalive-interval = \"2h\"\n",
+        dir.base()
+    ));
     signal(&child, Signal::SIGHUP);
     notify.wait_for("RELOADING=1", &mut child);
     let after_good = notify.wait_for("READY=1", &mut child);
     assert!(!after_good.contains("rejected"), "{after_good}");
     let st = admin_status(&rt, &socket);
-    assert_ne!(st.config_digest, before.config_digest, "new config must be applied");
+    assert_ne!(
+        st.config_digest, before.config_digest,
+        "new config must be applied"
+    );
     assert!(st.last_reload_error.is_empty());
 
     signal(&child, Signal::SIGTERM);
@@ -202,8 +279,19 @@ fn sighup_keeps_old_config_on_error_and_applies_a_good_one() {
     assert_eq!(status.code(), Some(0));
     assert!(!socket.exists(), "socket removed at exit");
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    assert!(stderr.contains("Reload rejected, the previous configuration keeps running."), "{stderr}");
-    assert!(stderr.contains("keepalive-intervall"), "the log says why: {stderr}");
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("Reload rejected, the previous configuration keeps running."),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("keepalive-intervall"),
+        "the log says why: {stderr}"
+    );
     assert!(stderr.contains("Configuration reloaded."), "{stderr}");
 }

@@ -88,13 +88,12 @@ pub async fn run(cli: Cli) -> u8 {
 
 /// Daemons whose config schema is part of this build (the others arrive with their issues).
 fn check_one(config_dir: &Path, daemon: &str) -> Option<(Vec<String>, u8)> {
-    let sources = |name: &str| {
-        Sources::from_process(name, Some(&config_dir.join(format!("{name}.toml"))))
-    };
+    let sources =
+        |name: &str| Sources::from_process(name, Some(&config_dir.join(format!("{name}.toml"))));
     match daemon {
-        rookery_licensed::Config::DAEMON => {
-            Some(check_config_report::<rookery_licensed::Config>(&sources(daemon)))
-        }
+        rookery_licensed::Config::DAEMON => Some(check_config_report::<rookery_licensed::Config>(
+            &sources(daemon),
+        )),
         _ => None,
     }
 }
@@ -131,7 +130,7 @@ fn config_check(config_dir: &Path, daemon: &str) -> u8 {
 }
 
 /// One daemon's answer to `status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DaemonState {
     /// The daemon.
     pub daemon: String,
@@ -146,12 +145,21 @@ pub struct DaemonState {
 /// Asks `daemon` on its socket under `run_dir` for health and Admin status.
 pub async fn query(run_dir: &Path, daemon: &str) -> DaemonState {
     let socket = run_dir.join(format!("{daemon}.sock"));
-    let down = |detail: String| DaemonState { daemon: daemon.to_owned(), up: false, detail, status: None };
+    let down = |detail: String| DaemonState {
+        daemon: daemon.to_owned(),
+        up: false,
+        detail,
+        status: None,
+    };
     let asked = tokio::time::timeout(STATUS_TIMEOUT, async {
-        let channel = rookery_common::grpc::connect(&socket).await.map_err(|e| error_chain(&e))?;
+        let channel = rookery_common::grpc::connect(&socket)
+            .await
+            .map_err(|e| error_chain(&e))?;
         let mut health = tonic_health_client(channel.clone());
         let serving = health
-            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
             .await
             .map_err(|s| format!("health check failed: {}", s.message()))?
             .into_inner()
@@ -165,14 +173,23 @@ pub async fn query(run_dir: &Path, daemon: &str) -> DaemonState {
     })
     .await;
     match asked {
-        Err(_) => down(format!("no answer within {}s on {}", STATUS_TIMEOUT.as_secs(), socket.display())),
+        Err(_) => down(format!(
+            "no answer within {}s on {}",
+            STATUS_TIMEOUT.as_secs(),
+            socket.display()
+        )),
         Ok(Err(why)) => down(why),
         Ok(Ok((serving, status))) => {
-            let up = serving == tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+            let up =
+                serving == tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
             DaemonState {
                 daemon: daemon.to_owned(),
                 up,
-                detail: if up { status.status_text.clone() } else { format!("not serving ({})", status.state) },
+                detail: if up {
+                    status.status_text.clone()
+                } else {
+                    format!("not serving ({})", status.state)
+                },
                 status: Some(status),
             }
         }
@@ -208,14 +225,23 @@ fn human_duration(secs: u64) -> String {
 async fn status(run_dir: &Path, only: &[String]) -> u8 {
     for name in only {
         if !DAEMONS.contains(&name.as_str()) {
-            print_error(&format!("unknown daemon \"{name}\" (expected one of {})", DAEMONS.join(", ")));
+            print_error(&format!(
+                "unknown daemon \"{name}\" (expected one of {})",
+                DAEMONS.join(", ")
+            ));
             return 2;
         }
     }
-    let names: Vec<&str> =
-        DAEMONS.iter().copied().filter(|d| only.is_empty() || only.iter().any(|o| o == d)).collect();
+    let names: Vec<&str> = DAEMONS
+        .iter()
+        .copied()
+        .filter(|d| only.is_empty() || only.iter().any(|o| o == d))
+        .collect();
     let states = futures_join(run_dir, &names).await;
-    println!("{:<9} {:<5} {:<8} {:>6}  {:<12}  DETAIL", "DAEMON", "STATE", "VERSION", "UPTIME", "CONFIG");
+    println!(
+        "{:<9} {:<5} {:<8} {:>6}  {:<12}  DETAIL",
+        "DAEMON", "STATE", "VERSION", "UPTIME", "CONFIG"
+    );
     let mut code = 0;
     for s in &states {
         let (version, uptime, digest) = match &s.status {
@@ -291,23 +317,43 @@ fn time_or_dash(unix: i64) -> String {
     if unix <= 0 {
         return "-".into();
     }
-    chrono::DateTime::from_timestamp(unix, 0)
-        .map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+    chrono::DateTime::from_timestamp(unix, 0).map_or_else(
+        || "-".into(),
+        |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
 }
 
 /// Prints a licence status the way `licence show` does.
 pub fn render_licence(s: &proto::LicenseStatus) -> String {
-    let dash = |v: &str| if v.is_empty() { "-".to_owned() } else { v.to_owned() };
+    let dash = |v: &str| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.to_owned()
+        }
+    };
     let mut out = String::new();
     out.push_str(&format!("state:          {}\n", state_name(s.state)));
-    out.push_str(&format!("release mode:   {}\n", if s.release_mode { "on" } else { "off" }));
+    out.push_str(&format!(
+        "release mode:   {}\n",
+        if s.release_mode { "on" } else { "off" }
+    ));
     out.push_str(&format!("key:            {}\n", dash(&s.key_masked)));
     out.push_str(&format!("product:        {}\n", dash(&s.product)));
     out.push_str(&format!("customer:       {}\n", dash(&s.customer)));
     out.push_str(&format!("tier:           {}\n", dash(&s.tier)));
-    out.push_str(&format!("expires:        {}\n", time_or_dash(s.expires_unix)));
-    out.push_str(&format!("last validated: {}\n", time_or_dash(s.last_validated_unix)));
-    out.push_str(&format!("grace until:    {}\n", time_or_dash(s.grace_until_unix)));
+    out.push_str(&format!(
+        "expires:        {}\n",
+        time_or_dash(s.expires_unix)
+    ));
+    out.push_str(&format!(
+        "last validated: {}\n",
+        time_or_dash(s.last_validated_unix)
+    ));
+    out.push_str(&format!(
+        "grace until:    {}\n",
+        time_or_dash(s.grace_until_unix)
+    ));
     out.push_str(&format!("source:         {}\n", dash(&s.source)));
     if !s.last_error.is_empty() {
         out.push_str(&format!("last error:     {}\n", s.last_error));
@@ -349,7 +395,11 @@ async fn licence(run_dir: &Path, cmd: LicenceCommand) -> u8 {
         }
         Err(status) => {
             print_error(&format!("licensed: {}", status.message()));
-            if status.code() == tonic::Code::InvalidArgument { EXIT_CONFIG } else { 1 }
+            if status.code() == tonic::Code::InvalidArgument {
+                EXIT_CONFIG
+            } else {
+                1
+            }
         }
     }
 }
