@@ -295,3 +295,50 @@ fn sighup_keeps_old_config_on_error_and_applies_a_good_one() {
     );
     assert!(stderr.contains("Configuration reloaded."), "{stderr}");
 }
+
+#[test]
+fn watchdog_pings_when_systemd_asks_for_them() {
+    use nix::sys::signal::Signal;
+    let dir = Dir::new();
+    dir.write(&dir.base());
+    let mut notify = NotifySocket::bind(&dir.path("notify.sock"));
+    // What systemd sets for WatchdogSec=1s (pings due every 0.5 s): WATCHDOG_USEC, and
+    // WATCHDOG_PID naming the main process ($$ survives the exec).
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"WATCHDOG_PID=$$ exec "$0" --config "$1""#)
+        .arg(BIN)
+        .arg(dir.config())
+        .env("NOTIFY_SOCKET", dir.path("notify.sock"))
+        .env("WATCHDOG_USEC", "1000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    notify.wait_for("READY=1", &mut child);
+    notify.wait_for("WATCHDOG=1", &mut child);
+    notify.wait_for("WATCHDOG=1", &mut child);
+    signal(&child, Signal::SIGTERM);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+
+    // Without WatchdogSec= there are no pings.
+    let mut quiet = NotifySocket::bind(&dir.path("notify2.sock"));
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.config())
+        .env("NOTIFY_SOCKET", dir.path("notify2.sock"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    quiet.wait_for("READY=1", &mut child);
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&child, Signal::SIGTERM);
+    quiet.wait_for("STOPPING=1", &mut child);
+    child.wait().unwrap();
+    assert!(
+        !quiet.seen.iter().any(|m| m.contains("WATCHDOG=1")),
+        "{:?}",
+        quiet.seen
+    );
+}
