@@ -37,9 +37,10 @@ test-rust: deps
 lockfile-check:
 	git diff --exit-code -- Cargo.lock
 
-# .ci/run must fail when a step fails, and pass when all pass.
+# .ci/run must fail when a step fails, and pass when all pass; ARCHITECTURE.md must not drift.
 test-ci-script:
 	bash tests/ci/ci_run_propagates_failure.sh
+	bash tests/ci/architecture_paths_exist.sh
 
 ci-selftest-pass:
 	@true
