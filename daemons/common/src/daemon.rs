@@ -212,13 +212,7 @@ fn report_run_error(err: &RunError) {
             tracing::error!(problem = %p, "Invalid configuration.");
         }
     }
-    let mut chain = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
-        source = s.source();
-    }
+    let chain = crate::error_chain(err);
     tracing::error!(error = %chain, "Daemon stopped.");
     Notifier.status(&format!("failed: {chain}"));
 }

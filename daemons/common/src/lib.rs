@@ -30,3 +30,15 @@ pub const STATE_DIR: &str = "/var/lib/rookery";
 
 /// The five daemons, in the order operators usually read them.
 pub const DAEMONS: [&str; 5] = ["packetd", "probed", "ingestd", "apid", "licensed"];
+
+/// An error and its sources on one line, `outer: inner: root`, the way operators read them.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

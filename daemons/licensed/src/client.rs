@@ -120,7 +120,7 @@ impl Client {
             }
             match self.http.post(&url).json(body).send().await {
                 Err(err) => {
-                    last = error_chain(&err);
+                    last = rookery_common::error_chain(&err);
                     tracing::debug!(attempt, error = %last, "Licence server request failed.");
                 }
                 Ok(resp) => {
@@ -166,17 +166,6 @@ pub fn backoff(retry: u32) -> Duration {
     let exp = BACKOFF_BASE.saturating_mul(1u32 << retry.saturating_sub(1).min(16));
     let ceiling = exp.min(BACKOFF_CAP);
     ceiling.mul_f64(rand::random::<f64>())
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

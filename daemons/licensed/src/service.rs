@@ -73,11 +73,7 @@ impl Licensing for Service {
                 "invalid licence key: {err}"
             ))),
             Err(err @ SetKeyError::Save(_)) => {
-                let chain = match std::error::Error::source(&err) {
-                    Some(s) => format!("{err}: {s}"),
-                    None => err.to_string(),
-                };
-                Err(Status::internal(chain))
+                Err(Status::internal(rookery_common::error_chain(&err)))
             }
         }
     }

@@ -154,7 +154,7 @@ pub async fn query(run_dir: &Path, daemon: &str) -> DaemonState {
     let asked = tokio::time::timeout(STATUS_TIMEOUT, async {
         let channel = rookery_common::grpc::connect(&socket)
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| rookery_common::error_chain(&e))?;
         let mut health = tonic_health_client(channel.clone());
         let serving = health
             .check(tonic_health::pb::HealthCheckRequest {
@@ -200,17 +200,6 @@ fn tonic_health_client(
     channel: tonic::transport::Channel,
 ) -> tonic_health::pb::health_client::HealthClient<tonic::transport::Channel> {
     tonic_health::pb::health_client::HealthClient::new(channel)
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 fn human_duration(secs: u64) -> String {
@@ -294,7 +283,7 @@ async fn licensing_client(
     match rookery_common::grpc::connect(&socket).await {
         Ok(ch) => Ok(proto::licensing_client::LicensingClient::new(ch)),
         Err(err) => {
-            print_error(&format!("licensed: {}", error_chain(&err)));
+            print_error(&format!("licensed: {}", rookery_common::error_chain(&err)));
             Err(1)
         }
     }

@@ -6,23 +6,14 @@
     reason = "test code: a panic is the failure report"
 )]
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rookery_common::config::Sources;
 use rookery_common::daemon::Control;
 use rookery_licensed::refserver::{RefServer, test_key};
 
-const BIN: &str = env!("CARGO_BIN_EXE_rookeryctl");
-
-fn rookeryctl(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
+mod support;
+use support::rookeryctl;
 
 #[test]
 fn licence_show_lists_the_features_of_a_valid_key_and_set_key_checks_format() {

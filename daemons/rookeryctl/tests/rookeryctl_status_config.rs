@@ -7,22 +7,13 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rookery_common::config::Sources;
 use rookery_common::daemon::Control;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rookeryctl");
-
-fn rookeryctl(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
+mod support;
+use support::rookeryctl;
 
 fn licensed_config(dir: &Path) -> PathBuf {
     let path = dir.join("etc/licensed.toml");
