@@ -1,0 +1,269 @@
+//! The results store: every probe result in SQLite (`results.sqlite` in the state directory,
+//! WAL mode), written in batches by one task, pruned to `[store] retention`.
+//!
+//! [`Store::open`] creates the schema; [`Store::record`] queues a result without blocking the
+//! prober; [`Store::recent`] reads them back (gRPC `GetResults`).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, params};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::probe::Outcome;
+
+/// File name of the database in the state directory.
+pub const FILE_NAME: &str = "results.sqlite";
+/// Results queued for writing before new ones are dropped (and counted): a stalled disk
+/// must not grow memory without bound.
+const QUEUE: usize = 16_384;
+/// Rows per write transaction.
+const BATCH: usize = 512;
+/// How often old rows are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// One stored result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Target name (or `adhoc:<address>` for ad-hoc probes).
+    pub target: String,
+    /// Module name.
+    pub module: String,
+    /// Start time, Unix milliseconds.
+    pub started_ms: i64,
+    /// Success.
+    pub success: bool,
+    /// `ok` or the failure reason code.
+    pub reason: String,
+    /// Failure text.
+    pub detail: String,
+    /// Whole probe, seconds.
+    pub total_s: f64,
+    /// `phase=seconds` pairs, comma separated.
+    pub phases: String,
+}
+
+impl Row {
+    /// The row of `outcome`.
+    pub fn from_outcome(target: &str, module: &str, outcome: &Outcome) -> Self {
+        let started_ms = outcome
+            .started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        Self {
+            target: target.to_owned(),
+            module: module.to_owned(),
+            started_ms,
+            success: outcome.success,
+            reason: outcome.reason().to_owned(),
+            detail: outcome
+                .failure
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            total_s: outcome.total.as_secs_f64(),
+            phases: outcome
+                .phases
+                .iter()
+                .map(|(p, d)| format!("{}={:.6}", p.as_str(), d.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+}
+
+/// The store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open results store {}", .path.display())]
+pub struct OpenStoreError {
+    /// The database file.
+    pub path: PathBuf,
+    /// Why.
+    #[source]
+    pub source: rusqlite::Error,
+}
+
+/// Handle to the results store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    tx: mpsc::Sender<Row>,
+    retention: Arc<Mutex<Duration>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY,
+    target TEXT NOT NULL,
+    module TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    success INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    total_s REAL NOT NULL,
+    phases TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_target_time ON results (target, started_ms);
+CREATE INDEX IF NOT EXISTS results_time ON results (started_ms);
+";
+
+fn lock(c: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    c.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Store {
+    /// Opens (or creates) `dir/results.sqlite` in WAL mode and starts the writer, which
+    /// stops when `shutdown` fires (after writing what is queued).
+    pub fn open(
+        dir: &Path,
+        retention: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<Self, OpenStoreError> {
+        let path = dir.join(FILE_NAME);
+        let err = |source| OpenStoreError {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        let conn = Arc::new(Mutex::new(conn));
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let store = Self {
+            conn,
+            tx,
+            retention: Arc::new(Mutex::new(retention)),
+        };
+        tokio::spawn(store.clone().writer(rx, shutdown));
+        Ok(store)
+    }
+
+    /// Changes the retention (config reload).
+    pub fn set_retention(&self, retention: Duration) {
+        *self
+            .retention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = retention;
+    }
+
+    /// Queues `row`; returns false if the queue is full (the row is dropped).
+    pub fn record(&self, row: Row) -> bool {
+        self.tx.try_send(row).is_ok()
+    }
+
+    async fn writer(self, mut rx: mpsc::Receiver<Row>, shutdown: CancellationToken) {
+        let mut last_prune = tokio::time::Instant::now();
+        loop {
+            let mut batch = Vec::with_capacity(BATCH);
+            tokio::select! {
+                n = rx.recv_many(&mut batch, BATCH) => {
+                    if n == 0 { break; }
+                }
+                () = shutdown.cancelled() => {
+                    rx.close();
+                    while rx.recv_many(&mut batch, BATCH).await > 0 {
+                        self.write(std::mem::take(&mut batch)).await;
+                    }
+                    break;
+                }
+            }
+            self.write(batch).await;
+            if last_prune.elapsed() >= PRUNE_EVERY {
+                last_prune = tokio::time::Instant::now();
+                if let Err(err) = self.prune().await {
+                    tracing::warn!(error = %err, "Cannot prune old results.");
+                }
+            }
+        }
+    }
+
+    async fn write(&self, batch: Vec<Row>) {
+        let conn = self.conn.clone();
+        let result = tokio::task::spawn_blocking(move || -> rusqlite::Result<()> {
+            let mut c = lock(&conn);
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO results (target, module, started_ms, success, reason, detail, total_s, phases)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                for r in &batch {
+                    stmt.execute(params![
+                        r.target, r.module, r.started_ms, r.success, r.reason, r.detail, r.total_s,
+                        r.phases
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "Cannot write probe results, a batch is lost.")
+            }
+            Err(err) => tracing::error!(error = %err, "Result writer failed, a batch is lost."),
+        }
+    }
+
+    /// Deletes rows older than the retention; returns how many.
+    pub async fn prune(&self) -> rusqlite::Result<usize> {
+        let retention = *self
+            .retention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            lock(&conn).execute("DELETE FROM results WHERE started_ms < ?1", [cutoff])
+        })
+        .await
+        .unwrap_or(Ok(0))
+    }
+
+    /// The newest `limit` results, of `target` if given, newest first.
+    pub async fn recent(&self, target: Option<String>, limit: usize) -> rusqlite::Result<Vec<Row>> {
+        let conn = self.conn.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        tokio::task::spawn_blocking(move || {
+            let c = lock(&conn);
+            let mut stmt = c.prepare_cached(
+                "SELECT target, module, started_ms, success, reason, detail, total_s, phases
+                 FROM results WHERE (?1 IS NULL OR target = ?1)
+                 ORDER BY started_ms DESC, id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![target, limit], |r| {
+                Ok(Row {
+                    target: r.get(0)?,
+                    module: r.get(1)?,
+                    started_ms: r.get(2)?,
+                    success: r.get(3)?,
+                    reason: r.get(4)?,
+                    detail: r.get(5)?,
+                    total_s: r.get(6)?,
+                    phases: r.get(7)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+        .unwrap_or_else(|_| Ok(Vec::new()))
+    }
+
+    /// Inserts `rows` now (tests and imports; the prober goes through [`Store::record`]).
+    pub async fn insert_now(&self, rows: Vec<Row>) {
+        self.write(rows).await;
+    }
+}
