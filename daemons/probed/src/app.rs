@@ -46,6 +46,8 @@ impl Daemon for Probed {
             ctx.shutdown.clone(),
         ));
         scheduler.apply(ctx.config)?;
+        ctx.routes
+            .add_service(crate::grpc::server(scheduler.clone()));
         let routes = std::mem::take(ctx.http_routes);
         *ctx.http_routes = routes.merge(crate::blackbox::router(scheduler.clone()));
         tracing::info!(

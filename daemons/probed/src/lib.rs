@@ -8,11 +8,12 @@
 //! The entry point is [`app::Probed`] (run by `rookery_common::daemon`). The probe engine is
 //! [`probe`] (pure of scheduling and storage); [`scheduler`] runs it per target with bounded
 //! concurrency; [`store`] keeps results; [`blackbox`] renders `/probe`; [`metrics`] holds the
-//! Prometheus families.
+//! Prometheus families; [`grpc`] serves `rookery.v1.Probing`.
 
 pub mod app;
 pub mod blackbox;
 pub mod config;
+pub mod grpc;
 pub mod metrics;
 pub mod probe;
 pub mod scheduler;

@@ -16,6 +16,7 @@ pub mod tcp;
 pub mod tls;
 pub mod udp;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
@@ -289,6 +290,61 @@ impl Outcome {
     /// Failure reason code, or `ok`.
     pub fn reason(&self) -> &'static str {
         self.failure.as_ref().map_or("ok", Failure::code)
+    }
+
+    /// The facts as flat `key → value` text (gRPC `ProbeResult.facts`, the store).
+    pub fn fact_map(&self) -> BTreeMap<String, String> {
+        let f = &self.facts;
+        let mut m = BTreeMap::new();
+        let mut put = |k: &str, v: String| {
+            m.insert(k.to_owned(), v);
+        };
+        if let Some(ip) = f.ip {
+            put("ip", ip.to_string());
+        }
+        if let Some(s) = f.http_status {
+            put("http_status", s.to_string());
+        }
+        if let Some(v) = f.http_version {
+            put("http_version", format!("{v:.1}"));
+        }
+        if f.redirects > 0 {
+            put("http_redirects", f.redirects.to_string());
+        }
+        if let Some(t) = &f.tls {
+            if !t.version.is_empty() {
+                put("tls_version", t.version.clone());
+                put("tls_cipher", t.cipher.clone());
+            }
+            if let Some(e) = t.earliest_expiry {
+                put("tls_earliest_expiry_unix", e.to_string());
+            }
+            if let Some(d) = t.days_left {
+                put("tls_days_left", d.to_string());
+            }
+            if !t.subject.is_empty() {
+                put("tls_subject", t.subject.clone());
+            }
+            if let Some(e) = &t.verify_error {
+                put("tls_verify_error", e.clone());
+            }
+        }
+        if let Some(d) = &f.dns {
+            put("dns_rcode", d.rcode.clone());
+            put("dns_answers", d.answers.join(","));
+        }
+        if let Some(i) = &f.icmp {
+            put("icmp_sent", i.sent.to_string());
+            put("icmp_received", i.received.to_string());
+            put("icmp_loss", format!("{:.4}", i.loss()));
+            if let Some((min, avg, max, sd)) = i.stats() {
+                put("icmp_rtt_min_seconds", format!("{min:.6}"));
+                put("icmp_rtt_avg_seconds", format!("{avg:.6}"));
+                put("icmp_rtt_max_seconds", format!("{max:.6}"));
+                put("icmp_rtt_stddev_seconds", format!("{sd:.6}"));
+            }
+        }
+        m
     }
 }
 

@@ -241,8 +241,19 @@ impl Scheduler {
             Some(t) => t.min(prepared.module.timeout),
             None => prepared.module.timeout,
         };
+        self.run_with(&prepared, address, timeout).await
+    }
+
+    /// Runs one probe of `address` with `prepared` within `timeout`, under the shared
+    /// concurrency bound. `None` once the scheduler is shutting down.
+    pub async fn run_with(
+        &self,
+        prepared: &Prepared,
+        address: &str,
+        timeout: Duration,
+    ) -> Option<Outcome> {
         let _permit = self.semaphore.clone().acquire_owned().await.ok()?;
-        Some(probe::run(&prepared, address, timeout).await)
+        Some(probe::run(prepared, address, timeout).await)
     }
 
     /// Stops scheduling and waits for the probes in flight to finish.

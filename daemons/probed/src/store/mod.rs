@@ -4,6 +4,7 @@
 //! [`Store::open`] creates the schema; [`Store::record`] queues a result without blocking the
 //! prober; [`Store::recent`] reads them back (gRPC `GetResults`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,6 +44,8 @@ pub struct Row {
     pub total_s: f64,
     /// `phase=seconds` pairs, comma separated.
     pub phases: String,
+    /// What the probe learned ([`Outcome::fact_map`]).
+    pub facts: BTreeMap<String, String>,
 }
 
 impl Row {
@@ -70,8 +73,36 @@ impl Row {
                 .map(|(p, d)| format!("{}={:.6}", p.as_str(), d.as_secs_f64()))
                 .collect::<Vec<_>>()
                 .join(","),
+            facts: outcome.fact_map(),
         }
     }
+
+    /// The phases as `(phase, seconds)`.
+    pub fn phase_list(&self) -> Vec<(String, f64)> {
+        self.phases
+            .split(',')
+            .filter_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+/// Facts as stored: one `key=value` per line (values never hold a newline).
+fn encode_facts(facts: &BTreeMap<String, String>) -> String {
+    facts
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.replace('\n', " ")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn decode_facts(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 /// The store could not be opened.
@@ -103,7 +134,8 @@ CREATE TABLE IF NOT EXISTS results (
     reason TEXT NOT NULL,
     detail TEXT NOT NULL,
     total_s REAL NOT NULL,
-    phases TEXT NOT NULL
+    phases TEXT NOT NULL,
+    facts TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS results_target_time ON results (target, started_ms);
 CREATE INDEX IF NOT EXISTS results_time ON results (started_ms);
@@ -196,13 +228,14 @@ impl Store {
             let tx = c.transaction()?;
             {
                 let mut stmt = tx.prepare_cached(
-                    "INSERT INTO results (target, module, started_ms, success, reason, detail, total_s, phases)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT INTO results (target, module, started_ms, success, reason, detail, total_s, phases, facts)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?;
                 for r in &batch {
                     stmt.execute(params![
                         r.target, r.module, r.started_ms, r.success, r.reason, r.detail, r.total_s,
-                        r.phases
+                        r.phases,
+                        encode_facts(&r.facts)
                     ])?;
                 }
             }
@@ -240,7 +273,7 @@ impl Store {
         tokio::task::spawn_blocking(move || {
             let c = lock(&conn);
             let mut stmt = c.prepare_cached(
-                "SELECT target, module, started_ms, success, reason, detail, total_s, phases
+                "SELECT target, module, started_ms, success, reason, detail, total_s, phases, facts
                  FROM results WHERE (?1 IS NULL OR target = ?1)
                  ORDER BY started_ms DESC, id DESC LIMIT ?2",
             )?;
@@ -254,6 +287,7 @@ impl Store {
                     detail: r.get(5)?,
                     total_s: r.get(6)?,
                     phases: r.get(7)?,
+                    facts: decode_facts(&r.get::<_, String>(8)?),
                 })
             })?;
             rows.collect()

@@ -1,0 +1,182 @@
+//! The `rookery.v1.Probing` service over probed's Unix socket, with probed run in-process:
+//! ListTargets (with the last result), GetResults from the store, RunNow by target and by
+//! module + address, and argument errors.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use rookery_common::config::Sources;
+use rookery_common::daemon::Control;
+use rookery_common::proto::probing_client::ProbingClient;
+use rookery_common::proto::{GetResultsRequest, ListTargetsRequest, RunNowRequest};
+use tokio::net::TcpListener;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_targets_get_results_and_run_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_port = up.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = up.accept().await {
+            drop(s);
+        }
+    });
+    let down_port = support::free_port();
+    let sock = dir.path().join("probed.sock");
+    let path = dir.path().join("probed.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[grpc]\nsocket = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{}\"\n[state]\ndirectory = \"{}\"\n\
+             [modules.tcp]\nprober = \"tcp\"\ntimeout = \"1s\"\n\
+             [[targets]]\nname = \"up\"\nmodule = \"tcp\"\naddress = \"127.0.0.1:{up_port}\"\ninterval = \"1s\"\nlabels = {{ site = \"lab\" }}\n",
+            sock.display(),
+            support::free_port(),
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let control = Control::default();
+    let daemon = tokio::spawn(rookery_probed::app::run(
+        Sources::new("probed", Some(&path), Vec::new()),
+        control.clone(),
+    ));
+    let until = Instant::now() + Duration::from_secs(10);
+    let channel = loop {
+        if let Ok(c) = rookery_common::grpc::connect(&sock).await {
+            break c;
+        }
+        assert!(Instant::now() < until, "probed socket never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut client = ProbingClient::new(channel);
+
+    // ListTargets: settings at once, the last result after the first probe (within 1 s + 1 s).
+    let until = Instant::now() + Duration::from_secs(5);
+    let target = loop {
+        let list = client
+            .list_targets(ListTargetsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(list.targets.len(), 1);
+        let t = list.targets.into_iter().next().unwrap();
+        if t.last.is_some() || Instant::now() > until {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(target.name, "up");
+    assert_eq!(target.prober, "tcp");
+    assert_eq!(target.interval_ms, 1000);
+    assert_eq!(target.timeout_ms, 1000);
+    assert_eq!(target.labels.get("site").map(String::as_str), Some("lab"));
+    let last = target.last.expect("probed within its interval");
+    assert!(last.success, "{last:?}");
+    assert!(last.phases.iter().any(|p| p.phase == "connect"), "{last:?}");
+    assert_eq!(
+        last.facts.get("ip").map(String::as_str),
+        Some("127.0.0.1"),
+        "{last:?}"
+    );
+
+    // GetResults: from the store (written in batches; poll briefly).
+    let until = Instant::now() + Duration::from_secs(5);
+    let results = loop {
+        let r = client
+            .get_results(GetResultsRequest {
+                target: "up".into(),
+                limit: 5,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        if !r.is_empty() || Instant::now() > until {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!results.is_empty());
+    assert!(results.len() <= 5);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.target == "up" && r.success && r.reason == "ok")
+    );
+    assert!(results[0].facts.contains_key("ip"), "{:?}", results[0]);
+    let none = client
+        .get_results(GetResultsRequest {
+            target: "nope".into(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.results.is_empty());
+
+    // RunNow by target, and ad hoc with a module and an address.
+    let by_target = client
+        .run_now(RunNowRequest {
+            target: "up".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(by_target.success, "{by_target:?}");
+    assert_eq!(by_target.target, "up");
+    let adhoc = client
+        .run_now(RunNowRequest {
+            module: "tcp".into(),
+            address: format!("127.0.0.1:{down_port}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!adhoc.success);
+    assert_eq!(adhoc.reason, "refused", "{adhoc:?}");
+    assert_eq!(adhoc.detail, "connection refused");
+
+    let err = client
+        .run_now(RunNowRequest {
+            module: "nope".into(),
+            address: "127.0.0.1:1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    let err = client
+        .run_now(RunNowRequest {
+            module: "tcp".into(),
+            address: "no-port".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("has no port"), "{err}");
+    let err = client
+        .run_now(RunNowRequest {
+            target: "ghost".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+
+    control.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(20), daemon)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
