@@ -110,3 +110,39 @@ fn type_errors_name_the_key_and_the_expected_type() {
         "{all}"
     );
 }
+
+#[test]
+fn check_config_of_the_binary_prints_every_problem_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probed.toml");
+    std::fs::write(
+        &path,
+        "[scheduler]\nmax-concurrency = 0\n\n[modules.h]\nprober = \"http3\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rookery-probed"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(78), "{text}");
+    let p = path.display();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            format!("{p}:2:19: scheduler.max-concurrency: 0 is out of range (expected 1 to 65536)"),
+            format!(
+                "{p}:5:10: modules.h.prober: prober \"http3\" is not supported yet (expected one of \"icmp\", \"tcp\", \"udp\", \"dns\", \"http\", \"tls\")"
+            ),
+        ],
+        "{text}"
+    );
+    std::fs::write(&path, "[scheduler]\nmax-concurrency = 8\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rookery-probed"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}

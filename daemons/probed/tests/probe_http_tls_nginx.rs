@@ -13,6 +13,7 @@ mod support;
 use std::path::Path;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, date_time_ymd};
+use rookery_probed::config::Prober;
 use rookery_probed::probe::{Failure, Phase};
 
 struct Ports {
@@ -157,6 +158,35 @@ async fn http_and_tls_probes_against_nginx() {
     assert!(!tls.cipher.is_empty(), "{tls:?}");
     assert!(tls.days_left.unwrap() > 300, "{tls:?}");
     assert!(h2.phase(Phase::Tls).is_some());
+    // The same outcome as /probe renders it, with blackbox_exporter's names.
+    let text = rookery_probed::blackbox::render(Prober::Http, &h2);
+    for line in [
+        "probe_success 1",
+        "probe_http_status_code 200",
+        "probe_http_version 2",
+        "probe_http_ssl 1",
+        "probe_ip_protocol 4",
+        "probe_failed_due_to_regex 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    for prefix in [
+        "probe_http_duration_seconds{phase=\"tls\"} ",
+        "probe_ssl_earliest_cert_expiry ",
+        "probe_tls_version_info{version=\"TLS 1.",
+        "probe_duration_seconds ",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(prefix)),
+            "{prefix} missing:\n{text}"
+        );
+    }
+    let text = rookery_probed::blackbox::render(Prober::Http, &mismatch);
+    assert!(
+        text.lines().any(|l| l == "probe_failed_due_to_regex 1"),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l == "probe_success 0"), "{text}");
     let mh1 = mh.replace("[http]\n", "[http]\nversion = \"http1\"\n");
     let h1 = support::probe(&mh1, &format!("https://127.0.0.1:{}/", p.good)).await;
     assert!(h1.success, "{h1:?}");
