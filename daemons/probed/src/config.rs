@@ -139,7 +139,7 @@ impl Prober {
 
     /// Whether this build can run the prober.
     pub fn supported(self) -> bool {
-        !matches!(self, Self::Ssh | Self::Grpc | Self::Http3)
+        !matches!(self, Self::Ssh | Self::Http3)
     }
 }
 
@@ -147,7 +147,7 @@ impl Prober {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Module {
-    /// Which probe: `icmp`, `tcp`, `udp`, `dns`, `http`, `tls`.
+    /// Which probe: `icmp`, `tcp`, `udp`, `dns`, `http`, `tls`, `grpc`.
     pub prober: Prober,
     /// Whole-probe timeout (resolve to last byte); targets may override it.
     #[serde(default = "default_timeout", with = "humantime_serde")]
@@ -167,6 +167,18 @@ pub struct Module {
     pub dns: Option<DnsModule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp: Option<IcmpModule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcModule>,
+}
+
+/// `[modules.<name>.grpc]`: a `grpc.health.v1.Health/Check` call; the target is `host:port`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GrpcModule {
+    /// Service name to check; empty = the server as a whole.
+    pub service: String,
+    /// Use TLS (options in `[modules.<name>.tls]`); off = cleartext HTTP/2.
+    pub tls: bool,
 }
 
 fn default_timeout() -> Duration {
@@ -458,22 +470,23 @@ fn validate_module(name: &str, m: &Module, out: &mut Vec<Invalid>) {
         out.push(Invalid::new(
             key("prober"),
             format!(
-                "prober \"{}\" is not supported yet (expected one of \"icmp\", \"tcp\", \"udp\", \"dns\", \"http\", \"tls\")",
+                "prober \"{}\" is not supported yet (expected one of \"icmp\", \"tcp\", \"udp\", \"dns\", \"http\", \"tls\", \"grpc\")",
                 m.prober.as_str()
             ),
         ));
     }
     check_timeout(out, key("timeout"), m.timeout);
     // Each option section belongs to one prober (tls also to http and tcp).
-    let sections: [(&str, bool, &[Prober]); 6] = [
+    let sections: [(&str, bool, &[Prober]); 7] = [
         ("tcp", m.tcp.is_some(), &[Prober::Tcp]),
         ("udp", m.udp.is_some(), &[Prober::Udp]),
         ("http", m.http.is_some(), &[Prober::Http]),
         (
             "tls",
             m.tls.is_some(),
-            &[Prober::Tls, Prober::Http, Prober::Tcp],
+            &[Prober::Tls, Prober::Http, Prober::Tcp, Prober::Grpc],
         ),
+        ("grpc", m.grpc.is_some(), &[Prober::Grpc]),
         ("dns", m.dns.is_some(), &[Prober::Dns]),
         ("icmp", m.icmp.is_some(), &[Prober::Icmp]),
     ];

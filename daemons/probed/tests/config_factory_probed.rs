@@ -39,7 +39,7 @@ fn factory_probed_toml_worked_example_is_valid() {
         .collect::<Vec<_>>()
         .join("\n");
     let config: rookery_probed::Config = toml::from_str(&example).expect("the example parses");
-    assert_eq!(config.modules.len(), 7, "{example}");
+    assert_eq!(config.modules.len(), 8, "{example}");
     assert_eq!(config.targets.len(), 4, "{example}");
     let issues = config.validate();
     assert!(issues.is_empty(), "{issues:?}");

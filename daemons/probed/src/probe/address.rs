@@ -87,7 +87,7 @@ fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
 /// Parses `address` for `prober`.
 pub fn parse(prober: Prober, address: &str) -> Result<Address, AddressError> {
     match prober {
-        Prober::Http | Prober::Http3 | Prober::Grpc => {
+        Prober::Http | Prober::Http3 => {
             let uri: http::Uri = address.parse().map_err(|_| {
                 err(
                     address,
@@ -119,7 +119,7 @@ pub fn parse(prober: Prober, address: &str) -> Result<Address, AddressError> {
             }
             Ok(Address::Host(host))
         }
-        Prober::Tcp | Prober::Udp | Prober::Tls | Prober::Ssh | Prober::Dns => {
+        Prober::Tcp | Prober::Udp | Prober::Tls | Prober::Ssh | Prober::Dns | Prober::Grpc => {
             let default_port = match prober {
                 Prober::Dns => Some(53),
                 Prober::Ssh => Some(22),

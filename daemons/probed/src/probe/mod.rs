@@ -9,6 +9,7 @@
 
 pub mod address;
 pub mod dns;
+pub mod grpc;
 pub mod http;
 pub mod icmp;
 pub mod net;
@@ -105,6 +106,10 @@ pub enum Failure {
     DnsRcode(String),
     /// An expected DNS answer is missing.
     DnsAnswerMissing(String),
+    /// The gRPC health check answered with a status other than SERVING.
+    GrpcNotServing(String),
+    /// The gRPC call failed with this status code.
+    GrpcStatus(String),
     /// No ICMP echo reply came back.
     PacketLoss,
     /// No permission for the socket (ICMP without CAP_NET_RAW or ping group).
@@ -136,6 +141,8 @@ impl Failure {
             Self::TooManyRedirects => "too_many_redirects",
             Self::DnsRcode(_) => "dns_rcode",
             Self::DnsAnswerMissing(_) => "dns_answer_missing",
+            Self::GrpcNotServing(_) => "grpc_not_serving",
+            Self::GrpcStatus(_) => "grpc_status",
             Self::PacketLoss => "packet_loss",
             Self::Permission(_) => "permission_denied",
             Self::Protocol(_) => "protocol_error",
@@ -165,6 +172,8 @@ impl fmt::Display for Failure {
             Self::TooManyRedirects => write!(f, "too many redirects"),
             Self::DnsRcode(r) => write!(f, "unexpected DNS response code {r}"),
             Self::DnsAnswerMissing(a) => write!(f, "expected DNS answer {a} is missing"),
+            Self::GrpcNotServing(s) => write!(f, "gRPC health status {s}"),
+            Self::GrpcStatus(s) => write!(f, "gRPC call failed: {s}"),
             Self::PacketLoss => write!(f, "no echo reply (100% loss)"),
             Self::Permission(m) => write!(f, "permission denied: {m}"),
             Self::Protocol(m) => write!(f, "protocol error: {m}"),
@@ -459,6 +468,7 @@ impl Prepared {
         let needs_tls = match module.prober {
             Prober::Tls | Prober::Http => true,
             Prober::Tcp => module.tcp.as_ref().is_some_and(|t| t.tls),
+            Prober::Grpc => module.grpc.as_ref().is_some_and(|g| g.tls),
             _ => false,
         };
         let tls = if needs_tls {
@@ -498,7 +508,8 @@ async fn dispatch(prepared: &Prepared, addr: &Address, run: &mut Run) -> Result<
         Prober::Http => http::probe(run, addr, m, prepared).await,
         Prober::Dns => dns::probe(run, addr, m).await,
         Prober::Icmp => icmp::probe(run, addr, m).await,
-        Prober::Ssh | Prober::Grpc | Prober::Http3 => Err(Failure::Protocol(format!(
+        Prober::Grpc => grpc::probe(run, addr, m, prepared).await,
+        Prober::Ssh | Prober::Http3 => Err(Failure::Protocol(format!(
             "prober \"{}\" is not supported yet",
             m.prober.as_str()
         ))),
