@@ -7,7 +7,7 @@ set -euo pipefail
 need_pkgs=()
 want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$1"); }
 
-for p in nginx-light unbound iproute2; do
+for p in nginx-light unbound openssh-server openssh-client iproute2; do
   want "$p"
 done
 

@@ -139,7 +139,7 @@ impl Prober {
 
     /// Whether this build can run the prober.
     pub fn supported(self) -> bool {
-        !matches!(self, Self::Ssh | Self::Http3)
+        !matches!(self, Self::Http3)
     }
 }
 
@@ -147,7 +147,7 @@ impl Prober {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Module {
-    /// Which probe: `icmp`, `tcp`, `udp`, `dns`, `http`, `tls`, `grpc`.
+    /// Which probe: `icmp`, `tcp`, `udp`, `dns`, `http`, `tls`, `grpc`, `ssh`.
     pub prober: Prober,
     /// Whole-probe timeout (resolve to last byte); targets may override it.
     #[serde(default = "default_timeout", with = "humantime_serde")]
@@ -169,6 +169,19 @@ pub struct Module {
     pub icmp: Option<IcmpModule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc: Option<GrpcModule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshModule>,
+}
+
+/// `[modules.<name>.ssh]`: banner and key exchange; the target is `host[:port]` (port 22).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SshModule {
+    /// Host key fingerprint the server must present, as `ssh-keygen -lf` prints it
+    /// (`SHA256:…`); empty = any key.
+    pub expected_fingerprint: String,
+    /// Regular expression the server's banner must match; empty = no check.
+    pub banner_regex: String,
 }
 
 /// `[modules.<name>.grpc]`: a `grpc.health.v1.Health/Check` call; the target is `host:port`.
@@ -470,14 +483,14 @@ fn validate_module(name: &str, m: &Module, out: &mut Vec<Invalid>) {
         out.push(Invalid::new(
             key("prober"),
             format!(
-                "prober \"{}\" is not supported yet (expected one of \"icmp\", \"tcp\", \"udp\", \"dns\", \"http\", \"tls\", \"grpc\")",
+                "prober \"{}\" is not supported yet (expected one of \"icmp\", \"tcp\", \"udp\", \"dns\", \"http\", \"tls\", \"grpc\", \"ssh\")",
                 m.prober.as_str()
             ),
         ));
     }
     check_timeout(out, key("timeout"), m.timeout);
     // Each option section belongs to one prober (tls also to http and tcp).
-    let sections: [(&str, bool, &[Prober]); 7] = [
+    let sections: [(&str, bool, &[Prober]); 8] = [
         ("tcp", m.tcp.is_some(), &[Prober::Tcp]),
         ("udp", m.udp.is_some(), &[Prober::Udp]),
         ("http", m.http.is_some(), &[Prober::Http]),
@@ -487,6 +500,7 @@ fn validate_module(name: &str, m: &Module, out: &mut Vec<Invalid>) {
             &[Prober::Tls, Prober::Http, Prober::Tcp, Prober::Grpc],
         ),
         ("grpc", m.grpc.is_some(), &[Prober::Grpc]),
+        ("ssh", m.ssh.is_some(), &[Prober::Ssh]),
         ("dns", m.dns.is_some(), &[Prober::Dns]),
         ("icmp", m.icmp.is_some(), &[Prober::Icmp]),
     ];
@@ -503,6 +517,18 @@ fn validate_module(name: &str, m: &Module, out: &mut Vec<Invalid>) {
     }
     if let Some(tcp) = &m.tcp {
         check_regex(out, key("tcp.expect"), &tcp.expect);
+    }
+    if let Some(ssh) = &m.ssh {
+        check_regex(out, key("ssh.banner-regex"), &ssh.banner_regex);
+        let fp = &ssh.expected_fingerprint;
+        if !fp.is_empty() && (!fp.starts_with("SHA256:") || fp.len() != 50) {
+            out.push(Invalid::new(
+                key("ssh.expected-fingerprint"),
+                format!(
+                    "\"{fp}\" is not a SHA-256 fingerprint (expected \"SHA256:\" and 43 base64 characters, as ssh-keygen -lf prints)"
+                ),
+            ));
+        }
     }
     match (&m.prober, &m.udp) {
         (Prober::Udp, None) => out.push(Invalid::new(

@@ -27,7 +27,7 @@ fn semantic_errors_name_file_line_col_and_key() {
 prober = "http"
 
 [modules.shell]
-prober = "ssh"
+prober = "http3"
 
 [[targets]]
 name = "ok"
@@ -49,7 +49,7 @@ address = "127.0.0.1:1"
     let all = lines.join("\n");
     assert!(
         lines.contains(&format!(
-            "{p}:6:10: modules.shell.prober: prober \"ssh\" is not supported yet (expected one of \"icmp\", \"tcp\", \"udp\", \"dns\", \"http\", \"tls\", \"grpc\")"
+            "{p}:6:10: modules.shell.prober: prober \"http3\" is not supported yet (expected one of \"icmp\", \"tcp\", \"udp\", \"dns\", \"http\", \"tls\", \"grpc\", \"ssh\")"
         )),
         "{all}"
     );
@@ -133,7 +133,7 @@ fn check_config_of_the_binary_prints_every_problem_and_exits_78() {
         [
             format!("{p}:2:19: scheduler.max-concurrency: 0 is out of range (expected 1 to 65536)"),
             format!(
-                "{p}:5:10: modules.h.prober: prober \"http3\" is not supported yet (expected one of \"icmp\", \"tcp\", \"udp\", \"dns\", \"http\", \"tls\", \"grpc\")"
+                "{p}:5:10: modules.h.prober: prober \"http3\" is not supported yet (expected one of \"icmp\", \"tcp\", \"udp\", \"dns\", \"http\", \"tls\", \"grpc\", \"ssh\")"
             ),
         ],
         "{text}"

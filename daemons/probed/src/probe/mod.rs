@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod http;
 pub mod icmp;
 pub mod net;
+pub mod ssh;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
@@ -37,6 +38,8 @@ pub enum Phase {
     Connect,
     /// TLS handshake.
     Tls,
+    /// SSH banner exchange and key exchange.
+    Kex,
     /// Request sent until the first byte of the answer (HTTP headers, DNS reply, UDP reply,
     /// TCP expect).
     FirstByte,
@@ -51,16 +54,18 @@ impl Phase {
             Self::Resolve => "resolve",
             Self::Connect => "connect",
             Self::Tls => "tls",
+            Self::Kex => "kex",
             Self::FirstByte => "processing",
             Self::Transfer => "transfer",
         }
     }
 
     /// All phases, in order.
-    pub const ALL: [Phase; 5] = [
+    pub const ALL: [Phase; 6] = [
         Self::Resolve,
         Self::Connect,
         Self::Tls,
+        Self::Kex,
         Self::FirstByte,
         Self::Transfer,
     ];
@@ -106,6 +111,8 @@ pub enum Failure {
     DnsRcode(String),
     /// An expected DNS answer is missing.
     DnsAnswerMissing(String),
+    /// The SSH host key's fingerprint is not the expected one (the one seen is given).
+    HostKeyMismatch(String),
     /// The gRPC health check answered with a status other than SERVING.
     GrpcNotServing(String),
     /// The gRPC call failed with this status code.
@@ -141,6 +148,7 @@ impl Failure {
             Self::TooManyRedirects => "too_many_redirects",
             Self::DnsRcode(_) => "dns_rcode",
             Self::DnsAnswerMissing(_) => "dns_answer_missing",
+            Self::HostKeyMismatch(_) => "host_key_mismatch",
             Self::GrpcNotServing(_) => "grpc_not_serving",
             Self::GrpcStatus(_) => "grpc_status",
             Self::PacketLoss => "packet_loss",
@@ -172,6 +180,9 @@ impl fmt::Display for Failure {
             Self::TooManyRedirects => write!(f, "too many redirects"),
             Self::DnsRcode(r) => write!(f, "unexpected DNS response code {r}"),
             Self::DnsAnswerMissing(a) => write!(f, "expected DNS answer {a} is missing"),
+            Self::HostKeyMismatch(got) => {
+                write!(f, "host key fingerprint {got} is not the expected one")
+            }
             Self::GrpcNotServing(s) => write!(f, "gRPC health status {s}"),
             Self::GrpcStatus(s) => write!(f, "gRPC call failed: {s}"),
             Self::PacketLoss => write!(f, "no echo reply (100% loss)"),
@@ -210,6 +221,21 @@ pub struct DnsFacts {
     pub answers: Vec<String>,
     /// Records in the answer, authority and additional sections.
     pub counts: [usize; 3],
+}
+
+/// What an SSH probe saw.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SshFacts {
+    /// The server's identification line, e.g. `SSH-2.0-OpenSSH_9.2p1`.
+    pub banner: String,
+    /// Host key algorithm, e.g. `ssh-ed25519`.
+    pub key_algorithm: String,
+    /// Host key fingerprint as OpenSSH prints it: `SHA256:…`.
+    pub fingerprint: String,
+    /// Negotiated key exchange.
+    pub kex: String,
+    /// Negotiated cipher.
+    pub cipher: String,
 }
 
 /// ICMP round-trip statistics.
@@ -268,6 +294,8 @@ pub struct Facts {
     pub dns: Option<DnsFacts>,
     /// ICMP facts.
     pub icmp: Option<IcmpFacts>,
+    /// SSH facts.
+    pub ssh: Option<SshFacts>,
 }
 
 /// The result of one probe.
@@ -341,6 +369,13 @@ impl Outcome {
         if let Some(d) = &f.dns {
             put("dns_rcode", d.rcode.clone());
             put("dns_answers", d.answers.join(","));
+        }
+        if let Some(s) = &f.ssh {
+            put("ssh_banner", s.banner.clone());
+            put("ssh_key_algorithm", s.key_algorithm.clone());
+            put("ssh_fingerprint", s.fingerprint.clone());
+            put("ssh_kex", s.kex.clone());
+            put("ssh_cipher", s.cipher.clone());
         }
         if let Some(i) = &f.icmp {
             put("icmp_sent", i.sent.to_string());
@@ -457,6 +492,7 @@ impl Prepared {
             Prober::Tcp => module.tcp.as_ref().map(|t| t.expect.as_str()),
             Prober::Udp => module.udp.as_ref().map(|u| u.expect.as_str()),
             Prober::Http => module.http.as_ref().map(|h| h.body_regex.as_str()),
+            Prober::Ssh => module.ssh.as_ref().map(|h| h.banner_regex.as_str()),
             _ => None,
         };
         let expect = match pattern {
@@ -509,7 +545,8 @@ async fn dispatch(prepared: &Prepared, addr: &Address, run: &mut Run) -> Result<
         Prober::Dns => dns::probe(run, addr, m).await,
         Prober::Icmp => icmp::probe(run, addr, m).await,
         Prober::Grpc => grpc::probe(run, addr, m, prepared).await,
-        Prober::Ssh | Prober::Http3 => Err(Failure::Protocol(format!(
+        Prober::Ssh => ssh::probe(run, addr, m, prepared).await,
+        Prober::Http3 => Err(Failure::Protocol(format!(
             "prober \"{}\" is not supported yet",
             m.prober.as_str()
         ))),

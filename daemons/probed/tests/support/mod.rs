@@ -145,3 +145,63 @@ pub fn unbound(port: u16, local_data: &[&str]) -> Server {
     wait_tcp(SocketAddr::from(([127, 0, 0, 1], port)));
     server
 }
+
+/// Starts OpenSSH's sshd on 127.0.0.1:`port` with a fresh ed25519 host key; returns the
+/// server and the key's fingerprint as `ssh-keygen -lf` prints it (`SHA256:…`).
+pub fn sshd(port: u16) -> (Server, String) {
+    let bin = binary("/usr/sbin/sshd");
+    let keygen = binary("/usr/bin/ssh-keygen");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let key = format!("{d}/host_ed25519");
+    let out = Command::new(&keygen)
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "rookery-test",
+            "-f",
+            &key,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(&keygen)
+        .args(["-l", "-f", &format!("{key}.pub")])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(out.stdout).unwrap();
+    let fingerprint = listing
+        .split_whitespace()
+        .nth(1)
+        .expect("ssh-keygen -l prints bits, fingerprint, comment")
+        .to_owned();
+    // sshd refuses to start without its privilege separation directory.
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let conf = write(
+        dir.path(),
+        "sshd_config",
+        &format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {key}\nPidFile {d}/sshd.pid\nUsePAM no\n\
+             StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        ),
+    );
+    let child = Command::new(bin)
+        .args(["-D", "-e", "-f"])
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server { child, dir };
+    wait_tcp(SocketAddr::from(([127, 0, 0, 1], port)));
+    (server, fingerprint)
+}
