@@ -39,6 +39,7 @@ impl Daemon for Probed {
             metrics,
             store,
             latest: Arc::new(Mutex::new(Default::default())),
+            tiers: Arc::new(Mutex::new(Default::default())),
         };
         let scheduler = Arc::new(Scheduler::new(
             sink,

@@ -404,6 +404,94 @@ pub struct Target {
     /// Extra labels on this target's metrics.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Tiered escalation; absent = tier 1 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<TierPolicy>,
+}
+
+/// `tiers = { … }` of a target: when it escalates to tier 2 and 3 and when it returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TierPolicy {
+    /// Tier 2 when this many of the last `window` probes breached.
+    pub failures: u32,
+    /// How many recent probes are judged.
+    pub window: u32,
+    /// Tier 3 (critical) when this many of the last `window` probes breached.
+    pub critical_failures: u32,
+    /// A successful probe slower than this breaches; "0s" = no latency threshold.
+    #[serde(with = "humantime_serde")]
+    pub max_latency: Duration,
+    /// An ICMP probe losing more than this fraction breaches (0 to 1).
+    pub max_loss: f64,
+    /// Probe interval while escalated (never longer than the target's interval).
+    #[serde(with = "humantime_serde")]
+    pub escalated_interval: Duration,
+    /// Healthy probes in a row that return the target to tier 1.
+    pub recover_after: u32,
+}
+
+impl Default for TierPolicy {
+    fn default() -> Self {
+        // 3 of 5 rides out a single lost packet or restart; 5 of 5 is an outage.
+        Self {
+            failures: 3,
+            window: 5,
+            critical_failures: 5,
+            max_latency: Duration::ZERO,
+            max_loss: 0.5,
+            escalated_interval: Duration::from_secs(10),
+            recover_after: 3,
+        }
+    }
+}
+
+fn validate_tiers(key: &dyn Fn(&str) -> String, p: &TierPolicy, out: &mut Vec<Invalid>) {
+    if !(1..=100).contains(&p.window) {
+        out.push(Invalid::new(
+            key("tiers.window"),
+            format!("{} is out of range (expected 1 to 100)", p.window),
+        ));
+    }
+    if p.failures == 0 || p.failures > p.window {
+        out.push(Invalid::new(
+            key("tiers.failures"),
+            format!(
+                "{} is out of range (expected 1 to window = {})",
+                p.failures, p.window
+            ),
+        ));
+    }
+    if p.critical_failures < p.failures || p.critical_failures > p.window {
+        out.push(Invalid::new(
+            key("tiers.critical-failures"),
+            format!(
+                "{} is out of range (expected failures = {} to window = {})",
+                p.critical_failures, p.failures, p.window
+            ),
+        ));
+    }
+    if !(0.0..=1.0).contains(&p.max_loss) {
+        out.push(Invalid::new(
+            key("tiers.max-loss"),
+            format!("{} is out of range (expected 0 to 1)", p.max_loss),
+        ));
+    }
+    if p.escalated_interval < MIN_INTERVAL {
+        out.push(Invalid::new(
+            key("tiers.escalated-interval"),
+            format!(
+                "{} is too short (expected at least \"1s\")",
+                fmt_duration(p.escalated_interval)
+            ),
+        ));
+    }
+    if !(1..=100).contains(&p.recover_after) {
+        out.push(Invalid::new(
+            key("tiers.recover-after"),
+            format!("{} is out of range (expected 1 to 100)", p.recover_after),
+        ));
+    }
 }
 
 impl Config {
@@ -444,7 +532,7 @@ fn valid_label_name(name: &str) -> bool {
 }
 
 /// Labels probed sets itself; a target may not set them.
-const RESERVED_LABELS: [&str; 4] = ["target", "module", "phase", "result"];
+const RESERVED_LABELS: [&str; 6] = ["target", "module", "phase", "result", "stat", "to"];
 
 fn check_timeout(out: &mut Vec<Invalid>, key: String, timeout: Duration) {
     if timeout < Duration::from_millis(10) || timeout > MAX_TIMEOUT {
@@ -770,6 +858,9 @@ impl DaemonConfig for Config {
                         ));
                     }
                 }
+            }
+            if let Some(p) = &t.tiers {
+                validate_tiers(&key, p, &mut out);
             }
             for label in t.labels.keys() {
                 if !valid_label_name(label) || RESERVED_LABELS.contains(&label.as_str()) {

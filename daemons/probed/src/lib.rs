@@ -8,7 +8,7 @@
 //! The entry point is [`app::Probed`] (run by `rookery_common::daemon`). The probe engine is
 //! [`probe`] (pure of scheduling and storage); [`scheduler`] runs it per target with bounded
 //! concurrency; [`store`] keeps results; [`blackbox`] renders `/probe`; [`metrics`] holds the
-//! Prometheus families; [`grpc`] serves `rookery.v1.Probing`.
+//! Prometheus families; [`grpc`] serves `rookery.v1.Probing`; [`tiers`] decides escalation.
 
 pub mod app;
 pub mod blackbox;
@@ -18,5 +18,6 @@ pub mod metrics;
 pub mod probe;
 pub mod scheduler;
 pub mod store;
+pub mod tiers;
 
 pub use config::Config;

@@ -27,6 +27,8 @@ enum Fam {
     Expiry,
     Icmp,
     Loss,
+    Tier,
+    Transitions,
 }
 
 /// The metric families of scheduled probes.
@@ -39,6 +41,8 @@ pub struct Metrics {
     cert_expiry: Family<Labels, Gauge>,
     icmp_rtt: Family<Labels, FGauge>,
     icmp_loss: Family<Labels, FGauge>,
+    tier: Family<Labels, Gauge>,
+    transitions: Family<Labels, Counter>,
     targets: Gauge,
     seen: Mutex<BTreeMap<String, BTreeSet<(Fam, Labels)>>>,
 }
@@ -80,6 +84,16 @@ impl Metrics {
             "rookery_probed_icmp_loss_ratio",
             "ICMP echo loss of the last probe, 0 to 1",
             self.icmp_loss.clone(),
+        );
+        registry.register(
+            "rookery_probed_target_tier",
+            "Escalation tier of the target (1 scheduled, 2 diagnostics, 3 critical)",
+            self.tier.clone(),
+        );
+        registry.register(
+            "rookery_probed_tier_transitions",
+            "Tier changes of the target by destination tier",
+            self.transitions.clone(),
         );
         registry.register(
             "rookery_probed_targets",
@@ -156,6 +170,24 @@ impl Metrics {
             .extend(used);
     }
 
+    /// Records that `target` is now in `tier` (after a change, `changed`).
+    pub fn set_tier(&self, target: &Target, tier: u8, changed: bool) {
+        let base = Self::base(target);
+        self.tier.get_or_create(&base).set(i64::from(tier));
+        let mut used = vec![(Fam::Tier, base.clone())];
+        if changed {
+            let l = Self::with(&base, "to", &tier.to_string());
+            self.transitions.get_or_create(&l).inc();
+            used.push((Fam::Transitions, l));
+        }
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(target.name.clone())
+            .or_default()
+            .extend(used);
+    }
+
     /// Drops every series of the target named `name`.
     pub fn forget(&self, name: &str) {
         let seen = self
@@ -172,6 +204,8 @@ impl Metrics {
                 Fam::Expiry => self.cert_expiry.remove(&labels),
                 Fam::Icmp => self.icmp_rtt.remove(&labels),
                 Fam::Loss => self.icmp_loss.remove(&labels),
+                Fam::Tier => self.tier.remove(&labels),
+                Fam::Transitions => self.transitions.remove(&labels),
             };
         }
     }

@@ -180,3 +180,144 @@ async fn list_targets_get_results_and_run_now() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_target_escalates_to_tier_2_and_3_and_returns_when_it_recovers() {
+    use rookery_common::proto::GetTierEventsRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let sock = dir.path().join("probed.sock");
+    let path = dir.path().join("probed.toml");
+    let metrics_port = support::free_port();
+    std::fs::write(
+        &path,
+        format!(
+            "[grpc]\nsocket = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[state]\ndirectory = \"{}\"\n\
+             [modules.tcp]\nprober = \"tcp\"\ntimeout = \"500ms\"\n\
+             [[targets]]\nname = \"flaky\"\nmodule = \"tcp\"\naddress = \"127.0.0.1:{port}\"\ninterval = \"1s\"\n\
+             tiers = {{ failures = 2, window = 3, critical-failures = 3, recover-after = 2, escalated-interval = \"1s\" }}\n",
+            sock.display(),
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let control = Control::default();
+    let daemon = tokio::spawn(rookery_probed::app::run(
+        Sources::new("probed", Some(&path), Vec::new()),
+        control.clone(),
+    ));
+    let until = Instant::now() + Duration::from_secs(10);
+    let channel = loop {
+        if let Ok(c) = rookery_common::grpc::connect(&sock).await {
+            break c;
+        }
+        assert!(Instant::now() < until, "probed socket never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut client = ProbingClient::new(channel);
+    let events = |mut client: ProbingClient<tonic::transport::Channel>| async move {
+        let mut e = client
+            .get_tier_events(GetTierEventsRequest {
+                target: "flaky".into(),
+                limit: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        e.reverse();
+        e
+    };
+
+    // Refused every second: tier 2 after 2 probes, tier 3 after 3 (within ~4 s + diagnostics).
+    let until = Instant::now() + Duration::from_secs(10);
+    let escalated = loop {
+        let e = events(client.clone()).await;
+        if e.len() >= 2 || Instant::now() > until {
+            break e;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(escalated.len(), 2, "{escalated:?}");
+    assert_eq!((escalated[0].from_tier, escalated[0].to_tier), (1, 2));
+    assert!(
+        escalated[0]
+            .reason
+            .starts_with("2 of the last 2 probes breached"),
+        "{escalated:?}"
+    );
+    assert!(
+        escalated[0].reason.contains("connection refused"),
+        "{escalated:?}"
+    );
+    assert_eq!(
+        escalated[0].diagnostics, "repeat x3: refused, refused, refused",
+        "{escalated:?}"
+    );
+    assert_eq!((escalated[1].from_tier, escalated[1].to_tier), (2, 3));
+    assert!(
+        escalated[1].diagnostics.contains("timing run: refused"),
+        "{escalated:?}"
+    );
+    let list = client
+        .list_targets(ListTargetsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.targets[0].tier, 3, "{list:?}");
+    assert_eq!(list.targets[0].tier_reason, escalated[1].reason);
+
+    // The service comes back: two healthy probes return the target to tier 1.
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            drop(s);
+        }
+    });
+    let until = Instant::now() + Duration::from_secs(10);
+    let all = loop {
+        let e = events(client.clone()).await;
+        if e.len() >= 3 || Instant::now() > until {
+            break e;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!((all[2].from_tier, all[2].to_tier), (3, 1));
+    assert_eq!(all[2].reason, "recovered: 2 healthy probes in a row");
+    assert!(all[2].diagnostics.is_empty());
+    let list = client
+        .list_targets(ListTargetsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.targets[0].tier, 1, "{list:?}");
+
+    // The tier is exported too.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", metrics_port))
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    assert!(
+        body.contains("rookery_probed_target_tier{target=\"flaky\",module=\"tcp\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            "rookery_probed_tier_transitions_total{target=\"flaky\",module=\"tcp\",to=\"3\"} 1"
+        ),
+        "{body}"
+    );
+
+    control.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(20), daemon)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

@@ -1,14 +1,15 @@
 //! The `rookery.v1.Probing` gRPC service on `/run/rookery/probed.sock`
-//! (`proto/rookery/v1/probed.proto`): `ListTargets`, `GetResults` (from the store) and
-//! `RunNow` (an ad-hoc probe under the scheduler's concurrency bound). Entry point: [`server`].
+//! (`proto/rookery/v1/probed.proto`): `ListTargets`, `GetResults` and `GetTierEvents` (from
+//! the store) and `RunNow` (an ad-hoc probe under the scheduler's concurrency bound). Entry point: [`server`].
 
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use rookery_common::proto::probing_server::{Probing, ProbingServer};
 use rookery_common::proto::{
-    GetResultsRequest, GetResultsResponse, ListTargetsRequest, ListTargetsResponse, PhaseTiming,
-    ProbeResult, RunNowRequest, TargetInfo,
+    GetResultsRequest, GetResultsResponse, GetTierEventsRequest, GetTierEventsResponse,
+    ListTargetsRequest, ListTargetsResponse, PhaseTiming, ProbeResult, RunNowRequest, TargetInfo,
+    TierEvent,
 };
 use tonic::{Request, Response, Status};
 
@@ -72,11 +73,23 @@ impl Probing for Service {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let tiers = self
+            .scheduler
+            .sink()
+            .tiers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let targets = self
             .scheduler
             .targets()
             .into_iter()
             .map(|(t, interval, timeout)| TargetInfo {
+                tier: tiers.get(&t.name).map_or(1, |(tier, _)| u32::from(*tier)),
+                tier_reason: tiers
+                    .get(&t.name)
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_default(),
                 prober: self
                     .scheduler
                     .module(&t.module)
@@ -115,6 +128,38 @@ impl Probing for Service {
             .map_err(|e| Status::unavailable(format!("cannot read the results store: {e}")))?;
         Ok(Response::new(GetResultsResponse {
             results: rows.into_iter().map(result_of_row).collect(),
+        }))
+    }
+
+    async fn get_tier_events(
+        &self,
+        request: Request<GetTierEventsRequest>,
+    ) -> Result<Response<GetTierEventsResponse>, Status> {
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => DEFAULT_LIMIT,
+            n => n.min(MAX_LIMIT),
+        };
+        let target = (!r.target.is_empty()).then_some(r.target);
+        let events = self
+            .scheduler
+            .sink()
+            .store
+            .tier_events(target, limit as usize)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot read the results store: {e}")))?;
+        Ok(Response::new(GetTierEventsResponse {
+            events: events
+                .into_iter()
+                .map(|e| TierEvent {
+                    target: e.target,
+                    at_unix_ms: e.at_ms,
+                    from_tier: u32::from(e.from_tier),
+                    to_tier: u32::from(e.to_tier),
+                    reason: e.reason,
+                    diagnostics: e.diagnostics,
+                })
+                .collect(),
         }))
     }
 

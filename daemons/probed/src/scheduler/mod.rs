@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Module, Target};
 use crate::metrics::Metrics;
 use crate::probe::{self, Outcome, Prepared};
-use crate::store::{Row, Store};
+use crate::store::{Row, Store, TierEvent};
+use crate::tiers::{self, TierState, Transition};
 
 /// Where results go.
 #[derive(Debug, Clone)]
@@ -31,9 +32,32 @@ pub struct Sink {
     pub store: Store,
     /// Latest outcome per target.
     pub latest: Arc<Mutex<HashMap<String, Outcome>>>,
+    /// Current tier and the reason of its last change, per target that escalated.
+    pub tiers: Arc<Mutex<HashMap<String, (u8, String)>>>,
 }
 
 impl Sink {
+    async fn tier_changed(&self, target: &Target, t: &Transition, diagnostics: String) {
+        if t.to > t.from {
+            tracing::warn!(target = %target.name, from = t.from, to = t.to, reason = %t.reason, diagnostics = %diagnostics, "Target escalated.");
+        } else {
+            tracing::info!(target = %target.name, from = t.from, to = t.to, reason = %t.reason, "Target back to tier 1.");
+        }
+        self.metrics.set_tier(target, t.to, true);
+        lock(&self.tiers).insert(target.name.clone(), (t.to, t.reason.clone()));
+        let event = TierEvent {
+            target: target.name.clone(),
+            at_ms: 0,
+            from_tier: t.from,
+            to_tier: t.to,
+            reason: t.reason.clone(),
+            diagnostics,
+        };
+        if let Err(err) = self.store.record_tier_event(event).await {
+            tracing::error!(target = %target.name, error = %err, "Cannot record a tier change.");
+        }
+    }
+
     fn record(&self, target: &Target, outcome: Outcome) {
         self.metrics.observe(target, &outcome);
         if !self
@@ -47,6 +71,46 @@ impl Sink {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(target.name.clone(), outcome);
     }
+}
+
+/// Probes repeated by tier 2 diagnostics: enough to tell a blip from an outage.
+const DIAGNOSTIC_REPEATS: usize = 3;
+
+/// Diagnostics on entering `tier`: tier 2 repeats the probe right away; tier 3 also runs
+/// one more full timing run and reports its phases. Returns a one-line summary.
+async fn diagnose(module: &Prepared, s: &Spec, tier: u8, semaphore: &Arc<Semaphore>) -> String {
+    let mut results = Vec::new();
+    let mut last = None;
+    let runs = if tier >= 3 {
+        DIAGNOSTIC_REPEATS + 1
+    } else {
+        DIAGNOSTIC_REPEATS
+    };
+    for _ in 0..runs {
+        let Ok(_permit) = semaphore.clone().acquire_owned().await else {
+            break;
+        };
+        let o = probe::run(module, &s.target.address, s.timeout).await;
+        results.push(o.reason());
+        last = Some(o);
+    }
+    let mut summary = format!("repeat x{}: {}", results.len(), results.join(", "));
+    if tier >= 3
+        && let Some(o) = last
+    {
+        let phases: Vec<String> = o
+            .phases
+            .iter()
+            .map(|(p, d)| format!("{}={:.1}ms", p.as_str(), d.as_secs_f64() * 1000.0))
+            .collect();
+        summary.push_str(&format!(
+            "; timing run: {} in {:.1}ms ({})",
+            o.reason(),
+            o.total.as_secs_f64() * 1000.0,
+            phases.join(" ")
+        ));
+    }
+    summary
 }
 
 /// What a target task runs; a change of any part restarts the task.
@@ -176,6 +240,8 @@ impl Scheduler {
                 old => {
                     if let Some(old) = old {
                         old.cancel.cancel();
+                        // The new task starts at tier 1.
+                        lock(&self.sink.tiers).remove(&target.name);
                     }
                     keep.insert(target.name.clone(), self.spawn(spec, module.clone()));
                 }
@@ -185,6 +251,7 @@ impl Scheduler {
             task.cancel.cancel();
             self.sink.metrics.forget(&name);
             lock(&self.sink.latest).remove(&name);
+            lock(&self.sink.tiers).remove(&name);
         }
         *tasks = keep;
         self.sink.metrics.set_targets(tasks.len());
@@ -200,12 +267,11 @@ impl Scheduler {
         let semaphore = self.semaphore.clone();
         let s = spec.clone();
         let handle = tokio::spawn(async move {
-            let start = tokio::time::Instant::now() + spread(&s.target.name, s.interval);
-            let mut ticks = tokio::time::interval_at(start, s.interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut tier = TierState::default();
+            let mut next = tokio::time::Instant::now() + spread(&s.target.name, s.interval);
             loop {
                 tokio::select! {
-                    _ = ticks.tick() => {}
+                    () = tokio::time::sleep_until(next) => {}
                     () = token.cancelled() => break,
                 }
                 let permit = tokio::select! {
@@ -218,7 +284,28 @@ impl Scheduler {
                 // Not cancelled midway: a probe that started is finished and recorded.
                 let outcome = probe::run(&module, &s.target.address, s.timeout).await;
                 drop(permit);
+                let verdict = s.target.tiers.as_ref().map(|p| tiers::breach(p, &outcome));
                 sink.record(&s.target, outcome);
+                let mut interval = s.interval;
+                if let (Some(policy), Some(verdict)) = (&s.target.tiers, verdict) {
+                    if let Some(t) = tier.observe(policy, verdict.as_deref()) {
+                        let diagnostics = if t.to > t.from {
+                            diagnose(&module, &s, t.to, &semaphore).await
+                        } else {
+                            String::new()
+                        };
+                        sink.tier_changed(&s.target, &t, diagnostics).await;
+                    } else {
+                        sink.metrics.set_tier(&s.target, tier.tier(), false);
+                    }
+                    interval = tier.interval(policy, s.interval);
+                }
+                next += interval;
+                let now = tokio::time::Instant::now();
+                if next < now {
+                    // Missed ticks are skipped, not bunched up.
+                    next = now + interval;
+                }
             }
         });
         Task {

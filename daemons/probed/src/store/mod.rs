@@ -139,7 +139,34 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS results_target_time ON results (target, started_ms);
 CREATE INDEX IF NOT EXISTS results_time ON results (started_ms);
+CREATE TABLE IF NOT EXISTS tier_events (
+    id INTEGER PRIMARY KEY,
+    target TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    from_tier INTEGER NOT NULL,
+    to_tier INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    diagnostics TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tier_events_target_time ON tier_events (target, at_ms);
 ";
+
+/// A recorded change of tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierEvent {
+    /// Target name.
+    pub target: String,
+    /// When, Unix milliseconds.
+    pub at_ms: i64,
+    /// Tier before.
+    pub from_tier: u8,
+    /// Tier after.
+    pub to_tier: u8,
+    /// Why.
+    pub reason: String,
+    /// What the diagnostics of the new tier found (empty on the way back).
+    pub diagnostics: String,
+}
 
 fn lock(c: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
     c.lock().unwrap_or_else(PoisonError::into_inner)
@@ -260,7 +287,9 @@ impl Store {
         let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            lock(&conn).execute("DELETE FROM results WHERE started_ms < ?1", [cutoff])
+            let c = lock(&conn);
+            c.execute("DELETE FROM tier_events WHERE at_ms < ?1", [cutoff])?;
+            c.execute("DELETE FROM results WHERE started_ms < ?1", [cutoff])
         })
         .await
         .unwrap_or(Ok(0))
@@ -288,6 +317,63 @@ impl Store {
                     total_s: r.get(6)?,
                     phases: r.get(7)?,
                     facts: decode_facts(&r.get::<_, String>(8)?),
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+        .unwrap_or_else(|_| Ok(Vec::new()))
+    }
+
+    /// Records a tier change now (rare: written directly, not batched), and prunes old ones
+    /// with the results.
+    pub async fn record_tier_event(&self, mut event: TierEvent) -> rusqlite::Result<()> {
+        if event.at_ms == 0 {
+            event.at_ms = now_ms();
+        }
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            lock(&conn)
+                .execute(
+                    "INSERT INTO tier_events (target, at_ms, from_tier, to_tier, reason, diagnostics)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        event.target,
+                        event.at_ms,
+                        event.from_tier,
+                        event.to_tier,
+                        event.reason,
+                        event.diagnostics
+                    ],
+                )
+                .map(|_| ())
+        })
+        .await
+        .unwrap_or(Ok(()))
+    }
+
+    /// The newest `limit` tier changes, of `target` if given, newest first.
+    pub async fn tier_events(
+        &self,
+        target: Option<String>,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<TierEvent>> {
+        let conn = self.conn.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        tokio::task::spawn_blocking(move || {
+            let c = lock(&conn);
+            let mut stmt = c.prepare_cached(
+                "SELECT target, at_ms, from_tier, to_tier, reason, diagnostics FROM tier_events
+                 WHERE (?1 IS NULL OR target = ?1) ORDER BY at_ms DESC, id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![target, limit], |r| {
+                Ok(TierEvent {
+                    target: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    from_tier: r.get(2)?,
+                    to_tier: r.get(3)?,
+                    reason: r.get(4)?,
+                    diagnostics: r.get(5)?,
                 })
             })?;
             rows.collect()
