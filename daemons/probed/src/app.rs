@@ -3,7 +3,7 @@
 //! the scheduler and swaps its targets on reload.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rookery_common::config::Sources;
 use rookery_common::daemon::{self, BoxError, Control, Daemon, RunError, StartContext};
@@ -35,12 +35,7 @@ impl Daemon for Probed {
         let store = Store::open(dir, ctx.config.store.retention, ctx.shutdown.clone())?;
         let metrics = Arc::new(Metrics::default());
         metrics.register(ctx.registry);
-        let sink = Sink {
-            metrics,
-            store,
-            latest: Arc::new(Mutex::new(Default::default())),
-            tiers: Arc::new(Mutex::new(Default::default())),
-        };
+        let sink = Sink::new(metrics, store);
         let scheduler = Arc::new(Scheduler::new(
             sink,
             ctx.config.scheduler.max_concurrency as usize,

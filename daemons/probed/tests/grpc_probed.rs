@@ -173,6 +173,27 @@ async fn list_targets_get_results_and_run_now() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
 
+    // WatchResults: the next scheduled results arrive live (one per second).
+    let mut stream = client
+        .watch_results(rookery_common::proto::WatchResultsRequest {
+            target: "up".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let t0 = Instant::now();
+    for _ in 0..2 {
+        let r = tokio::time::timeout(Duration::from_secs(3), stream.message())
+            .await
+            .expect("a result within the 1 s interval")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.target, "up");
+        assert!(r.success, "{r:?}");
+        assert!(r.started_unix_ms > 0);
+    }
+    assert!(t0.elapsed() < Duration::from_secs(4));
+
     control.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(20), daemon)
         .await

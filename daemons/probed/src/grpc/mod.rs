@@ -1,6 +1,7 @@
 //! The `rookery.v1.Probing` gRPC service on `/run/rookery/probed.sock`
 //! (`proto/rookery/v1/probed.proto`): `ListTargets`, `GetResults` and `GetTierEvents` (from
-//! the store) and `RunNow` (an ad-hoc probe under the scheduler's concurrency bound). Entry point: [`server`].
+//! the store), `WatchResults` (live) and `RunNow` (an ad-hoc probe under the scheduler's
+//! concurrency bound). Entry point: [`server`].
 
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
@@ -9,8 +10,10 @@ use rookery_common::proto::probing_server::{Probing, ProbingServer};
 use rookery_common::proto::{
     GetResultsRequest, GetResultsResponse, GetTierEventsRequest, GetTierEventsResponse,
     ListTargetsRequest, ListTargetsResponse, PhaseTiming, ProbeResult, RunNowRequest, TargetInfo,
-    TierEvent,
+    TierEvent, WatchResultsRequest,
 };
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::probe::{Outcome, address};
@@ -42,6 +45,9 @@ pub fn result_of(target: &str, module: &str, outcome: &Outcome) -> ProbeResult {
     result_of_row(row)
 }
 
+/// Results queued per watcher between the broadcast and the gRPC stream.
+const WATCH_QUEUE: usize = 64;
+
 fn result_of_row(row: Row) -> ProbeResult {
     ProbeResult {
         phases: row
@@ -62,6 +68,40 @@ fn result_of_row(row: Row) -> ProbeResult {
 
 #[tonic::async_trait]
 impl Probing for Service {
+    type WatchResultsStream = ReceiverStream<Result<ProbeResult, Status>>;
+
+    async fn watch_results(
+        &self,
+        request: Request<WatchResultsRequest>,
+    ) -> Result<Response<Self::WatchResultsStream>, Status> {
+        let target = request.into_inner().target;
+        let mut rx = self.scheduler.sink().watch.subscribe();
+        let (tx, out) = mpsc::channel(WATCH_QUEUE);
+        tokio::spawn(async move {
+            // Ends when the client goes away or the prober stops.
+            loop {
+                match rx.recv().await {
+                    Ok(row) => {
+                        if !target.is_empty() && row.target != target {
+                            continue;
+                        }
+                        if tx.send(Ok(result_of_row((*row).clone()))).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(
+                            missed = n,
+                            "A results watcher is too slow, results skipped."
+                        );
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
+    }
+
     async fn list_targets(
         &self,
         _: Request<ListTargetsRequest>,

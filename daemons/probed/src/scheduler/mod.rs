@@ -34,6 +34,24 @@ pub struct Sink {
     pub latest: Arc<Mutex<HashMap<String, Outcome>>>,
     /// Current tier and the reason of its last change, per target that escalated.
     pub tiers: Arc<Mutex<HashMap<String, (u8, String)>>>,
+    /// Every scheduled result, for watchers (gRPC `WatchResults`).
+    pub watch: tokio::sync::broadcast::Sender<Arc<Row>>,
+}
+
+/// Results buffered per watcher before a slow one starts missing some.
+pub const WATCH_BUFFER: usize = 1024;
+
+impl Sink {
+    /// A sink over `metrics` and `store`.
+    pub fn new(metrics: Arc<Metrics>, store: Store) -> Self {
+        Self {
+            metrics,
+            store,
+            latest: Arc::default(),
+            tiers: Arc::default(),
+            watch: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
+        }
+    }
 }
 
 impl Sink {
@@ -60,10 +78,12 @@ impl Sink {
 
     fn record(&self, target: &Target, outcome: Outcome) {
         self.metrics.observe(target, &outcome);
-        if !self
-            .store
-            .record(Row::from_outcome(&target.name, &target.module, &outcome))
-        {
+        let row = Row::from_outcome(&target.name, &target.module, &outcome);
+        if self.watch.receiver_count() > 0 {
+            // No receiver is not an error: nobody watches.
+            let _ = self.watch.send(Arc::new(row.clone()));
+        }
+        if !self.store.record(row) {
             tracing::warn!(target = %target.name, "Result queue full, a result was not stored.");
         }
         self.latest

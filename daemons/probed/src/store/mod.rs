@@ -387,3 +387,73 @@ impl Store {
         self.write(rows).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    fn row(target: &str, started_ms: i64) -> Row {
+        Row {
+            target: target.to_owned(),
+            module: "m".to_owned(),
+            started_ms,
+            success: true,
+            reason: "ok".to_owned(),
+            detail: String::new(),
+            total_s: 0.01,
+            phases: "connect=0.001000".to_owned(),
+            facts: BTreeMap::from([("ip".to_owned(), "127.0.0.1".to_owned())]),
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_round_trip_in_wal_mode_and_retention_deletes_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = CancellationToken::new();
+        let store = Store::open(dir.path(), Duration::from_secs(3600), stop.clone()).unwrap();
+        let mode: String = lock(&store.conn)
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let now = now_ms();
+        store
+            .insert_now(vec![
+                row("a", now - 2 * 3600 * 1000),
+                row("a", now - 1000),
+                row("b", now),
+            ])
+            .await;
+        store
+            .record_tier_event(TierEvent {
+                target: "a".to_owned(),
+                at_ms: now - 2 * 3600 * 1000,
+                from_tier: 1,
+                to_tier: 2,
+                reason: "old".to_owned(),
+                diagnostics: String::new(),
+            })
+            .await
+            .unwrap();
+        let a = store.recent(Some("a".to_owned()), 10).await.unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].started_ms, now - 1000, "newest first");
+        assert_eq!(a[0].facts.get("ip").map(String::as_str), Some("127.0.0.1"));
+        assert_eq!(a[0].phase_list(), vec![("connect".to_owned(), 0.001)]);
+        assert_eq!(store.recent(None, 10).await.unwrap().len(), 3);
+        assert_eq!(
+            store.prune().await.unwrap(),
+            1,
+            "only the 2 h old row is past 1 h"
+        );
+        assert_eq!(store.recent(None, 10).await.unwrap().len(), 2);
+        assert!(store.tier_events(None, 10).await.unwrap().is_empty());
+        store.set_retention(Duration::from_secs(60));
+        assert_eq!(
+            store.prune().await.unwrap(),
+            0,
+            "rows of the last minute stay"
+        );
+        stop.cancel();
+    }
+}
