@@ -160,3 +160,205 @@ fn absent_hosts_and_networks_fail_with_specific_reasons_within_the_timeout() {
     assert_eq!(tcp[0].failure, Some(Failure::Refused), "{:?}", tcp[0]);
     assert_eq!(tcp[1].failure, Some(Failure::Unreachable), "{:?}", tcp[1]);
 }
+
+/// Runs the future made by `f` on a thread inside network namespace `ns`.
+fn in_ns<T, F, Fut>(ns: &str, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+    .join()
+    .unwrap()
+}
+
+/// Namespaces a — b — c, with b routing between 10.203.0.0/24 (fd00:203::/64) and
+/// 10.204.0.0/24 (fd00:204::/64); removed on drop.
+struct Chain(Vec<String>);
+
+impl Chain {
+    fn new() -> Self {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "probe_netem_netns needs root to create network namespaces"
+        );
+        let id = std::process::id();
+        let names: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .map(|n| format!("probed-trace-{n}-{id}"))
+            .collect();
+        let chain = Self(names.clone());
+        let (a, b, c) = (names[0].as_str(), names[1].as_str(), names[2].as_str());
+        for ns in [a, b, c] {
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            // No duplicate address detection: link-local addresses are usable at once, so
+            // neighbour discovery and ICMPv6 errors work from the first packet.
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sh",
+                "-c",
+                "echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad && echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad",
+            ]);
+        }
+        sh(&[
+            "ip", "-n", a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", b,
+        ]);
+        sh(&[
+            "ip", "-n", b, "link", "add", "vc", "type", "veth", "peer", "name", "vd", "netns", c,
+        ]);
+        for (ns, dev, v4, v6) in [
+            (a, "va", "10.203.0.1/24", "fd00:203::1/64"),
+            (b, "vb", "10.203.0.2/24", "fd00:203::2/64"),
+            (b, "vc", "10.204.0.1/24", "fd00:204::1/64"),
+            (c, "vd", "10.204.0.2/24", "fd00:204::2/64"),
+        ] {
+            sh(&["ip", "-n", ns, "addr", "add", v4, "dev", dev]);
+            sh(&["ip", "-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        sh(&[
+            "ip",
+            "-n",
+            a,
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.203.0.2",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            a,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "fd00:203::2",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            c,
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.204.0.1",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            c,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "fd00:204::1",
+        ]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            b,
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv4/ip_forward && echo 1 > /proc/sys/net/ipv6/conf/all/forwarding",
+        ]);
+        chain
+    }
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+#[test]
+fn path_trace_names_each_hop_with_loss_and_latency_v4_and_v6() {
+    use std::net::IpAddr;
+    let chain = Chain::new();
+    for (dest, router) in [("10.204.0.2", "10.203.0.2"), ("fd00:204::2", "fd00:203::2")] {
+        let dest_ip: IpAddr = dest.parse().unwrap();
+        // In brand-new namespaces the router answers the very first IPv6 packets late (about
+        // a second, while neighbour discovery settles); one throw-away trace warms it up, as
+        // any long-running network is.
+        in_ns(&chain.0[0], move || async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+            let _ = rookery_probed::probe::trace::trace(
+                dest_ip,
+                2,
+                1,
+                Duration::from_millis(1500),
+                deadline,
+            )
+            .await;
+        });
+        let t0 = std::time::Instant::now();
+        let hops = in_ns(&chain.0[0], move || async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            rookery_probed::probe::trace::trace(dest_ip, 8, 2, Duration::from_millis(500), deadline)
+                .await
+                .unwrap()
+        });
+        assert!(t0.elapsed() < Duration::from_secs(6));
+        assert_eq!(hops.len(), 2, "{dest}: {hops:?}");
+        assert_eq!(
+            hops[0].addr,
+            Some(router.parse().unwrap()),
+            "{dest}: {hops:?}"
+        );
+        assert_eq!(hops[1].addr, Some(dest_ip), "{dest}: {hops:?}");
+        for h in &hops {
+            assert_eq!((h.sent, h.received), (2, 2), "{dest}: {hops:?}");
+            assert!(h.avg_ms().unwrap() < 100.0, "{dest}: {hops:?}");
+        }
+        let summary = rookery_probed::probe::trace::summary(&hops);
+        assert!(summary.starts_with(&format!("1 {router} 0% ")), "{summary}");
+    }
+
+    // Beyond the last router nothing answers: the hop shows 100% loss and the trace stops
+    // at its bound.
+    let hops = in_ns(&chain.0[0], || async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        rookery_probed::probe::trace::trace(
+            "10.204.0.99".parse().unwrap(),
+            3,
+            1,
+            Duration::from_millis(200),
+            deadline,
+        )
+        .await
+        .unwrap()
+    });
+    assert_eq!(
+        hops[0].addr,
+        Some("10.203.0.2".parse().unwrap()),
+        "{hops:?}"
+    );
+    assert!(hops.len() <= 3, "{hops:?}");
+    assert!(
+        hops[1..]
+            .iter()
+            .all(|h| h.received == 0 || h.addr.is_some()),
+        "{hops:?}"
+    );
+}

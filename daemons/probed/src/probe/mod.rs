@@ -16,6 +16,7 @@ pub mod net;
 pub mod ssh;
 pub mod tcp;
 pub mod tls;
+pub mod trace;
 pub mod udp;
 
 use std::collections::BTreeMap;

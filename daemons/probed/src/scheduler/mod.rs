@@ -95,9 +95,40 @@ impl Sink {
 
 /// Probes repeated by tier 2 diagnostics: enough to tell a blip from an outage.
 const DIAGNOSTIC_REPEATS: usize = 3;
+/// Path trace of tier 2 diagnostics: hops, requests per hop, wait per request, whole trace.
+/// 16 hops cover nearly every Internet path; two requests per hop show loss; the bound keeps
+/// a dead path from stalling the target's schedule.
+const TRACE_HOPS: u8 = 16;
+const TRACE_PER_HOP: u32 = 2;
+const TRACE_WAIT: Duration = Duration::from_millis(300);
+const TRACE_BUDGET: Duration = Duration::from_secs(10);
 
-/// Diagnostics on entering `tier`: tier 2 repeats the probe right away; tier 3 also runs
-/// one more full timing run and reports its phases. Returns a one-line summary.
+/// The path to the target's host, as a one-line summary.
+async fn path_summary(module: &Prepared, address: &str) -> String {
+    let host = match probe::address::parse(module.module.prober, address) {
+        Ok(a) => a.host().to_owned(),
+        Err(e) => return format!("unavailable ({e})"),
+    };
+    let ip = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => match tokio::net::lookup_host((host.as_str(), 0)).await {
+            Ok(mut addrs) => match addrs.next() {
+                Some(a) => a.ip(),
+                None => return format!("unavailable ({host} has no address)"),
+            },
+            Err(e) => return format!("unavailable (cannot resolve {host}: {e})"),
+        },
+    };
+    let deadline = tokio::time::Instant::now() + TRACE_BUDGET;
+    match probe::trace::trace(ip, TRACE_HOPS, TRACE_PER_HOP, TRACE_WAIT, deadline).await {
+        Ok(hops) => probe::trace::summary(&hops),
+        Err(f) => format!("unavailable ({f})"),
+    }
+}
+
+/// Diagnostics on entering `tier`: tier 2 repeats the probe right away and traces the path
+/// to the host (per-hop loss and latency); tier 3 also runs one more full timing run and
+/// reports its phases. Returns a one-line summary.
 async fn diagnose(module: &Prepared, s: &Spec, tier: u8, semaphore: &Arc<Semaphore>) -> String {
     let mut results = Vec::new();
     let mut last = None;
@@ -115,6 +146,8 @@ async fn diagnose(module: &Prepared, s: &Spec, tier: u8, semaphore: &Arc<Semapho
         last = Some(o);
     }
     let mut summary = format!("repeat x{}: {}", results.len(), results.join(", "));
+    summary.push_str("; path: ");
+    summary.push_str(&path_summary(module, &s.target.address).await);
     if tier >= 3
         && let Some(o) = last
     {
