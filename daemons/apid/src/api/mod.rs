@@ -1,0 +1,441 @@
+//! The REST API `/api/v1`: router, the request pipeline every route shares, and the route
+//! table that is the single source of who may call what.
+//!
+//! The pipeline, outermost first: [`context`] gives each request its ID (`x-request-id`,
+//! `correlation_id`), adds the security headers and turns every error response into the
+//! DESIGN.md error body; a body-size limit; then, once the route is matched, [`authorize`]
+//! looks the route up in [`ROUTES`] and checks the caller's token and role. The entry point is
+//! [`router`].
+
+mod audit;
+mod auth;
+mod extract;
+mod system;
+mod users;
+
+use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rookery_common::http::ApiError;
+use rookery_common::logging::{AaaKind, aaa};
+
+use crate::config::AuthSection;
+use crate::crypto::{self, TokenError};
+use crate::store::{Role, Store};
+
+pub use extract::Peer;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, no token (login, refresh, logout).
+    Public,
+    /// A signed-in user with at least this role.
+    Min(Role),
+}
+
+/// Path of the one route a user who must change their password may call.
+pub const CHANGE_PASSWORD: &str = "/api/v1/auth/change-password";
+
+/// Every route and its minimum role; [`authorize`] refuses routes missing here (fail closed).
+pub const ROUTES: &[(Method, &str, Access)] = &[
+    (Method::POST, "/api/v1/auth/login", Access::Public),
+    (Method::POST, "/api/v1/auth/refresh", Access::Public),
+    (Method::POST, "/api/v1/auth/logout", Access::Public),
+    (Method::GET, "/api/v1/auth/me", Access::Min(Role::Viewer)),
+    (Method::POST, CHANGE_PASSWORD, Access::Min(Role::Viewer)),
+    (Method::GET, "/api/v1/system", Access::Min(Role::Viewer)),
+    (Method::GET, "/api/v1/users", Access::Min(Role::Admin)),
+    (Method::POST, "/api/v1/users", Access::Min(Role::Admin)),
+    (
+        Method::GET,
+        "/api/v1/users/{name}",
+        Access::Min(Role::Admin),
+    ),
+    (
+        Method::PATCH,
+        "/api/v1/users/{name}",
+        Access::Min(Role::Admin),
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/users/{name}",
+        Access::Min(Role::Admin),
+    ),
+    (Method::GET, "/api/v1/audit", Access::Min(Role::Admin)),
+    (
+        Method::GET,
+        "/api/v1/audit/export",
+        Access::Min(Role::Admin),
+    ),
+];
+
+/// The signed-in caller, put into the request by [`authorize`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub id: i64,
+    pub username: String,
+    pub role: Role,
+}
+
+/// The client's IP address (empty if unknown), put into the request by [`context`].
+#[derive(Debug, Clone)]
+pub struct Source(pub String);
+
+/// The request's ID, put into the request by [`context`].
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Shared state of all handlers.
+pub struct Api {
+    pub store: Store,
+    signing_key: Vec<u8>,
+    auth: RwLock<AuthSection>,
+    started: Instant,
+    started_at: SystemTime,
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Api {
+    /// State over `store`, signing access tokens with `signing_key`.
+    pub fn new(store: Store, signing_key: Vec<u8>, auth: AuthSection) -> Self {
+        Self {
+            store,
+            signing_key,
+            auth: RwLock::new(auth),
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+        }
+    }
+
+    /// The current `[auth]` section.
+    pub fn auth(&self) -> AuthSection {
+        self.auth
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Applies a reloaded `[auth]` section (TTLs, lockout, policy; key paths need a restart).
+    pub fn set_auth(&self, auth: AuthSection) {
+        *self.auth.write().unwrap_or_else(PoisonError::into_inner) = auth;
+    }
+
+    /// Logs an AAA line to the journal and appends it to the audit table.
+    pub fn audit(
+        &self,
+        kind: AaaKind,
+        user: &str,
+        action: &str,
+        result: &str,
+        source: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let mut fields: Vec<(&str, &str)> = Vec::with_capacity(extra.len() + 1);
+        if !source.is_empty() {
+            fields.push(("source", source));
+        }
+        fields.extend_from_slice(extra);
+        aaa(kind, user, action, result, &fields);
+        let detail = extra
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        if let Err(err) =
+            self.store
+                .audit(&ts, kind.as_str(), user, action, result, source, &detail)
+        {
+            tracing::error!(error = %err, action, "Cannot write the audit entry.");
+        }
+    }
+}
+
+/// The `/api/v1` router over `api`, with bodies limited to `body_limit` bytes.
+pub fn router(api: Arc<Api>, body_limit: usize) -> axum::Router {
+    axum::Router::new()
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/refresh", post(auth::refresh))
+        .route("/api/v1/auth/logout", post(auth::logout))
+        .route("/api/v1/auth/me", get(auth::me))
+        .route(CHANGE_PASSWORD, post(auth::change_password))
+        .route("/api/v1/system", get(system::system))
+        .route("/api/v1/users", get(users::list).post(users::create))
+        .route(
+            "/api/v1/users/{name}",
+            get(users::get_one)
+                .patch(users::update)
+                .delete(users::delete),
+        )
+        .route("/api/v1/audit", get(audit::query))
+        .route("/api/v1/audit/export", get(audit::export))
+        .route_layer(middleware::from_fn_with_state(api.clone(), authorize))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(context))
+        .with_state(api)
+}
+
+/// The largest error body [`context`] rewrites; error bodies are small JSON documents.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map_or_else(rookery_common::http::new_correlation_id, str::to_owned)
+}
+
+fn code_for(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        409 => "conflict",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        422 => "unprocessable_entity",
+        429 => "too_many_requests",
+        503 => "unavailable",
+        s if s >= 500 => "internal",
+        _ => "error",
+    }
+}
+
+/// Request ID, security headers, and the DESIGN.md body on every error response.
+async fn context(mut req: Request, next: Next) -> Response {
+    let id = request_id(req.headers());
+    let source = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .map(|p| p.0.0.ip().to_string())
+        .unwrap_or_default();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    req.extensions_mut().insert(Source(source));
+    let resp = next.run(req).await;
+    let (mut parts, body) = resp.into_parts();
+    let mut resp = if parts.status.is_client_error() || parts.status.is_server_error() {
+        let bytes = axum::body::to_bytes(body, MAX_ERROR_BODY)
+            .await
+            .unwrap_or_default();
+        let err = match serde_json::from_slice::<ApiError>(&bytes) {
+            Ok(e) => e.with_correlation_id(id.clone()),
+            Err(_) => {
+                let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+                let message = if text.is_empty() {
+                    parts
+                        .status
+                        .canonical_reason()
+                        .unwrap_or("error")
+                        .to_lowercase()
+                } else {
+                    text
+                };
+                ApiError::new(parts.status, code_for(parts.status), message)
+                    .with_correlation_id(id.clone())
+            }
+        };
+        if parts.status.is_server_error() {
+            tracing::error!(correlation_id = %id, error = %err, "Request failed.");
+        }
+        let body = serde_json::to_vec(&err).unwrap_or_default();
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        parts.headers.remove(header::CONTENT_LENGTH);
+        Response::from_parts(parts, Body::from(body))
+    } else {
+        Response::from_parts(parts, body)
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        h.insert(HeaderName::from_static("x-request-id"), v);
+    }
+    for (name, value) in SECURITY_HEADERS {
+        h.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    resp
+}
+
+/// Sent on every response. No `Access-Control-*` header is ever sent: CORS stays closed, so
+/// browsers refuse cross-origin reads.
+pub const SECURITY_HEADERS: [(&str, &str); 6] = [
+    ("strict-transport-security", "max-age=31536000"),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+    ("referrer-policy", "no-referrer"),
+    ("cache-control", "no-store"),
+];
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// Checks the caller against [`ROUTES`] and puts the [`Principal`] into the request.
+async fn authorize(
+    State(api): State<Arc<Api>>,
+    matched: Option<MatchedPath>,
+    Extension(Source(source)): Extension<Source>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let path = matched.as_ref().map_or("", |m| m.as_str()).to_owned();
+    let access = ROUTES
+        .iter()
+        .find(|(m, p, _)| m == req.method() && *p == path)
+        .map(|(_, _, a)| *a);
+    let action = format!("{} {path}", req.method());
+    let min = match access {
+        Some(Access::Public) => return next.run(req).await,
+        Some(Access::Min(role)) => role,
+        None => {
+            api.audit(
+                AaaKind::Authz,
+                "",
+                &action,
+                "denied",
+                &source,
+                &[("reason", "unlisted")],
+            );
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "route is not in the access table",
+            )
+            .into_response();
+        }
+    };
+    let Some(token) = bearer(req.headers()) else {
+        return unauthorized(
+            "missing_token",
+            "this route needs an Authorization: Bearer token",
+        );
+    };
+    let claims = match crypto::verify_token(&api.signing_key, token, now()) {
+        Ok(c) => c,
+        Err(TokenError::Expired) => {
+            return unauthorized("token_expired", "the access token has expired; refresh it");
+        }
+        Err(TokenError::Invalid) => {
+            return unauthorized("invalid_token", "the access token is not valid");
+        }
+    };
+    let user = match api.store.user_by_id(claims.sub) {
+        Ok(Some(u)) if u.token_generation == claims.r#gen => u,
+        Ok(_) => return unauthorized("invalid_token", "the access token was revoked"),
+        Err(err) => {
+            return ApiError::unavailable(format!("cannot read the user store: {err}"))
+                .into_response();
+        }
+    };
+    if user.must_change_password && path != CHANGE_PASSWORD {
+        api.audit(
+            AaaKind::Authz,
+            &user.username,
+            &action,
+            "denied",
+            &source,
+            &[("reason", "password_change_required")],
+        );
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "password_change_required",
+            format!("change the password first: POST {CHANGE_PASSWORD}"),
+        )
+        .into_response();
+    }
+    if user.role < min {
+        api.audit(
+            AaaKind::Authz,
+            &user.username,
+            &action,
+            "denied",
+            &source,
+            &[("role", user.role.as_str()), ("required", min.as_str())],
+        );
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this route needs the {} role", min.as_str()),
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(Principal {
+        id: user.id,
+        username: user.username,
+        role: user.role,
+    });
+    next.run(req).await
+}
+
+fn unauthorized(code: &str, message: &str) -> Response {
+    let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, code, message).into_response();
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"rookery\""),
+    );
+    resp
+}
+
+/// Reads or creates the access-token signing key (32 random bytes, mode 0600).
+pub fn load_signing_key(path: &Path) -> std::io::Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(key) if key.len() >= 32 => Ok(key),
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} holds fewer than 32 bytes", path.display()),
+        )),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let key: [u8; 32] = rand::random();
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            rookery_common::fsutil::write_atomic_mode(path, &key, 0o600)?;
+            Ok(key.to_vec())
+        }
+        Err(err) => Err(err),
+    }
+}

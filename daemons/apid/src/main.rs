@@ -1,0 +1,5 @@
+//! `rookery-apid`: see the crate documentation in `lib.rs`.
+
+fn main() -> std::process::ExitCode {
+    rookery_common::daemon::main::<rookery_apid::app::Apid>()
+}
