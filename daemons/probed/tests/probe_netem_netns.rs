@@ -1,8 +1,11 @@
-//! Accuracy and failure reasons on a real path: two network namespaces created by the test,
-//! joined by a veth pair (10.201.0.0/24, fd00:201::/64), with `tc netem` on one side. 20 ms
-//! added delay must be reported within ±2 ms, 10 % loss within a statistically sound band,
-//! and an absent host or network with a specific reason. Needs root (CI runs as root): a
-//! non-root run fails, naming this test.
+//! Accuracy and failure reasons on a real path: network namespaces created by the test,
+//! joined by veth pairs (10.201.0.0/24, fd00:201::/64; a routed chain for path traces). 20 ms
+//! added delay must be reported within ±2 ms, 10 % loss exactly as dropped and within a
+//! statistically sound band, an absent host or network with a specific reason, and a path
+//! trace must name each hop. Delay and loss come from `tc netem` where the kernel has it
+//! (those tests are ignored here: this CI kernel lacks sch_netem) and otherwise from a
+//! userspace echo responder in the far namespace. Needs root (CI runs as root): a non-root
+//! run fails, naming this test.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -43,8 +46,19 @@ impl Pair {
             b: format!("probed-{tag}-b-{id}"),
         };
         let (a, b) = (pair.a.as_str(), pair.b.as_str());
-        sh(&["ip", "netns", "add", a]);
-        sh(&["ip", "netns", "add", b]);
+        for ns in [a, b] {
+            sh(&["ip", "netns", "add", ns]);
+            // No duplicate address detection: addresses are usable at once.
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sh",
+                "-c",
+                "echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad && echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad",
+            ]);
+        }
         sh(&[
             "ip", "-n", a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", b,
         ]);
@@ -361,4 +375,154 @@ fn path_trace_names_each_hop_with_loss_and_latency_v4_and_v6() {
             .all(|h| h.received == 0 || h.addr.is_some()),
         "{hops:?}"
     );
+}
+
+/// An ICMP echo responder in userspace, standing in for `tc netem` where the kernel lacks
+/// it: in namespace `ns` (whose kernel is told to ignore echo requests) it answers each
+/// request after `delay`, dropping every request for which `lose` says so. Returns the
+/// stop flag and a handle yielding (requests seen, requests dropped).
+fn slow_responder(
+    ns: &str,
+    v6: bool,
+    delay: Duration,
+    lose: fn(u64) -> bool,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<(u64, u64)>,
+) {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::sync::atomic::Ordering;
+    let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let (domain, proto) = if v6 {
+            (Domain::IPV6, Protocol::ICMPV6)
+        } else {
+            (Domain::IPV4, Protocol::ICMPV4)
+        };
+        let sock = Socket::new(domain, Type::RAW, Some(proto)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let out = sock.try_clone().unwrap();
+        let (tx, rx) =
+            std::sync::mpsc::channel::<(std::time::Instant, Vec<u8>, socket2::SockAddr)>();
+        // Replies leave in order after the delay (constant delay keeps the queue FIFO).
+        let sender = std::thread::spawn(move || {
+            for (due, reply, to) in rx {
+                std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+                let _ = out.send_to(&reply, &to);
+            }
+        });
+        ready_tx.send(()).unwrap();
+        let (mut seen, mut dropped) = (0u64, 0u64);
+        let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 2048];
+        let give_up = std::time::Instant::now() + Duration::from_secs(60);
+        while !stop2.load(Ordering::SeqCst) && std::time::Instant::now() < give_up {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            // SAFETY: recv_from initialised the first `n` bytes of `buf`.
+            let pkt = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+            let icmp = if v6 {
+                pkt
+            } else {
+                &pkt[usize::from(pkt[0] & 0x0f) * 4..]
+            };
+            let request = if v6 { 128 } else { 8 };
+            if icmp.len() < 8 || icmp[0] != request {
+                continue;
+            }
+            seen += 1;
+            if lose(seen) {
+                dropped += 1;
+                continue;
+            }
+            let mut reply = icmp.to_vec();
+            reply[0] = if v6 { 129 } else { 0 };
+            reply[2] = 0;
+            reply[3] = 0;
+            if !v6 {
+                let c = rookery_probed::probe::icmp::checksum(&reply);
+                reply[2..4].copy_from_slice(&c.to_be_bytes());
+            }
+            tx.send((std::time::Instant::now() + delay, reply, from))
+                .unwrap();
+        }
+        drop(tx);
+        sender.join().unwrap();
+        (seen, dropped)
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    (stop, handle)
+}
+
+/// A veth pair whose far side does not answer pings itself (a userspace responder does).
+fn quiet_pair(tag: &str) -> Pair {
+    let pair = Pair::new(tag);
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &pair.b,
+        "sh",
+        "-c",
+        "echo 1 > /proc/sys/net/ipv4/icmp_echo_ignore_all && echo 1 > /proc/sys/net/ipv6/icmp/echo_ignore_all",
+    ]);
+    pair
+}
+
+#[test]
+fn added_delay_of_20ms_is_reported_within_2ms_v4_and_v6() {
+    let pair = quiet_pair("delay-u");
+    for (v6, dest) in [(false, "10.201.0.2"), (true, "fd00:201::2")] {
+        let (stop, responder) = slow_responder(&pair.b, v6, Duration::from_millis(20), |_| false);
+        // Fresh namespaces hold the first IPv6 packets about a second while neighbour
+        // discovery settles; one throw-away echo warms the path up.
+        let warm = "prober = \"icmp\"\ntimeout = \"3s\"\n[icmp]\ncount = 1\nsocket = \"raw\"\n";
+        let _ = pair.probe_in_a(warm, &[dest]);
+        let out = pair.probe_in_a(PING, &[dest]).remove(0);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (seen, _) = responder.join().unwrap();
+        assert!(out.success, "{dest}: {out:?}");
+        let icmp = out.facts.icmp.as_ref().unwrap();
+        assert_eq!((icmp.sent, icmp.received), (20, 20), "{dest}: {icmp:?}");
+        assert!(seen >= 21, "{dest}: responder saw {seen}");
+        let (min, avg, _, _) = icmp.stats().unwrap();
+        assert!(
+            (avg - 0.020).abs() <= 0.002,
+            "{dest}: avg {avg} s: {icmp:?}"
+        );
+        assert!(min >= 0.0199, "{dest}: min {min} s: {icmp:?}");
+    }
+}
+
+#[test]
+fn ten_percent_loss_is_reported_exactly_and_within_a_sound_band() {
+    let pair = quiet_pair("loss-u");
+    // Pseudo-random 10 % loss (splitmix64 of the request number): reproducible, unbiased.
+    fn lossy(n: u64) -> bool {
+        let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % 10 == 0
+    }
+    let (stop, responder) = slow_responder(&pair.b, false, Duration::from_millis(1), lossy);
+    let m = "prober = \"icmp\"\ntimeout = \"2s\"\n[icmp]\ncount = 100\ninterval = \"5ms\"\nsocket = \"raw\"\n";
+    let outs = pair.probe_in_a(m, &["10.201.0.2", "10.201.0.2", "10.201.0.2"]);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (seen, dropped) = responder.join().unwrap();
+    let (sent, received) = outs.iter().fold((0u64, 0u64), |(s, r), o| {
+        let i = o.facts.icmp.as_ref().unwrap();
+        (s + u64::from(i.sent), r + u64::from(i.received))
+    });
+    assert_eq!(sent, 300);
+    assert_eq!(seen, 300, "every request reached the responder");
+    // What the prober reports is exactly what was dropped...
+    assert_eq!(sent - received, dropped, "{outs:?}");
+    // ...and, for 10 % loss over 300 requests (sigma 1.7 %), inside [4 %, 17 %].
+    let loss = dropped as f64 / sent as f64;
+    assert!((0.04..=0.17).contains(&loss), "loss {loss}");
 }
