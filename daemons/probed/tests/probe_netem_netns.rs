@@ -507,7 +507,7 @@ fn ten_percent_loss_is_reported_exactly_and_within_a_sound_band() {
         let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % 10 == 0
+        (z ^ (z >> 31)).is_multiple_of(10)
     }
     let (stop, responder) = slow_responder(&pair.b, false, Duration::from_millis(1), lossy);
     let m = "prober = \"icmp\"\ntimeout = \"2s\"\n[icmp]\ncount = 100\ninterval = \"5ms\"\nsocket = \"raw\"\n";
