@@ -77,7 +77,7 @@ impl Metrics {
         );
         registry.register(
             "rookery_probed_icmp_rtt_seconds",
-            "ICMP round-trip time of the last probe by statistic (min, avg, max, stddev)",
+            "ICMP round-trip time of the last probe by statistic (min, avg, median, max, stddev)",
             self.icmp_rtt.clone(),
         );
         registry.register(
@@ -154,8 +154,14 @@ impl Metrics {
         if let Some(icmp) = &outcome.facts.icmp {
             self.icmp_loss.get_or_create(&base).set(icmp.loss());
             used.push((Fam::Loss, base.clone()));
-            if let Some((min, avg, max, sd)) = icmp.stats() {
-                for (stat, v) in [("min", min), ("avg", avg), ("max", max), ("stddev", sd)] {
+            if let (Some((min, avg, max, sd)), Some(median)) = (icmp.stats(), icmp.median()) {
+                for (stat, v) in [
+                    ("min", min),
+                    ("avg", avg),
+                    ("median", median),
+                    ("max", max),
+                    ("stddev", sd),
+                ] {
                     let l = Self::with(&base, "stat", stat);
                     self.icmp_rtt.get_or_create(&l).set(v);
                     used.push((Fam::Icmp, l));

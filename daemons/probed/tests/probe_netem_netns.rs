@@ -59,8 +59,11 @@ impl Pair {
                 "echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad && echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad",
             ]);
         }
+        const MAC_A: &str = "02:00:00:00:01:01";
+        const MAC_B: &str = "02:00:00:00:01:02";
         sh(&[
-            "ip", "-n", a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", b,
+            "ip", "-n", a, "link", "add", "va", "address", MAC_A, "type", "veth", "peer", "name",
+            "vb", "address", MAC_B, "netns", b,
         ]);
         for (ns, dev, v4, v6) in [
             (a, "va", "10.201.0.1/24", "fd00:201::1/64"),
@@ -70,6 +73,28 @@ impl Pair {
             sh(&["ip", "-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
             sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        // Static neighbours: no ARP or neighbour discovery inside the measurements.
+        for (ns, dev, peer, mac) in [
+            (a, "va", "10.201.0.2", MAC_B),
+            (a, "va", "fd00:201::2", MAC_B),
+            (b, "vb", "10.201.0.1", MAC_A),
+            (b, "vb", "fd00:201::1", MAC_A),
+        ] {
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "neigh",
+                "replace",
+                peer,
+                "lladdr",
+                mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ]);
         }
         pair
     }
@@ -479,23 +504,25 @@ fn added_delay_of_20ms_is_reported_within_2ms_v4_and_v6() {
     let pair = quiet_pair("delay-u");
     for (v6, dest) in [(false, "10.201.0.2"), (true, "fd00:201::2")] {
         let (stop, responder) = slow_responder(&pair.b, v6, Duration::from_millis(20), |_| false);
-        // Fresh namespaces hold the first IPv6 packets about a second while neighbour
-        // discovery settles; one throw-away echo warms the path up.
-        let warm = "prober = \"icmp\"\ntimeout = \"3s\"\n[icmp]\ncount = 1\nsocket = \"raw\"\n";
-        let _ = pair.probe_in_a(warm, &[dest]);
         let out = pair.probe_in_a(PING, &[dest]).remove(0);
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let (seen, _) = responder.join().unwrap();
         assert!(out.success, "{dest}: {out:?}");
         let icmp = out.facts.icmp.as_ref().unwrap();
         assert_eq!((icmp.sent, icmp.received), (20, 20), "{dest}: {icmp:?}");
-        assert!(seen >= 21, "{dest}: responder saw {seen}");
+        assert_eq!(seen, 20, "{dest}: responder saw {seen}");
         let (min, avg, _, _) = icmp.stats().unwrap();
+        let median = icmp.median().unwrap();
         assert!(
-            (avg - 0.020).abs() <= 0.002,
-            "{dest}: avg {avg} s: {icmp:?}"
+            (median - 0.020).abs() <= 0.002,
+            "{dest}: median {median} s: {icmp:?}"
         );
         assert!(min >= 0.0199, "{dest}: min {min} s: {icmp:?}");
+        // The mean also counts scheduling hiccups of a loaded CI machine.
+        assert!(
+            (avg - 0.020).abs() <= 0.004,
+            "{dest}: avg {avg} s: {icmp:?}"
+        );
     }
 }
 

@@ -261,6 +261,21 @@ impl IcmpFacts {
         1.0 - f64::from(self.received) / f64::from(self.sent)
     }
 
+    /// Median RTT in seconds (robust to a few outliers, as SmokePing reports it).
+    pub fn median(&self) -> Option<f64> {
+        let mut v: Vec<f64> = self.rtts.iter().map(Duration::as_secs_f64).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        Some(if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        })
+    }
+
     /// min, avg, max, population stddev of the RTTs in seconds.
     pub fn stats(&self) -> Option<(f64, f64, f64, f64)> {
         if self.rtts.is_empty() {
@@ -387,6 +402,9 @@ impl Outcome {
                 put("icmp_rtt_avg_seconds", format!("{avg:.6}"));
                 put("icmp_rtt_max_seconds", format!("{max:.6}"));
                 put("icmp_rtt_stddev_seconds", format!("{sd:.6}"));
+            }
+            if let Some(median) = i.median() {
+                put("icmp_rtt_median_seconds", format!("{median:.6}"));
             }
         }
         m

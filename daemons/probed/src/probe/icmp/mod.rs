@@ -237,5 +237,15 @@ mod tests {
         assert!((min - 0.010).abs() < 1e-9 && (max - 0.030).abs() < 1e-9);
         assert!((avg - 0.020).abs() < 1e-9 && (sd - 0.010).abs() < 1e-9);
         assert!((f.loss() - 0.5).abs() < 1e-9);
+        assert!((f.median().unwrap() - 0.020).abs() < 1e-9);
+        let odd = IcmpFacts {
+            rtts: vec![
+                Duration::from_millis(40),
+                Duration::from_millis(10),
+                Duration::from_millis(20),
+            ],
+            ..f
+        };
+        assert!((odd.median().unwrap() - 0.020).abs() < 1e-9);
     }
 }
