@@ -110,6 +110,76 @@ pub fn sha256_hex(s: &str) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, s.as_bytes()))
 }
 
+/// TOTP time step (RFC 6238 default; what authenticator apps use).
+pub const TOTP_STEP: i64 = 30;
+/// Steps accepted either side of now, for clock drift between phone and appliance.
+pub const TOTP_SKEW: i64 = 1;
+
+const B32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+/// RFC 4648 base32 without padding (the form authenticator apps take).
+pub fn base32_encode(data: &[u8]) -> String {
+    let mut out = String::new();
+    let mut buf = 0u32;
+    let mut bits = 0;
+    for &b in data {
+        buf = (buf << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(B32[((buf >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(B32[((buf << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
+/// Decodes [`base32_encode`] output (case-insensitive, padding and spaces ignored).
+pub fn base32_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = 0u32;
+    let mut bits = 0;
+    for c in s.chars().filter(|c| *c != '=' && !c.is_whitespace()) {
+        let c = c.to_ascii_uppercase();
+        let v = B32.iter().position(|&x| char::from(x) == c)?;
+        buf = (buf << 5) | u32::try_from(v).ok()?;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((buf >> bits) & 0xff).ok()?);
+        }
+    }
+    Some(out)
+}
+
+/// The 6-digit TOTP (HMAC-SHA1, RFC 6238) of `secret` at time step `step`.
+pub fn totp(secret: &[u8], step: i64) -> u32 {
+    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret);
+    let tag = hmac::sign(&key, &step.to_be_bytes());
+    let h = tag.as_ref();
+    let offset = usize::from(h[h.len() - 1] & 0x0f);
+    let bin = u32::from_be_bytes([
+        h[offset] & 0x7f,
+        h[offset + 1],
+        h[offset + 2],
+        h[offset + 3],
+    ]);
+    bin % 1_000_000
+}
+
+/// The time step at which `code` is valid for `secret` around `now`, if any.
+pub fn totp_match(secret: &[u8], code: &str, now: i64) -> Option<i64> {
+    let code = code.trim();
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let want: u32 = code.parse().ok()?;
+    let step = now.div_euclid(TOTP_STEP);
+    (step - TOTP_SKEW..=step + TOTP_SKEW).find(|s| totp(secret, *s) == want)
+}
+
 /// Claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -214,6 +284,22 @@ mod tests {
                 .contains("different")
         );
         assert!(password_problem("Tr0ub4dor&3-horse", "bob", 12).is_none());
+    }
+
+    #[test]
+    fn totp_matches_rfc6238_vectors_and_base32_round_trips() {
+        // RFC 6238 appendix B, SHA-1 seed, truncated to 6 digits.
+        let seed = b"12345678901234567890";
+        assert_eq!(totp(seed, 59 / 30), 287_082);
+        assert_eq!(totp(seed, 1_111_111_109 / 30), 81_804);
+        assert_eq!(totp(seed, 20_000_000_000 / 30), 353_130);
+        let b32 = base32_encode(seed);
+        assert_eq!(b32, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
+        assert_eq!(base32_decode(&b32.to_lowercase()).unwrap(), seed);
+        assert_eq!(totp_match(seed, "287082", 59), Some(1));
+        assert_eq!(totp_match(seed, "287082", 59 + 30), Some(1));
+        assert_eq!(totp_match(seed, "287082", 59 + 90), None);
+        assert_eq!(totp_match(seed, "28708x", 59), None);
     }
 
     #[test]

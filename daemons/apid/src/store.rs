@@ -15,7 +15,8 @@ pub const DB_FILE: &str = "apid.db";
 
 /// Migration scripts; index + 1 is the `user_version` after running it. Never edit one that
 /// has shipped: append a new one.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE users (
     id INTEGER PRIMARY KEY,
     username TEXT NOT NULL UNIQUE,
@@ -49,7 +50,38 @@ CREATE TABLE audit (
     detail TEXT NOT NULL
 );
 CREATE INDEX audit_ts ON audit(ts);
-"];
+",
+    r"
+CREATE TABLE api_keys (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL CHECK (role IN ('admin', 'maintainer', 'viewer')),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL DEFAULT 0,
+    last_used_at INTEGER NOT NULL DEFAULT 0,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE sessions (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+ALTER TABLE users ADD COLUMN totp_secret TEXT NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN totp_pending TEXT NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN totp_last_step INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE recovery_codes (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    code_hash TEXT NOT NULL,
+    used INTEGER NOT NULL DEFAULT 0
+);
+",
+];
 
 /// A role, from least to most privileged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -96,6 +128,28 @@ pub struct User {
     pub token_generation: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Base32 TOTP secret once enrolled and verified; empty = no second factor.
+    pub totp_secret: String,
+    /// Base32 secret awaiting its first code.
+    pub totp_pending: String,
+    /// Last TOTP time step accepted (replay protection).
+    pub totp_last_step: i64,
+}
+
+/// An API key row (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: i64,
+    pub user_id: i64,
+    pub name: String,
+    pub prefix: String,
+    pub role: Role,
+    pub created_at: i64,
+    /// 0 = never.
+    pub expires_at: i64,
+    /// 0 = never used.
+    pub last_used_at: i64,
+    pub revoked: bool,
 }
 
 /// One audit entry.
@@ -173,10 +227,30 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         token_generation: r.get(7)?,
         created_at: r.get(8)?,
         updated_at: r.get(9)?,
+        totp_secret: r.get(10)?,
+        totp_pending: r.get(11)?,
+        totp_last_step: r.get(12)?,
     })
 }
 
-const USER_COLS: &str = "id, username, password_hash, role, must_change_password, failed_logins, locked_until, token_generation, created_at, updated_at";
+const USER_COLS: &str = "id, username, password_hash, role, must_change_password, failed_logins, locked_until, token_generation, created_at, updated_at, totp_secret, totp_pending, totp_last_step";
+
+fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKey> {
+    Ok(ApiKey {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        name: r.get(2)?,
+        prefix: r.get(3)?,
+        role: Role::parse(&r.get::<_, String>(4)?),
+        created_at: r.get(5)?,
+        expires_at: r.get(6)?,
+        last_used_at: r.get(7)?,
+        revoked: r.get(8)?,
+    })
+}
+
+const KEY_COLS: &str =
+    "id, user_id, name, prefix, role, created_at, expires_at, last_used_at, revoked";
 
 impl Store {
     /// Opens (creating if needed) `apid.db` in `dir` and migrates it.
@@ -350,6 +424,7 @@ impl Store {
             "UPDATE refresh_tokens SET revoked = 1 WHERE user_id = ?1",
             [id],
         )?;
+        db.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
         Ok(n == 1)
     }
 
@@ -434,6 +509,197 @@ impl Store {
             [&family],
         )?;
         Ok(Some(user_id))
+    }
+
+    /// Stores a new API key (by hash).
+    #[allow(clippy::too_many_arguments, reason = "one column each")]
+    pub fn add_api_key(
+        &self,
+        user_id: i64,
+        name: &str,
+        prefix: &str,
+        key_hash: &str,
+        role: Role,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<ApiKey, StoreError> {
+        let db = self.db();
+        db.execute(
+            "INSERT INTO api_keys (user_id, name, prefix, key_hash, role, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                user_id,
+                name,
+                prefix,
+                key_hash,
+                role.as_str(),
+                now,
+                expires_at
+            ],
+        )?;
+        let id = db.last_insert_rowid();
+        Ok(db.query_row(
+            &format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ?1"),
+            [id],
+            key_from_row,
+        )?)
+    }
+
+    /// API keys of `user_id`, or of everyone when `None`.
+    pub fn api_keys(&self, user_id: Option<i64>) -> Result<Vec<ApiKey>, StoreError> {
+        let db = self.db();
+        let mut stmt = db.prepare(&format!(
+            "SELECT {KEY_COLS} FROM api_keys WHERE ?1 IS NULL OR user_id = ?1 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([user_id], key_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The key with this ID.
+    pub fn api_key(&self, id: i64) -> Result<Option<ApiKey>, StoreError> {
+        Ok(self
+            .db()
+            .query_row(
+                &format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ?1"),
+                [id],
+                key_from_row,
+            )
+            .optional()?)
+    }
+
+    /// The usable (not revoked, not expired) key with this hash; records its use.
+    pub fn use_api_key(&self, key_hash: &str, now: i64) -> Result<Option<ApiKey>, StoreError> {
+        let db = self.db();
+        let key = db
+            .query_row(
+                &format!(
+                    "SELECT {KEY_COLS} FROM api_keys WHERE key_hash = ?1 AND revoked = 0
+                     AND (expires_at = 0 OR expires_at > ?2)"
+                ),
+                params![key_hash, now],
+                key_from_row,
+            )
+            .optional()?;
+        if let Some(k) = &key {
+            db.execute(
+                "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
+                params![k.id, now],
+            )?;
+        }
+        Ok(key)
+    }
+
+    /// Revokes a key.
+    pub fn revoke_api_key(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .db()
+            .execute("UPDATE api_keys SET revoked = 1 WHERE id = ?1", [id])?
+            == 1)
+    }
+
+    /// Stores a browser session (by hash).
+    pub fn add_session(
+        &self,
+        user_id: i64,
+        token_hash: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.db().execute(
+            "INSERT INTO sessions (user_id, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![user_id, token_hash, now, expires_at],
+        )?;
+        Ok(())
+    }
+
+    /// The user of a live session.
+    pub fn session_user(&self, token_hash: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT user_id FROM sessions WHERE token_hash = ?1 AND expires_at > ?2",
+                params![token_hash, now],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Ends a session.
+    pub fn delete_session(&self, token_hash: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .db()
+            .execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?
+            == 1)
+    }
+
+    /// Sets the pending TOTP secret (enrolment started).
+    pub fn set_totp_pending(&self, id: i64, secret: &str) -> Result<(), StoreError> {
+        self.db().execute(
+            "UPDATE users SET totp_pending = ?2 WHERE id = ?1",
+            params![id, secret],
+        )?;
+        Ok(())
+    }
+
+    /// Activates the pending secret with its recovery code hashes.
+    pub fn enable_totp(
+        &self,
+        id: i64,
+        step: i64,
+        code_hashes: &[String],
+    ) -> Result<(), StoreError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
+            "UPDATE users SET totp_secret = totp_pending, totp_pending = '', totp_last_step = ?2 WHERE id = ?1",
+            params![id, step],
+        )?;
+        tx.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [id])?;
+        for h in code_hashes {
+            tx.execute(
+                "INSERT INTO recovery_codes (user_id, code_hash) VALUES (?1, ?2)",
+                params![id, h],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes the second factor and its recovery codes.
+    pub fn disable_totp(&self, id: i64) -> Result<(), StoreError> {
+        let db = self.db();
+        db.execute(
+            "UPDATE users SET totp_secret = '', totp_pending = '', totp_last_step = 0 WHERE id = ?1",
+            [id],
+        )?;
+        db.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Records an accepted TOTP step unless an equal or later one was accepted already
+    /// (a replayed code). Returns whether it was accepted.
+    pub fn accept_totp_step(&self, id: i64, step: i64) -> Result<bool, StoreError> {
+        Ok(self.db().execute(
+            "UPDATE users SET totp_last_step = ?2 WHERE id = ?1 AND totp_last_step < ?2",
+            params![id, step],
+        )? == 1)
+    }
+
+    /// Spends a recovery code; returns whether it was valid and unused.
+    pub fn use_recovery_code(&self, id: i64, code_hash: &str) -> Result<bool, StoreError> {
+        Ok(self.db().execute(
+            "UPDATE recovery_codes SET used = 1 WHERE user_id = ?1 AND code_hash = ?2 AND used = 0",
+            params![id, code_hash],
+        )? == 1)
+    }
+
+    /// Unused recovery codes of a user.
+    pub fn recovery_codes_left(&self, id: i64) -> Result<i64, StoreError> {
+        Ok(self.db().query_row(
+            "SELECT count(*) FROM recovery_codes WHERE user_id = ?1 AND used = 0",
+            [id],
+            |r| r.get(0),
+        )?)
     }
 
     /// Appends an audit entry.

@@ -675,7 +675,9 @@ async fn users_crud_with_policy_and_last_admin_guard() {
 
 fn sample_body(method: &Method, path: &str) -> Option<Value> {
     match (method.as_str(), path) {
-        ("POST", "/api/v1/auth/login") => Some(json!({"username": "nobody", "password": "x"})),
+        ("POST", "/api/v1/auth/login" | "/api/v1/auth/session") => {
+            Some(json!({"username": "nobody", "password": "x"}))
+        }
         ("POST", "/api/v1/auth/refresh" | "/api/v1/auth/logout") => {
             Some(json!({"refresh_token": "x"}))
         }
@@ -686,6 +688,9 @@ fn sample_body(method: &Method, path: &str) -> Option<Value> {
             Some(json!({"username": "newbie", "password": GOOD_PW, "role": "viewer"}))
         }
         ("PATCH", _) => Some(json!({"role": "viewer"})),
+        ("POST", "/api/v1/auth/totp/verify") => Some(json!({"code": "000000"})),
+        ("POST", "/api/v1/auth/totp/disable") => Some(json!({"password": "wrong-password"})),
+        ("POST", "/api/v1/api-keys") => Some(json!({"name": "ci", "role": "viewer"})),
         _ => None,
     }
 }
@@ -709,7 +714,7 @@ async fn rbac_matrix_every_route_every_role_anonymous_and_expired() {
     let mut checked = 0;
     for (method, path, access) in ROUTES {
         // `{name}` routes target a user that does not exist, so nothing is changed.
-        let url = path.replace("{name}", "nobody");
+        let url = path.replace("{name}", "nobody").replace("{id}", "999999");
         for (who, token, role) in &callers {
             let r = s
                 .send(method.clone(), &url, *token, sample_body(method, path))
@@ -719,7 +724,12 @@ async fn rbac_matrix_every_route_every_role_anonymous_and_expired() {
             assert_ne!(r.status, 405, "{what}");
             if r.status.is_client_error() {
                 let code = r.error();
-                assert!(code != "not_found" || r.text.contains("no user"), "{what}");
+                assert!(
+                    code != "not_found"
+                        || r.text.contains("no user")
+                        || r.text.contains("no API key"),
+                    "{what}"
+                );
             }
             match (access, role) {
                 (Access::Public, _) => {
@@ -747,10 +757,11 @@ async fn rbac_matrix_every_route_every_role_anonymous_and_expired() {
                     assert_eq!(r.json()["error"], "forbidden", "{what}");
                 }
                 (Access::Min(_), Some(_)) => {
-                    assert!(
-                        r.status != 401 && r.status != 403 || path.ends_with("change-password"),
-                        "{what}"
-                    );
+                    // Allowed through: any refusal is the handler's (wrong password), not RBAC's.
+                    assert_ne!(r.status, 401, "{what}");
+                    if r.status == 403 {
+                        assert_eq!(r.json()["error"], "invalid_credentials", "{what}");
+                    }
                 }
             }
             checked += 1;
@@ -847,4 +858,317 @@ async fn audit_query_pages_filters_and_exports() {
         )
         .await;
     assert_eq!(r.status, 400);
+}
+
+#[tokio::test]
+async fn api_key_lifecycle_prefix_role_cap_expiry_last_use_and_revocation() {
+    let s = start().await;
+    let admin = s.admin_token().await;
+    s.add_user("mia", Role::Maintainer);
+    let mia = s.token("mia", GOOD_PW).await;
+    let r = s
+        .send(
+            Method::POST,
+            "/api/v1/api-keys",
+            Some(&mia),
+            Some(json!({"name": "ci", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(r.error(), "forbidden");
+    let r = s
+        .send(
+            Method::POST,
+            "/api/v1/api-keys",
+            Some(&mia),
+            Some(json!({"name": "ci", "role": "maintainer", "expires_in_days": 30})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let created = r.json();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let prefix = created["prefix"].as_str().unwrap();
+    assert!(key.starts_with(&format!("rk_{prefix}_")), "{key}");
+    assert!(created["expires_at"].is_string());
+    assert!(created["last_used_at"].is_null());
+    // The key works as a bearer credential, with the maintainer role (not admin routes).
+    let r = s
+        .send(Method::GET, "/api/v1/system", Some(&key), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s.send(Method::GET, "/api/v1/users", Some(&key), None).await;
+    assert_eq!(r.status, 403);
+    // A key cannot mint keys or change its owner's password.
+    let r = s
+        .send(
+            Method::POST,
+            "/api/v1/api-keys",
+            Some(&key),
+            Some(json!({"name": "x", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    // Listing shows the prefix and last use, never the key or its hash.
+    let r = s
+        .send(Method::GET, "/api/v1/api-keys", Some(&mia), None)
+        .await;
+    assert!(!r.text.contains(&key[12..]), "{}", r.text);
+    let listed = &r.json()[0];
+    assert_eq!(listed["prefix"], prefix);
+    assert_eq!(listed["owner"], "mia");
+    assert!(listed["last_used_at"].is_string(), "{}", r.text);
+    // The owner's role caps the key: demote mia, the key becomes a viewer.
+    let r = s
+        .send(
+            Method::PATCH,
+            "/api/v1/users/mia",
+            Some(&admin),
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = s
+        .send(Method::POST, "/api/v1/auth/totp/enrol", Some(&key), None)
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    // Revoke: the admin can, the key stops working at once.
+    let id = created["id"].as_i64().unwrap();
+    let r = s
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/api-keys/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = s
+        .send(Method::GET, "/api/v1/system", Some(&key), None)
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.error(), "invalid_api_key");
+    // Expired keys are refused too.
+    let u = s.running.api.store.user_by_name("admin").unwrap().unwrap();
+    let old = "rk_deadbeef_expired";
+    s.running
+        .api
+        .store
+        .add_api_key(
+            u.id,
+            "old",
+            "deadbeef",
+            &crypto::sha256_hex(old),
+            Role::Admin,
+            now() - 100,
+            now() - 1,
+        )
+        .unwrap();
+    assert_eq!(
+        s.send(Method::GET, "/api/v1/system", Some(old), None)
+            .await
+            .status,
+        401
+    );
+    let trail = s.audit(&admin, "kind=audit&action=api_key.create").await;
+    assert_eq!(trail.len(), 1);
+    assert!(trail[0]["detail"].as_str().unwrap().contains(prefix));
+    assert_eq!(s.audit(&admin, "action=api_key.revoke").await.len(), 1);
+}
+
+#[tokio::test]
+async fn browser_session_cookie_needs_csrf_for_changes() {
+    let s = start().await;
+    let admin = s.admin_token().await;
+    let _ = admin;
+    let r = s
+        .client
+        .post(format!("{}/api/v1/auth/session", s.base))
+        .json(&json!({"username": "admin", "password": GOOD_PW}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/api/v1"] {
+        assert!(set_cookie.contains(attr), "{set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let v: Value = r.json().await.unwrap();
+    let csrf = v["csrf_token"].as_str().unwrap().to_owned();
+    let with_cookie = |m: Method, p: &str| {
+        s.client
+            .request(m, format!("{}{p}", s.base))
+            .header("cookie", cookie.clone())
+    };
+    // Reads need only the cookie.
+    let r = with_cookie(Method::GET, "/api/v1/users")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Changes without (or with a wrong) CSRF token are refused.
+    let body = json!({"username": "newbie", "password": GOOD_PW, "role": "viewer"});
+    for token in [None, Some("0000")] {
+        let mut req = with_cookie(Method::POST, "/api/v1/users").json(&body);
+        if let Some(t) = token {
+            req = req.header("x-csrf-token", t);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 403);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "csrf_failed");
+    }
+    let r = with_cookie(Method::POST, "/api/v1/users")
+        .header("x-csrf-token", &csrf)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Logout clears the cookie and ends the session.
+    let r = with_cookie(Method::DELETE, "/api/v1/auth/session")
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let r = with_cookie(Method::GET, "/api/v1/users")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_session");
+    let denied = s.audit(&admin, "kind=authz").await;
+    assert_eq!(
+        denied
+            .iter()
+            .filter(|e| e["detail"] == "reason=csrf")
+            .count(),
+        2,
+        "{denied:?}"
+    );
+}
+
+#[tokio::test]
+async fn totp_enrol_verify_login_replay_recovery_and_disable() {
+    let s = start().await;
+    let admin = s.admin_token().await;
+    s.add_user("ann", Role::Viewer);
+    let ann = s.token("ann", GOOD_PW).await;
+    let r = s
+        .send(
+            Method::POST,
+            "/api/v1/auth/totp/verify",
+            Some(&ann),
+            Some(json!({"code": "123456"})),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    let r = s
+        .send(Method::POST, "/api/v1/auth/totp/enrol", Some(&ann), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let e = r.json();
+    let secret = crypto::base32_decode(e["secret"].as_str().unwrap()).unwrap();
+    assert!(
+        e["otpauth_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/Rookery:ann?secret=")
+    );
+    let code_at = |step: i64| format!("{:06}", crypto::totp(&secret, step));
+    let step = now() / 30;
+    let r = s
+        .send(
+            Method::POST,
+            "/api/v1/auth/totp/verify",
+            Some(&ann),
+            Some(json!({"code": code_at(step + 5)})),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert_eq!(r.error(), "invalid_totp");
+    // Enabled with the code one step back; the current step is then still usable once.
+    let r = s
+        .send(
+            Method::POST,
+            "/api/v1/auth/totp/verify",
+            Some(&ann),
+            Some(json!({"code": code_at(step - 1)})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let codes: Vec<String> = r.json()["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    // Password alone no longer logs in.
+    let r = s.login("ann", GOOD_PW).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.error(), "totp_required");
+    let login = |extra: Value| {
+        let mut body = json!({"username": "ann", "password": GOOD_PW});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        s.send(Method::POST, "/api/v1/auth/login", None, Some(body))
+    };
+    let r = login(json!({"totp_code": "000000"})).await;
+    assert_eq!(r.status, 401);
+    let r = login(json!({"totp_code": code_at(step)})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The same code again is a replay.
+    let r = login(json!({"totp_code": code_at(step)})).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.error(), "invalid_totp");
+    // A recovery code works once (dashes and case do not matter).
+    let r = login(json!({"recovery_code": codes[0].to_uppercase()})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let ann = r.json()["access_token"].as_str().unwrap().to_owned();
+    let r = login(json!({"recovery_code": codes[0].clone()})).await;
+    assert_eq!(r.status, 401);
+    // Disable needs the password.
+    let r = s
+        .send(
+            Method::POST,
+            "/api/v1/auth/totp/disable",
+            Some(&ann),
+            Some(json!({"password": "nope"})),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let r = s
+        .send(
+            Method::POST,
+            "/api/v1/auth/totp/disable",
+            Some(&ann),
+            Some(json!({"password": GOOD_PW})),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(s.login("ann", GOOD_PW).await.status, 200);
+    let trail = s.audit(&admin, "user=ann&kind=audit").await;
+    let actions: Vec<(&str, &str)> = trail
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("totp.disable", "success"),
+            ("totp.disable", "failure"),
+            ("totp.enable", "success"),
+            ("totp.enable", "failure"),
+        ]
+    );
 }

@@ -11,7 +11,7 @@ use rookery_common::logging::AaaKind;
 use serde::{Deserialize, Serialize};
 
 use super::extract::JsonBody;
-use super::{Api, Principal, Source, now};
+use super::{Api, Principal, SESSION_COOKIE, Source, Via, now};
 use crate::crypto::{self, Claims};
 use crate::store::{RefreshOutcome, User};
 
@@ -20,6 +20,12 @@ use crate::store::{RefreshOutcome, User};
 pub struct LoginRequest {
     username: String,
     password: String,
+    /// The current 6-digit code, for users with a second factor.
+    #[serde(default)]
+    totp_code: Option<String>,
+    /// A one-time recovery code instead of the TOTP code.
+    #[serde(default)]
+    recovery_code: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,25 +120,20 @@ pub(super) fn issue(
     })
 }
 
-/// `POST /api/v1/auth/login`.
-pub async fn login(
-    State(api): State<Arc<Api>>,
-    Extension(src): Extension<Source>,
-    JsonBody(req): JsonBody<LoginRequest>,
-) -> Result<Json<TokenResponse>, Response> {
-    let source = src.0;
-    let fail = |api: &Api, reason: &str| {
+/// Checks password, lockout and second factor; records failures. `Err` is the answer.
+async fn check_credentials(api: &Api, req: &LoginRequest, source: &str) -> Result<User, Response> {
+    let fail = |reason: &str| {
         api.audit(
             AaaKind::Auth,
             &req.username,
             "login",
             "failure",
-            &source,
+            source,
             &[("reason", reason)],
         );
     };
     if req.username.len() > 64 || req.password.len() > crypto::MAX_PASSWORD_LENGTH {
-        fail(&api, "oversized");
+        fail("oversized");
         return Err(invalid_credentials().into_response());
     }
     let user = api
@@ -141,15 +142,19 @@ pub async fn login(
         .map_err(|e| store_err(&e).into_response())?;
     let Some(user) = user else {
         let _ = verify(req.password.clone(), dummy_hash().to_owned()).await;
-        fail(&api, "unknown_user");
+        fail("unknown_user");
         return Err(invalid_credentials().into_response());
     };
     let now = now();
     if user.locked_until > now {
-        fail(&api, "locked");
+        fail("locked");
         return Err(locked(user.locked_until - now));
     }
-    if !verify(req.password.clone(), user.password_hash.clone()).await {
+    #[allow(
+        clippy::result_large_err,
+        reason = "the error is the response, built once per failed login"
+    )]
+    let failed = |reason: &'static str| {
         let auth = api.auth();
         let (failures, until) = api
             .store
@@ -161,35 +166,196 @@ pub async fn login(
                 now,
             )
             .map_err(|e| store_err(&e).into_response())?;
-        fail(&api, "wrong_password");
+        fail(reason);
         if until > 0 {
             api.audit(
                 AaaKind::Auth,
                 &user.username,
                 "lockout",
                 "locked",
-                &source,
+                source,
                 &[
                     ("failures", &failures.to_string()),
                     ("seconds", &(until - now).to_string()),
                 ],
             );
         }
+        Ok::<(), Response>(())
+    };
+    if !verify(req.password.clone(), user.password_hash.clone()).await {
+        failed("wrong_password")?;
         return Err(invalid_credentials().into_response());
+    }
+    if !user.totp_secret.is_empty() {
+        let secret = crypto::base32_decode(&user.totp_secret).unwrap_or_default();
+        let ok = if let Some(code) = &req.totp_code {
+            match crypto::totp_match(&secret, code, now) {
+                Some(step) => api
+                    .store
+                    .accept_totp_step(user.id, step)
+                    .map_err(|e| store_err(&e).into_response())?,
+                None => false,
+            }
+        } else if let Some(code) = &req.recovery_code {
+            api.store
+                .use_recovery_code(user.id, &crypto::sha256_hex(&normalise_recovery(code)))
+                .map_err(|e| store_err(&e).into_response())?
+        } else {
+            fail("totp_required");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "totp_required",
+                "this account has a second factor: send totp_code (or recovery_code)",
+            )
+            .into_response());
+        };
+        if !ok {
+            failed("wrong_totp")?;
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_totp",
+                "the code is wrong, expired or already used",
+            )
+            .into_response());
+        }
+        if req.recovery_code.is_some() {
+            api.audit(
+                AaaKind::Auth,
+                &user.username,
+                "recovery_code.use",
+                "success",
+                source,
+                &[],
+            );
+        }
     }
     api.store
         .login_succeeded(user.id)
         .map_err(|e| store_err(&e).into_response())?;
+    Ok(user)
+}
+
+/// Recovery codes are compared without dashes, spaces or case.
+pub(super) fn normalise_recovery(code: &str) -> String {
+    code.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// `POST /api/v1/auth/login`: tokens for API clients.
+pub async fn login(
+    State(api): State<Arc<Api>>,
+    Extension(src): Extension<Source>,
+    JsonBody(req): JsonBody<LoginRequest>,
+) -> Result<Json<TokenResponse>, Response> {
+    let user = check_credentials(&api, &req, &src.0).await?;
     let tokens = issue(&api, &user, None).map_err(IntoResponse::into_response)?;
     api.audit(
         AaaKind::Auth,
         &user.username,
         "login",
         "success",
-        &source,
-        &[],
+        &src.0,
+        &[("via", "token")],
     );
     Ok(Json(tokens))
+}
+
+/// What a browser login returns (the session itself is the cookie).
+#[derive(Debug, Serialize)]
+pub struct SessionResponse {
+    csrf_token: String,
+    username: String,
+    role: &'static str,
+    must_change_password: bool,
+    expires_in: u64,
+}
+
+/// `POST /api/v1/auth/session`: browser login; sets the HttpOnly, Secure, SameSite=Strict
+/// session cookie and returns the CSRF token that unsafe requests must echo.
+pub async fn session_login(
+    State(api): State<Arc<Api>>,
+    Extension(src): Extension<Source>,
+    JsonBody(req): JsonBody<LoginRequest>,
+) -> Result<Response, Response> {
+    let user = check_credentials(&api, &req, &src.0).await?;
+    let ttl = api.auth().refresh_token_ttl.as_secs();
+    let session = crypto::random_token(32);
+    let now = now();
+    api.store
+        .add_session(
+            user.id,
+            &crypto::sha256_hex(&session),
+            now,
+            now + i64::try_from(ttl).unwrap_or(i64::MAX / 2),
+        )
+        .map_err(|e| store_err(&e).into_response())?;
+    api.audit(
+        AaaKind::Auth,
+        &user.username,
+        "login",
+        "success",
+        &src.0,
+        &[("via", "session")],
+    );
+    let cookie = format!(
+        "{SESSION_COOKIE}={session}; Path=/api/v1; Max-Age={ttl}; HttpOnly; Secure; SameSite=Strict"
+    );
+    let mut resp = Json(SessionResponse {
+        csrf_token: api.csrf_token(&session),
+        username: user.username,
+        role: user.role.as_str(),
+        must_change_password: user.must_change_password,
+        expires_in: ttl,
+    })
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}
+
+/// `DELETE /api/v1/auth/session`: ends the browser session and clears the cookie.
+pub async fn session_logout(
+    State(api): State<Arc<Api>>,
+    Extension(src): Extension<Source>,
+    Extension(p): Extension<Principal>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    if p.via != Via::Session {
+        return Err(ApiError::bad_request(
+            "no session cookie; token clients log out with POST /api/v1/auth/logout",
+        ));
+    }
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_owned())
+        .unwrap_or_default();
+    api.store
+        .delete_session(&crypto::sha256_hex(&cookie))
+        .map_err(|e| store_err(&e))?;
+    api.audit(
+        AaaKind::Auth,
+        &p.username,
+        "logout",
+        "success",
+        &src.0,
+        &[("via", "session")],
+    );
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "rookery_session=; Path=/api/v1; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
+        ),
+    );
+    Ok(resp)
 }
 
 fn locked(seconds: i64) -> Response {
@@ -313,6 +479,13 @@ pub async fn change_password(
     JsonBody(req): JsonBody<ChangePasswordRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let source = src.0;
+    if p.via == Via::ApiKey {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "an API key cannot change its owner's password",
+        ));
+    }
     let user = api
         .store
         .user_by_id(p.id)

@@ -10,7 +10,9 @@
 mod audit;
 mod auth;
 mod extract;
+mod keys;
 mod system;
+mod totp;
 mod users;
 
 use std::path::Path;
@@ -52,6 +54,34 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
     (Method::POST, "/api/v1/auth/logout", Access::Public),
     (Method::GET, "/api/v1/auth/me", Access::Min(Role::Viewer)),
     (Method::POST, CHANGE_PASSWORD, Access::Min(Role::Viewer)),
+    (Method::POST, "/api/v1/auth/session", Access::Public),
+    (
+        Method::DELETE,
+        "/api/v1/auth/session",
+        Access::Min(Role::Viewer),
+    ),
+    (
+        Method::POST,
+        "/api/v1/auth/totp/enrol",
+        Access::Min(Role::Viewer),
+    ),
+    (
+        Method::POST,
+        "/api/v1/auth/totp/verify",
+        Access::Min(Role::Viewer),
+    ),
+    (
+        Method::POST,
+        "/api/v1/auth/totp/disable",
+        Access::Min(Role::Viewer),
+    ),
+    (Method::GET, "/api/v1/api-keys", Access::Min(Role::Viewer)),
+    (Method::POST, "/api/v1/api-keys", Access::Min(Role::Viewer)),
+    (
+        Method::DELETE,
+        "/api/v1/api-keys/{id}",
+        Access::Min(Role::Viewer),
+    ),
     (Method::GET, "/api/v1/system", Access::Min(Role::Viewer)),
     (Method::GET, "/api/v1/users", Access::Min(Role::Admin)),
     (Method::POST, "/api/v1/users", Access::Min(Role::Admin)),
@@ -83,8 +113,40 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
 pub struct Principal {
     pub id: i64,
     pub username: String,
+    /// The effective role (an API key's role is capped by its owner's).
     pub role: Role,
+    /// How the caller proved who they are.
+    pub via: Via,
 }
+
+/// The credential of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `Authorization: Bearer <access token>`.
+    Token,
+    /// `Authorization: Bearer rk_…` (an API key).
+    ApiKey,
+    /// The browser session cookie (unsafe methods also need `x-csrf-token`).
+    Session,
+}
+
+impl Via {
+    /// For logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::ApiKey => "api_key",
+            Self::Session => "session",
+        }
+    }
+}
+
+/// Name of the browser session cookie.
+pub const SESSION_COOKIE: &str = "rookery_session";
+/// Header carrying the CSRF token of a session on unsafe methods.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// API keys start with this, so they are told apart from access tokens.
+pub const API_KEY_PREFIX: &str = "rk_";
 
 /// The client's IP address (empty if unknown), put into the request by [`context`].
 #[derive(Debug, Clone)]
@@ -135,6 +197,12 @@ impl Api {
         *self.auth.write().unwrap_or_else(PoisonError::into_inner) = auth;
     }
 
+    /// The CSRF token bound to a session: HMAC of the session secret, so nothing is stored.
+    pub fn csrf_token(&self, session: &str) -> String {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.signing_key);
+        hex::encode(ring::hmac::sign(&key, format!("csrf:{session}").as_bytes()).as_ref())
+    }
+
     /// Logs an AAA line to the journal and appends it to the audit table.
     pub fn audit(
         &self,
@@ -174,6 +242,15 @@ pub fn router(api: Arc<Api>, body_limit: usize) -> axum::Router {
         .route("/api/v1/auth/logout", post(auth::logout))
         .route("/api/v1/auth/me", get(auth::me))
         .route(CHANGE_PASSWORD, post(auth::change_password))
+        .route(
+            "/api/v1/auth/session",
+            post(auth::session_login).delete(auth::session_logout),
+        )
+        .route("/api/v1/auth/totp/enrol", post(totp::enrol))
+        .route("/api/v1/auth/totp/verify", post(totp::verify))
+        .route("/api/v1/auth/totp/disable", post(totp::disable))
+        .route("/api/v1/api-keys", get(keys::list).post(keys::create))
+        .route("/api/v1/api-keys/{id}", axum::routing::delete(keys::revoke))
         .route("/api/v1/system", get(system::system))
         .route("/api/v1/users", get(users::list).post(users::create))
         .route(
@@ -348,28 +425,9 @@ async fn authorize(
             .into_response();
         }
     };
-    let Some(token) = bearer(req.headers()) else {
-        return unauthorized(
-            "missing_token",
-            "this route needs an Authorization: Bearer token",
-        );
-    };
-    let claims = match crypto::verify_token(&api.signing_key, token, now()) {
-        Ok(c) => c,
-        Err(TokenError::Expired) => {
-            return unauthorized("token_expired", "the access token has expired; refresh it");
-        }
-        Err(TokenError::Invalid) => {
-            return unauthorized("invalid_token", "the access token is not valid");
-        }
-    };
-    let user = match api.store.user_by_id(claims.sub) {
-        Ok(Some(u)) if u.token_generation == claims.r#gen => u,
-        Ok(_) => return unauthorized("invalid_token", "the access token was revoked"),
-        Err(err) => {
-            return ApiError::unavailable(format!("cannot read the user store: {err}"))
-                .into_response();
-        }
+    let (user, role, via) = match authenticate(&api, &req, &source) {
+        Ok(found) => found,
+        Err(resp) => return resp,
     };
     if user.must_change_password && path != CHANGE_PASSWORD {
         api.audit(
@@ -387,14 +445,18 @@ async fn authorize(
         )
         .into_response();
     }
-    if user.role < min {
+    if role < min {
         api.audit(
             AaaKind::Authz,
             &user.username,
             &action,
             "denied",
             &source,
-            &[("role", user.role.as_str()), ("required", min.as_str())],
+            &[
+                ("role", role.as_str()),
+                ("required", min.as_str()),
+                ("via", via.as_str()),
+            ],
         );
         return ApiError::new(
             StatusCode::FORBIDDEN,
@@ -406,9 +468,127 @@ async fn authorize(
     req.extensions_mut().insert(Principal {
         id: user.id,
         username: user.username,
-        role: user.role,
+        role,
+        via,
     });
     next.run(req).await
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v)
+}
+
+/// Finds the caller's user, effective role and credential, or the 401/403 to send.
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the response, built once per refused request"
+)]
+fn authenticate(
+    api: &Api,
+    req: &Request,
+    source: &str,
+) -> Result<(crate::store::User, Role, Via), Response> {
+    let store_failed = |err: crate::store::StoreError| {
+        ApiError::unavailable(format!("cannot read the user store: {err}")).into_response()
+    };
+    if let Some(token) = bearer(req.headers()) {
+        if token.starts_with(API_KEY_PREFIX) {
+            let key = api
+                .store
+                .use_api_key(&crypto::sha256_hex(token), now())
+                .map_err(store_failed)?;
+            let Some(key) = key else {
+                api.audit(AaaKind::Auth, "", "api_key", "failure", source, &[]);
+                return Err(unauthorized(
+                    "invalid_api_key",
+                    "the API key is unknown, revoked or expired",
+                ));
+            };
+            let user = api
+                .store
+                .user_by_id(key.user_id)
+                .map_err(store_failed)?
+                .ok_or_else(|| unauthorized("invalid_api_key", "the key's owner is gone"))?;
+            let role = key.role.min(user.role);
+            return Ok((user, role, Via::ApiKey));
+        }
+        let claims = match crypto::verify_token(&api.signing_key, token, now()) {
+            Ok(c) => c,
+            Err(TokenError::Expired) => {
+                return Err(unauthorized(
+                    "token_expired",
+                    "the access token has expired; refresh it",
+                ));
+            }
+            Err(TokenError::Invalid) => {
+                return Err(unauthorized(
+                    "invalid_token",
+                    "the access token is not valid",
+                ));
+            }
+        };
+        return match api.store.user_by_id(claims.sub).map_err(store_failed)? {
+            Some(u) if u.token_generation == claims.r#gen => {
+                let role = u.role;
+                Ok((u, role, Via::Token))
+            }
+            _ => Err(unauthorized(
+                "invalid_token",
+                "the access token was revoked",
+            )),
+        };
+    }
+    if let Some(cookie) = session_cookie(req.headers()) {
+        let user_id = api
+            .store
+            .session_user(&crypto::sha256_hex(cookie), now())
+            .map_err(store_failed)?
+            .ok_or_else(|| {
+                unauthorized("invalid_session", "the session has ended; log in again")
+            })?;
+        let user = api
+            .store
+            .user_by_id(user_id)
+            .map_err(store_failed)?
+            .ok_or_else(|| unauthorized("invalid_session", "the session's user is gone"))?;
+        let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+        if !safe {
+            let sent = req
+                .headers()
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !crypto::constant_time_eq(sent.as_bytes(), api.csrf_token(cookie).as_bytes()) {
+                api.audit(
+                    AaaKind::Authz,
+                    &user.username,
+                    &format!("{} {}", req.method(), req.uri().path()),
+                    "denied",
+                    source,
+                    &[("reason", "csrf")],
+                );
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "csrf_failed",
+                    format!("a session request that changes something needs the {CSRF_HEADER} header from login"),
+                )
+                .into_response());
+            }
+        }
+        let role = user.role;
+        return Ok((user, role, Via::Session));
+    }
+    Err(unauthorized(
+        "missing_token",
+        "this route needs an Authorization: Bearer token, an API key or a session cookie",
+    ))
 }
 
 fn unauthorized(code: &str, message: &str) -> Response {
