@@ -136,18 +136,13 @@ impl Prober {
             Self::Http3 => "http3",
         }
     }
-
-    /// Whether this build can run the prober.
-    pub fn supported(self) -> bool {
-        !matches!(self, Self::Http3)
-    }
 }
 
 /// `[modules.<name>]`: a probe type with its options and assertions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Module {
-    /// Which probe: `icmp`, `tcp`, `udp`, `dns`, `http`, `tls`, `grpc`, `ssh`.
+    /// Which probe: `icmp`, `tcp`, `udp`, `dns`, `http`, `http3`, `tls`, `grpc`, `ssh`.
     pub prober: Prober,
     /// Whole-probe timeout (resolve to last byte); targets may override it.
     #[serde(default = "default_timeout", with = "humantime_serde")]
@@ -567,25 +562,22 @@ fn validate_module(name: &str, m: &Module, out: &mut Vec<Invalid>) {
             "module names use letters, digits, '_', '-' and '.' (at most 128)",
         ));
     }
-    if !m.prober.supported() {
-        out.push(Invalid::new(
-            key("prober"),
-            format!(
-                "prober \"{}\" is not supported yet (expected one of \"icmp\", \"tcp\", \"udp\", \"dns\", \"http\", \"tls\", \"grpc\", \"ssh\")",
-                m.prober.as_str()
-            ),
-        ));
-    }
     check_timeout(out, key("timeout"), m.timeout);
     // Each option section belongs to one prober (tls also to http and tcp).
     let sections: [(&str, bool, &[Prober]); 8] = [
         ("tcp", m.tcp.is_some(), &[Prober::Tcp]),
         ("udp", m.udp.is_some(), &[Prober::Udp]),
-        ("http", m.http.is_some(), &[Prober::Http]),
+        ("http", m.http.is_some(), &[Prober::Http, Prober::Http3]),
         (
             "tls",
             m.tls.is_some(),
-            &[Prober::Tls, Prober::Http, Prober::Tcp, Prober::Grpc],
+            &[
+                Prober::Tls,
+                Prober::Http,
+                Prober::Http3,
+                Prober::Tcp,
+                Prober::Grpc,
+            ],
         ),
         ("grpc", m.grpc.is_some(), &[Prober::Grpc]),
         ("ssh", m.ssh.is_some(), &[Prober::Ssh]),

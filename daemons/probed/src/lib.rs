@@ -1,7 +1,7 @@
 //! rookery-probed: the protocol prober of the appliance.
 //!
 //! It probes targets on a schedule with modules in the spirit of blackbox_exporter (ICMP,
-//! TCP, UDP, DNS, HTTP/1.1, HTTP/2, TLS, gRPC health, SSH), keeps every result in SQLite, exports
+//! TCP, UDP, DNS, HTTP/1.1, HTTP/2, HTTP/3, TLS, gRPC health, SSH), keeps every result in SQLite, exports
 //! `rookery_probed_*` metrics and answers blackbox-compatible `/probe?module=&target=` on its
 //! loopback metrics port (127.0.0.1:9115).
 //!

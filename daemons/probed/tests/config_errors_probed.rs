@@ -1,5 +1,5 @@
 //! Config problems are reported with `file:line:col`, the key path (`targets[1].interval`,
-//! `modules.x.prober`) and what was expected; unsupported probers are rejected, not faked.
+//! `modules.x.prober`) and what was expected.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -27,7 +27,7 @@ fn semantic_errors_name_file_line_col_and_key() {
 prober = "http"
 
 [modules.shell]
-prober = "http3"
+prober = "udp"
 
 [[targets]]
 name = "ok"
@@ -49,7 +49,7 @@ address = "127.0.0.1:1"
     let all = lines.join("\n");
     assert!(
         lines.contains(&format!(
-            "{p}:6:10: modules.shell.prober: prober \"http3\" is not supported yet (expected one of \"icmp\", \"tcp\", \"udp\", \"dns\", \"http\", \"tls\", \"grpc\", \"ssh\")"
+            "{p}:5:1: modules.shell.udp: is required by prober \"udp\" (expected at least send = \"…\")"
         )),
         "{all}"
     );
@@ -117,7 +117,7 @@ fn check_config_of_the_binary_prints_every_problem_and_exits_78() {
     let path = dir.path().join("probed.toml");
     std::fs::write(
         &path,
-        "[scheduler]\nmax-concurrency = 0\n\n[modules.h]\nprober = \"http3\"\n",
+        "[scheduler]\nmax-concurrency = 0\n\n[modules.h]\nprober = \"dns\"\n",
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rookery-probed"))
@@ -133,7 +133,7 @@ fn check_config_of_the_binary_prints_every_problem_and_exits_78() {
         [
             format!("{p}:2:19: scheduler.max-concurrency: 0 is out of range (expected 1 to 65536)"),
             format!(
-                "{p}:5:10: modules.h.prober: prober \"http3\" is not supported yet (expected one of \"icmp\", \"tcp\", \"udp\", \"dns\", \"http\", \"tls\", \"grpc\", \"ssh\")"
+                "{p}:4:1: modules.h.dns: is required by prober \"dns\" (expected at least query-name = \"…\")"
             ),
         ],
         "{text}"

@@ -73,7 +73,7 @@ pub fn render(prober: Prober, outcome: &Outcome) -> String {
         );
     }
     match prober {
-        Prober::Http => {
+        Prober::Http | Prober::Http3 => {
             let rows: Vec<(String, f64)> = [
                 ("resolve", Phase::Resolve),
                 ("connect", Phase::Connect),
@@ -197,17 +197,22 @@ pub fn render(prober: Prober, outcome: &Outcome) -> String {
                 "Returns the TLS version used or NaN when unknown",
                 &[(format!("version=\"{}\"", escape(&t.version)), 1.0)],
             );
-            labelled(
-                &mut out,
-                "probe_tls_cipher_info",
-                "Returns the TLS cipher negotiated during handshake",
-                &[(format!("cipher=\"{}\"", escape(&t.cipher)), 1.0)],
-            );
+            if !t.cipher.is_empty() {
+                labelled(
+                    &mut out,
+                    "probe_tls_cipher_info",
+                    "Returns the TLS cipher negotiated during handshake",
+                    &[(format!("cipher=\"{}\"", escape(&t.cipher)), 1.0)],
+                );
+            }
         }
     }
     if let Some(failure) = &outcome.failure {
         let regex = matches!(failure, crate::probe::Failure::BodyMismatch);
-        if matches!(prober, Prober::Http | Prober::Tcp | Prober::Udp) {
+        if matches!(
+            prober,
+            Prober::Http | Prober::Http3 | Prober::Tcp | Prober::Udp
+        ) {
             gauge(
                 &mut out,
                 "probe_failed_due_to_regex",
@@ -228,7 +233,10 @@ pub fn render(prober: Prober, outcome: &Outcome) -> String {
                 1.0,
             )],
         );
-    } else if matches!(prober, Prober::Http | Prober::Tcp | Prober::Udp) {
+    } else if matches!(
+        prober,
+        Prober::Http | Prober::Http3 | Prober::Tcp | Prober::Udp
+    ) {
         gauge(
             &mut out,
             "probe_failed_due_to_regex",

@@ -11,6 +11,7 @@ pub mod address;
 pub mod dns;
 pub mod grpc;
 pub mod http;
+pub mod http3;
 pub mod icmp;
 pub mod net;
 pub mod ssh;
@@ -367,6 +368,8 @@ impl Outcome {
         if let Some(t) = &f.tls {
             if !t.version.is_empty() {
                 put("tls_version", t.version.clone());
+            }
+            if !t.cipher.is_empty() {
                 put("tls_cipher", t.cipher.clone());
             }
             if let Some(e) = t.earliest_expiry {
@@ -490,9 +493,6 @@ pub struct Prepared {
 /// A module that cannot be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
-    /// The prober is declared in the schema but not implemented by this build.
-    #[error("prober \"{0}\" is not supported yet")]
-    Unsupported(&'static str),
     /// A regular expression does not compile.
     #[error("invalid regular expression")]
     Regex(#[source] regex::Error),
@@ -504,13 +504,10 @@ pub enum PrepareError {
 impl Prepared {
     /// Compiles `module`.
     pub fn new(module: &Module) -> Result<Self, PrepareError> {
-        if !module.prober.supported() {
-            return Err(PrepareError::Unsupported(module.prober.as_str()));
-        }
         let pattern = match module.prober {
             Prober::Tcp => module.tcp.as_ref().map(|t| t.expect.as_str()),
             Prober::Udp => module.udp.as_ref().map(|u| u.expect.as_str()),
-            Prober::Http => module.http.as_ref().map(|h| h.body_regex.as_str()),
+            Prober::Http | Prober::Http3 => module.http.as_ref().map(|h| h.body_regex.as_str()),
             Prober::Ssh => module.ssh.as_ref().map(|h| h.banner_regex.as_str()),
             _ => None,
         };
@@ -521,7 +518,7 @@ impl Prepared {
             _ => None,
         };
         let needs_tls = match module.prober {
-            Prober::Tls | Prober::Http => true,
+            Prober::Tls | Prober::Http | Prober::Http3 => true,
             Prober::Tcp => module.tcp.as_ref().is_some_and(|t| t.tls),
             Prober::Grpc => module.grpc.as_ref().is_some_and(|g| g.tls),
             _ => false,
@@ -560,14 +557,10 @@ async fn dispatch(prepared: &Prepared, addr: &Address, run: &mut Run) -> Result<
         Prober::Tcp => tcp::probe(run, addr, m, prepared).await,
         Prober::Udp => udp::probe(run, addr, m, prepared).await,
         Prober::Tls => tls::probe(run, addr, m, prepared).await,
-        Prober::Http => http::probe(run, addr, m, prepared).await,
+        Prober::Http | Prober::Http3 => http::probe(run, addr, m, prepared).await,
         Prober::Dns => dns::probe(run, addr, m).await,
         Prober::Icmp => icmp::probe(run, addr, m).await,
         Prober::Grpc => grpc::probe(run, addr, m, prepared).await,
         Prober::Ssh => ssh::probe(run, addr, m, prepared).await,
-        Prober::Http3 => Err(Failure::Protocol(format!(
-            "prober \"{}\" is not supported yet",
-            m.prober.as_str()
-        ))),
     }
 }

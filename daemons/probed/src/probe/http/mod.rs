@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use super::address::uri_host;
 use super::net::{self, Stream};
 use super::{Address, Failure, Phase, Prepared, Run};
-use crate::config::{HttpModule, HttpVersion, Module};
+use crate::config::{HttpModule, HttpVersion, Module, Prober};
 
 /// Largest body read for the regex check; bigger bodies fail the probe rather than eat memory.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -32,8 +32,12 @@ pub async fn probe(
         .map_err(|_| Failure::Protocol(format!("bad method {}", opts.method)))?;
     let mut body = Bytes::from(opts.body.clone().into_bytes());
     loop {
-        let (status, location, resp_body) =
-            exchange(run, &url, &method, body.clone(), &opts, module, prepared).await?;
+        let (status, location, resp_body) = if module.prober == Prober::Http3 {
+            super::http3::exchange(run, &url, &method, body.clone(), &opts, module, prepared)
+                .await?
+        } else {
+            exchange(run, &url, &method, body.clone(), &opts, module, prepared).await?
+        };
         run.facts.http_status = Some(status);
         let redirect = matches!(status, 301 | 302 | 303 | 307 | 308);
         if redirect && opts.follow_redirects {

@@ -102,6 +102,84 @@ impl Client {
         })
     }
 
+    /// A rustls client config for one handshake with `host` (or `server-name`), offering
+    /// `alpn`, TLS 1.3 only when `tls13_only` (QUIC), with a verifier that records the chain.
+    pub fn prepare(
+        &self,
+        host: &str,
+        alpn: &[&[u8]],
+        tls13_only: bool,
+    ) -> Result<Handshake, Failure> {
+        let name = if self.server_name.is_empty() {
+            host
+        } else {
+            &self.server_name
+        };
+        let server_name = ServerName::try_from(name.to_owned())
+            .map_err(|_| Failure::Tls(format!("\"{name}\" is not a valid server name")))?;
+        let recorder = Arc::new(Recorder {
+            inner: self.verifier.clone(),
+            insecure: self.insecure,
+            seen: Mutex::new(Seen::default()),
+        });
+        let builder = rustls::ClientConfig::builder_with_provider(self.provider.clone());
+        let builder = if tls13_only {
+            builder.with_protocol_versions(&[&rustls::version::TLS13])
+        } else {
+            builder.with_safe_default_protocol_versions()
+        }
+        .map_err(|e| Failure::Tls(e.to_string()))?;
+        let mut config = builder
+            .dangerous()
+            .with_custom_certificate_verifier(recorder.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Handshake {
+            config,
+            server_name,
+            recorder,
+        })
+    }
+
+    /// Records the TLS facts of a handshake made with `prepared` (`negotiated` = version and
+    /// cipher on success, or the handshake's failure) and decides the probe's TLS verdict:
+    /// the verifier's specific reason beats the generic alert, `min-days-valid` applies.
+    pub fn conclude(
+        &self,
+        run: &mut Run,
+        prepared: &Handshake,
+        negotiated: Result<(String, String), Failure>,
+    ) -> Result<(), Failure> {
+        let seen = std::mem::take(
+            &mut *prepared
+                .recorder
+                .seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let mut facts = chain_facts(&seen.chain);
+        let verify_failure = seen.error.as_ref().map(rustls_failure);
+        match negotiated {
+            Ok((version, cipher)) => {
+                facts.version = version;
+                facts.cipher = cipher;
+                facts.verify_error = verify_failure.as_ref().map(ToString::to_string);
+                let days = facts.days_left;
+                run.facts.tls = Some(facts);
+                match days {
+                    Some(days) if days < i64::from(self.min_days_valid) => {
+                        Err(Failure::CertExpiresSoon { days })
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Err(err) => {
+                run.facts.tls = Some(facts);
+                Err(verify_failure.unwrap_or(err))
+            }
+        }
+    }
+
     /// Runs the handshake over `stream` as the `tls` phase, offering `alpn`, and records
     /// the TLS facts. `host` is the name to verify unless `server-name` overrides it.
     pub async fn handshake(
@@ -111,26 +189,9 @@ impl Client {
         host: &str,
         alpn: &[&[u8]],
     ) -> Result<TlsStream<TcpStream>, Failure> {
-        let name = if self.server_name.is_empty() {
-            host
-        } else {
-            &self.server_name
-        };
-        let name = ServerName::try_from(name.to_owned())
-            .map_err(|_| Failure::Tls(format!("\"{name}\" is not a valid server name")))?;
-        let recorder = Arc::new(Recorder {
-            inner: self.verifier.clone(),
-            insecure: self.insecure,
-            seen: Mutex::new(Seen::default()),
-        });
-        let mut config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Failure::Tls(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(recorder.clone())
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let prepared = self.prepare(host, alpn, false)?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(prepared.config.clone()));
+        let name = prepared.server_name.clone();
         let result = run
             .phase(Phase::Tls, async {
                 connector
@@ -139,38 +200,37 @@ impl Client {
                     .map_err(|e| handshake_failure(&e))
             })
             .await;
-        let seen =
-            std::mem::take(&mut *recorder.seen.lock().unwrap_or_else(PoisonError::into_inner));
-        let mut facts = chain_facts(&seen.chain);
-        let verify_failure = seen.error.as_ref().map(rustls_failure);
         match result {
             Ok(stream) => {
                 let (_, conn) = stream.get_ref();
-                facts.version = conn
+                let version = conn
                     .protocol_version()
                     .map(version_name)
                     .unwrap_or_default();
-                facts.cipher = conn
+                let cipher = conn
                     .negotiated_cipher_suite()
                     .map(|s| format!("{:?}", s.suite()))
                     .unwrap_or_default();
-                facts.verify_error = verify_failure.as_ref().map(ToString::to_string);
-                let days = facts.days_left;
-                run.facts.tls = Some(facts);
-                if let Some(days) = days
-                    && days < i64::from(self.min_days_valid)
-                {
-                    return Err(Failure::CertExpiresSoon { days });
-                }
+                self.conclude(run, &prepared, Ok((version, cipher)))?;
                 Ok(stream)
             }
-            Err(err) => {
-                run.facts.tls = Some(facts);
-                // The verifier's own error is more specific than the alert that follows it.
-                Err(verify_failure.unwrap_or(err))
-            }
+            // `conclude` of a failed handshake always returns the (most specific) failure.
+            Err(err) => Err(self
+                .conclude(run, &prepared, Err(err.clone()))
+                .err()
+                .unwrap_or(err)),
         }
     }
+}
+
+/// One handshake's rustls config, server name and chain recorder.
+#[derive(Debug)]
+pub struct Handshake {
+    /// The client config (verifier included).
+    pub config: rustls::ClientConfig,
+    /// The name to verify and send as SNI.
+    pub server_name: ServerName<'static>,
+    recorder: Arc<Recorder>,
 }
 
 fn version_name(v: rustls::ProtocolVersion) -> String {
