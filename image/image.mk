@@ -1,0 +1,59 @@
+# The appliance image: included by the root Makefile.
+#   make image [ARCH=x86-64|arm64]   build rookery-$(VERSION)-$(ARCH).raw (+ .raw.zst, SHA256SUMS)
+#   make images                      both architectures
+#   make vm                          build for this machine and boot it in QEMU
+#   make test-qemu                   build both and run tests/qemu/ against each
+HOST_ARCH := $(shell uname -m | sed 's/x86_64/x86-64/; s/aarch64/arm64/')
+ARCH ?= $(HOST_ARCH)
+IMAGE_OUT := mkosi.output
+# Caches live outside the clone so fresh clones (CI) reuse them on the same machine.
+IMAGE_CACHE ?= /var/cache/rookery-mkosi
+# Daemons shipped in the image: each has daemons/<d>/systemd/rookery-<d>.service.
+IMAGE_DAEMONS := $(patsubst daemons/%/systemd,%,$(wildcard daemons/*/systemd))
+RUST_TARGET_x86-64 := x86_64-unknown-linux-gnu
+RUST_TARGET_arm64 := aarch64-unknown-linux-gnu
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER := aarch64-linux-gnu-gcc
+export CC_aarch64_unknown_linux_gnu := aarch64-linux-gnu-gcc
+export AR_aarch64_unknown_linux_gnu := aarch64-linux-gnu-ar
+
+.PHONY: image-deps image images vm test-qemu
+# (stage-ARCH and image-ARCH are pattern rules: they must not be .PHONY, or make skips them;
+# they have no files of their own name, so they always run.)
+
+image-deps:
+	bash scripts/install-image-deps.sh
+
+# Cross-built daemons, their units and the factory config, as an extra tree for mkosi.
+stage-%: deps image-deps
+	$(CARGO) build --release --locked --target $(RUST_TARGET_$*) \
+	  $(foreach d,$(IMAGE_DAEMONS),-p rookery-$(d)) -p rookeryctl
+	rm -rf image/build/$*
+	install -d image/build/$*/usr/bin image/build/$*/usr/lib/systemd/system image/build/$*/etc/rookery \
+	  image/build/$*/usr/share/doc/rookery
+	install -m 0755 target/$(RUST_TARGET_$*)/release/rookeryctl image/build/$*/usr/bin/
+	for d in $(IMAGE_DAEMONS); do \
+	  install -m 0755 target/$(RUST_TARGET_$*)/release/rookery-$$d image/build/$*/usr/bin/; \
+	  install -m 0644 daemons/$$d/systemd/*.service image/build/$*/usr/lib/systemd/system/; \
+	  install -m 0644 etc/rookery/$$d.toml image/build/$*/etc/rookery/; \
+	done
+	install -m 0644 docs/*.md image/build/$*/usr/share/doc/rookery/
+
+image-%: stage-%
+	mkdir -p $(IMAGE_OUT) $(IMAGE_CACHE)/cache $(IMAGE_CACHE)/packages
+	@start=$$(date +%s); \
+	mkosi --architecture=$* --image-version=$(VERSION) --output=rookery-$(VERSION)-$* \
+	  --output-dir=$(IMAGE_OUT) --cache-dir=$(IMAGE_CACHE)/cache \
+	  --package-cache-dir=$(IMAGE_CACHE)/packages --extra-tree=image/build/$* --force build; \
+	echo "image: built rookery-$(VERSION)-$*.raw in $$(( $$(date +%s) - start ))s"
+	cd $(IMAGE_OUT) && zstd -q -f -T0 -10 rookery-$(VERSION)-$*.raw -o rookery-$(VERSION)-$*.raw.zst && \
+	  sha256sum rookery-$(VERSION)-*.raw rookery-$(VERSION)-*.raw.zst > SHA256SUMS && \
+	  ls -l rookery-$(VERSION)-$*.raw rookery-$(VERSION)-$*.raw.zst
+
+image: image-$(ARCH)
+images: image-x86-64 image-arm64
+
+vm: image-$(HOST_ARCH)
+	bash tests/qemu/vm.sh $(IMAGE_OUT)/rookery-$(VERSION)-$(HOST_ARCH).raw $(HOST_ARCH)
+
+test-qemu: image-x86-64 image-arm64
+	bash tests/qemu/run.sh $(IMAGE_OUT) $(VERSION)

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Boots the built images under QEMU and checks them from outside.
+#   tests/qemu/run.sh OUTPUT_DIR VERSION [ARCH...]      (default: x86-64 arm64)
+#   ROOKERY_QEMU_MATCH=persist  only checks whose name contains the pattern
+# Each boot runs guest scenarios (image/mkosi.extra/usr/lib/rookery/tests/) chosen with the
+# SMBIOS credential rookery.test.scenario; the guest reports "QEMU-TEST: pass|fail NAME" on
+# the virtio-serial port org.rookery.test. Every boot has a hard timeout; on failure the
+# guest's journal (sent after the marker) and the console log are printed.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+out=$1 version=$2; shift 2
+arches=${*:-x86-64 arm64}
+match=${ROOKERY_QEMU_MATCH:-}
+timeout=${ROOKERY_QEMU_TIMEOUT:-600}
+work=$(mktemp -d /var/tmp/rookery-qemu.XXXXXX)
+trap 'pkill -f "$work/" 2>/dev/null; rm -rf "$work"' EXIT
+passed=0 failed=0
+
+result() { # name ok|fail detail
+  if [ "$2" = ok ]; then passed=$((passed + 1)); echo "PASS $1 $3"; else failed=$((failed + 1)); echo "FAIL $1 $3"; fi
+}
+
+# boot ARCH DISK VARS SCENARIOS MODE LOG -> 0 when every scenario passed.
+# MODE: poweroff (wait for the guest to power off) or kill (kill -9 QEMU at the pass marker).
+boot() {
+  local arch=$1 disk=$2 vars=$3 scenarios=$4 mode=$5 log=$6 start pid deadline last
+  : > "$log"
+  start=$(date +%s.%N)
+  # shellcheck disable=SC2046
+  $(qemu_cmd "$arch" "$disk" "$vars") -display none -monitor none \
+    -serial "file:$log.console" \
+    -device virtio-serial-pci -chardev "file,id=tst,path=$log" \
+    -device virtserialport,chardev=tst,name=org.rookery.test \
+    -netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
+    -smbios "type=11,value=io.systemd.credential:rookery.test.scenario=$scenarios" &
+  pid=$!
+  deadline=$(( $(date +%s) + timeout ))
+  last=${scenarios##*,}
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$mode" = kill ] && grep -q "QEMU-TEST: pass $last" "$log"; then
+      kill -9 "$pid"; break
+    fi
+    if grep -q "QEMU-TEST: end $last" "$log" && [ "$mode" = poweroff ]; then
+      # Give the guest 90 s to power off cleanly.
+      for _ in $(seq 90); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+      kill -0 "$pid" 2>/dev/null && { echo "guest did not power off" >> "$log"; kill -9 "$pid"; }
+      break
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "TIMEOUT after ${timeout}s" >> "$log"; kill -9 "$pid"; break
+    fi
+    sleep 1
+  done
+  wait "$pid" 2>/dev/null
+  echo "boot took $(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.0f", e - s }')s" >> "$log"
+  local ok=0 s
+  for s in ${scenarios//,/ }; do grep -q "QEMU-TEST: pass $s\$" "$log" || ok=1; done
+  if [ $ok -ne 0 ]; then
+    echo "---- $log (guest report) ----"; grep -v '^JOURNAL ' "$log"
+    echo "---- guest journal (last lines) ----"; grep '^JOURNAL ' "$log" | tail -n 150
+    echo "---- console (last lines) ----"; tail -n 60 "$log.console"
+  fi
+  return $ok
+}
+
+fresh_disk() { # ARCH NAME -> creates $work/NAME.raw and $work/NAME.vars
+  cp --sparse=always "$out/rookery-$version-$1.raw" "$work/$2.raw"
+  truncate -s 4G "$work/$2.raw"
+  cp "$(firmware "$1" | cut -d' ' -f2)" "$work/$2.vars"
+}
+
+want() { [ -z "$match" ] || [[ $1 == *$match* ]]; }
+
+for arch in $arches; do
+  image="$out/rookery-$version-$arch.raw"
+  [ -f "$image" ] || { result "$arch/image" fail "($image missing)"; continue; }
+  echo "== $arch: $(du -h --apparent-size "$image" | cut -f1) raw, $(du -h "$image.zst" 2>/dev/null | cut -f1) compressed"
+  fresh_disk "$arch" "$arch-a"
+  if want ready || want reload; then
+    if boot "$arch" "$work/$arch-a.raw" "$work/$arch-a.vars" ready,reload poweroff "$work/$arch-a1.log"; then
+      grep '^INFO ' "$work/$arch-a1.log" | sed "s/^INFO /  $arch: /"
+      grep '^boot took' "$work/$arch-a1.log" | sed "s/^/  $arch: first /"
+      result "$arch/ready" ok "(units active and READY, exposure within limits, first-boot secrets present)"
+      result "$arch/reload" ok "(good edit applied, broken file rejected, old config kept)"
+    else
+      result "$arch/ready+reload" fail ""
+    fi
+  fi
+  if want persist; then
+    if boot "$arch" "$work/$arch-a.raw" "$work/$arch-a.vars" persist-write kill "$work/$arch-a2.log" &&
+       boot "$arch" "$work/$arch-a.raw" "$work/$arch-a.vars" persist-check poweroff "$work/$arch-a3.log"; then
+      result "$arch/power-loss" ok "(key written before QEMU was killed is intact)"
+    else
+      result "$arch/power-loss" fail ""
+    fi
+    if boot "$arch" "$work/$arch-a.raw" "$work/$arch-a.vars" persist-check poweroff "$work/$arch-a4.log"; then
+      result "$arch/clean-reboot" ok "(state intact after a clean shutdown and boot)"
+    else
+      result "$arch/clean-reboot" fail ""
+    fi
+  fi
+  if want secrets; then
+    fresh_disk "$arch" "$arch-b"
+    if boot "$arch" "$work/$arch-b.raw" "$work/$arch-b.vars" ready poweroff "$work/$arch-b1.log"; then
+      s1=$(sed -n 's/^INFO secret //p' "$work/$arch-a1.log" 2>/dev/null)
+      s2=$(sed -n 's/^INFO secret //p' "$work/$arch-b1.log")
+      echo "  $arch: boot A secrets: ${s1:-?}"
+      echo "  $arch: boot B secrets: $s2"
+      differ=ok
+      for k in cert admin token machine-id; do
+        a=$(tr ' ' '\n' <<<"$s1" | sed -n "s/^$k=//p"); b=$(tr ' ' '\n' <<<"$s2" | sed -n "s/^$k=//p")
+        if [ -z "$a" ] || [ -z "$b" ] || [ "$a" = "$b" ]; then differ=fail; echo "  $arch: $k is the same (or missing) in two fresh boots"; fi
+      done
+      result "$arch/unique-secrets" $differ "(two fresh boots of one image: different cert, admin password, token key, machine-id)"
+    else
+      result "$arch/unique-secrets" fail "(second fresh boot failed)"
+    fi
+  fi
+done
+echo "qemu: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
