@@ -8,6 +8,7 @@ use std::sync::Arc;
 use rookery_common::config::Sources;
 use rookery_common::daemon::{self, BoxError, Control, Daemon, RunError, StartContext};
 
+use crate::autoperf::Gate;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::scheduler::{Scheduler, Sink};
@@ -16,6 +17,7 @@ use crate::store::Store;
 /// The running prober.
 pub struct Probed {
     scheduler: Arc<Scheduler>,
+    gate: Arc<Gate>,
 }
 
 impl Probed {
@@ -36,9 +38,12 @@ impl Daemon for Probed {
         let metrics = Arc::new(Metrics::default());
         metrics.register(ctx.registry);
         let sink = Sink::new(metrics, store);
+        let gate = Gate::new(&ctx.config.autoperf);
+        tokio::spawn(gate.clone().run(ctx.shutdown.clone()));
         let scheduler = Arc::new(Scheduler::new(
             sink,
             ctx.config.scheduler.max_concurrency as usize,
+            gate.clone(),
             ctx.shutdown.clone(),
         ));
         scheduler.apply(ctx.config)?;
@@ -51,7 +56,7 @@ impl Daemon for Probed {
             modules = ctx.config.modules.len(),
             "Scheduler started."
         );
-        Ok(Self { scheduler })
+        Ok(Self { scheduler, gate })
     }
 
     async fn apply(&self, config: &Config) -> Result<(), BoxError> {
@@ -73,7 +78,12 @@ impl Daemon for Probed {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let failing = latest.values().filter(|o| !o.success).count();
-        format!("probing {targets} targets, {failing} failing")
+        let autoperf = if self.gate.state().active {
+            ", autoperf on"
+        } else {
+            ""
+        };
+        format!("probing {targets} targets, {failing} failing{autoperf}")
     }
 
     fn details(&self) -> BTreeMap<String, String> {

@@ -49,6 +49,7 @@ pub struct Config {
     /// How to probe: `[modules.<name>]`.
     pub modules: BTreeMap<String, Module>,
     pub scheduler: SchedulerSection,
+    pub autoperf: AutoperfSection,
     pub store: StoreSection,
     pub grpc: GrpcSection,
     pub metrics: MetricsSection,
@@ -61,6 +62,7 @@ impl Default for Config {
             targets: Vec::new(),
             modules: BTreeMap::new(),
             scheduler: SchedulerSection::default(),
+            autoperf: AutoperfSection::default(),
             store: StoreSection::default(),
             grpc: GrpcSection::for_daemon(Self::DAEMON),
             metrics: MetricsSection::loopback(DEFAULT_METRICS_PORT),
@@ -85,6 +87,43 @@ impl Default for SchedulerSection {
         Self {
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             default_interval: DEFAULT_INTERVAL,
+        }
+    }
+}
+
+/// `[autoperf]`: continuous mode over a set of targets, gated by licensed's `autoperf`
+/// feature (always on while licensed's release mode is off).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AutoperfSection {
+    /// Run the listed targets continuously.
+    pub enabled: bool,
+    /// Names of `[[targets]]` to run continuously.
+    pub targets: Vec<String>,
+    /// Interval of those targets while AutoPerf runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// licensed's gRPC socket, asked for the `autoperf` feature.
+    pub licensed_socket: PathBuf,
+    /// How often the feature is asked again (an unreachable licensed keeps the last answer).
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+}
+
+/// Interval of AutoPerf targets: one probe a second per target is "continuous" at a cost a
+/// two-core probe can carry for dozens of targets.
+pub const DEFAULT_AUTOPERF_INTERVAL: Duration = Duration::from_secs(1);
+/// How often AutoPerf asks licensed: a revoked entitlement stops it within minutes.
+pub const DEFAULT_AUTOPERF_CHECK: Duration = Duration::from_secs(300);
+
+impl Default for AutoperfSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            targets: Vec::new(),
+            interval: DEFAULT_AUTOPERF_INTERVAL,
+            licensed_socket: GrpcSection::for_daemon("licensed").socket,
+            check_interval: DEFAULT_AUTOPERF_CHECK,
         }
     }
 }
@@ -781,6 +820,42 @@ impl DaemonConfig for Config {
         }
         for (name, module) in &self.modules {
             validate_module(name, module, &mut out);
+        }
+        let ap = &self.autoperf;
+        if ap.interval < Duration::from_millis(100) {
+            out.push(Invalid::new(
+                "autoperf.interval",
+                format!(
+                    "{} is too short (expected at least \"100ms\")",
+                    fmt_duration(ap.interval)
+                ),
+            ));
+        }
+        if ap.check_interval < MIN_INTERVAL {
+            out.push(Invalid::new(
+                "autoperf.check-interval",
+                format!(
+                    "{} is too short (expected at least \"1s\")",
+                    fmt_duration(ap.check_interval)
+                ),
+            ));
+        }
+        if !ap.licensed_socket.is_absolute() {
+            out.push(Invalid::new(
+                "autoperf.licensed-socket",
+                format!(
+                    "\"{}\" is not an absolute path",
+                    ap.licensed_socket.display()
+                ),
+            ));
+        }
+        for name in &ap.targets {
+            if !self.targets.iter().any(|t| &t.name == name) {
+                out.push(Invalid::new(
+                    "autoperf.targets",
+                    format!("no target \"{name}\" (expected names of [[targets]])"),
+                ));
+            }
         }
         let mut names = BTreeSet::new();
         for (i, t) in self.targets.iter().enumerate() {

@@ -8,9 +8,10 @@
 //! The entry point is [`app::Probed`] (run by `rookery_common::daemon`). The probe engine is
 //! [`probe`] (pure of scheduling and storage); [`scheduler`] runs it per target with bounded
 //! concurrency; [`store`] keeps results; [`blackbox`] renders `/probe`; [`metrics`] holds the
-//! Prometheus families; [`grpc`] serves `rookery.v1.Probing`; [`tiers`] decides escalation.
+//! Prometheus families; [`grpc`] serves `rookery.v1.Probing`; [`tiers`] decides escalation; [`autoperf`] gates continuous mode on licensed.
 
 pub mod app;
+pub mod autoperf;
 pub mod blackbox;
 pub mod config;
 pub mod grpc;

@@ -13,10 +13,11 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::autoperf::{self, Gate};
 use crate::config::{Config, Module, Target};
 use crate::metrics::Metrics;
 use crate::probe::{self, Outcome, Prepared};
@@ -173,6 +174,8 @@ struct Spec {
     module: Module,
     interval: Duration,
     timeout: Duration,
+    /// AutoPerf's interval, if this target is one of `[autoperf] targets`.
+    autoperf: Option<Duration>,
 }
 
 struct Task {
@@ -188,6 +191,7 @@ pub struct Scheduler {
     permits: Mutex<usize>,
     modules: Mutex<BTreeMap<String, Arc<Prepared>>>,
     tasks: Mutex<BTreeMap<String, Task>>,
+    gate: Arc<Gate>,
     shutdown: CancellationToken,
 }
 
@@ -219,8 +223,14 @@ pub fn spread(name: &str, interval: Duration) -> Duration {
 
 impl Scheduler {
     /// A scheduler with no targets yet; call [`Scheduler::apply`].
-    pub fn new(sink: Sink, max_concurrency: usize, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        sink: Sink,
+        max_concurrency: usize,
+        gate: Arc<Gate>,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
+            gate,
             sink,
             semaphore: Arc::new(Semaphore::new(max_concurrency)),
             permits: Mutex::new(max_concurrency),
@@ -285,6 +295,9 @@ impl Scheduler {
                 module: module.module.clone(),
                 interval: config.interval_of(target),
                 timeout: config.timeout_of(target),
+                autoperf: (config.autoperf.enabled
+                    && config.autoperf.targets.contains(&target.name))
+                .then_some(config.autoperf.interval),
             };
             match tasks.remove(&target.name) {
                 Some(task) if task.spec == spec => {
@@ -319,12 +332,39 @@ impl Scheduler {
         let sink = self.sink.clone();
         let semaphore = self.semaphore.clone();
         let s = spec.clone();
+        let mut gate = self.gate.subscribe();
         let handle = tokio::spawn(async move {
             let mut tier = TierState::default();
-            let mut next = tokio::time::Instant::now() + spread(&s.target.name, s.interval);
+            let first = tokio::time::Instant::now() + spread(&s.target.name, s.interval);
+            let mut next = first;
+            let mut last_start: Option<tokio::time::Instant> = None;
+            let mut interval = s.interval;
+            let mut watching = s.autoperf.is_some();
+            // The interval now: the target's (shortened while escalated), or AutoPerf's while
+            // it runs for this target.
+            let effective =
+                |base: Duration, gate: &watch::Receiver<autoperf::State>| match s.autoperf {
+                    Some(ap) if gate.borrow().active => ap.min(base),
+                    _ => base,
+                };
             loop {
                 tokio::select! {
                     () = tokio::time::sleep_until(next) => {}
+                    changed = gate.changed(), if watching => {
+                        if changed.is_err() {
+                            // The gate is gone (shutdown): stop watching it.
+                            watching = false;
+                        }
+                        let iv = effective(interval, &gate);
+                        let now = tokio::time::Instant::now();
+                        next = match last_start {
+                            Some(t) => (t + iv).max(now),
+                            // Not probed yet: AutoPerf starts at once, else the spread start.
+                            None if gate.borrow().active => now,
+                            None => first,
+                        };
+                        continue;
+                    }
                     () = token.cancelled() => break,
                 }
                 let permit = tokio::select! {
@@ -334,12 +374,13 @@ impl Scheduler {
                     },
                     () = token.cancelled() => break,
                 };
+                last_start = Some(tokio::time::Instant::now());
                 // Not cancelled midway: a probe that started is finished and recorded.
                 let outcome = probe::run(&module, &s.target.address, s.timeout).await;
                 drop(permit);
                 let verdict = s.target.tiers.as_ref().map(|p| tiers::breach(p, &outcome));
                 sink.record(&s.target, outcome);
-                let mut interval = s.interval;
+                interval = s.interval;
                 if let (Some(policy), Some(verdict)) = (&s.target.tiers, verdict) {
                     if let Some(t) = tier.observe(policy, verdict.as_deref()) {
                         let diagnostics = if t.to > t.from {
@@ -353,11 +394,12 @@ impl Scheduler {
                     }
                     interval = tier.interval(policy, s.interval);
                 }
-                next += interval;
+                let iv = effective(interval, &gate);
+                next += iv;
                 let now = tokio::time::Instant::now();
                 if next < now {
                     // Missed ticks are skipped, not bunched up.
-                    next = now + interval;
+                    next = now + iv;
                 }
             }
         });
