@@ -110,7 +110,12 @@ impl Running {
             ),
             InitialAdmin::UsersExist => {}
         }
-        let api = Arc::new(Api::new(store, key, config.auth.clone()));
+        let api = Arc::new(Api::new(
+            store,
+            key,
+            config.auth.clone(),
+            config.daemons.clone(),
+        ));
 
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)

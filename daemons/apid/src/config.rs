@@ -48,6 +48,7 @@ pub struct Config {
     pub http: HttpSection,
     pub tls: TlsSection,
     pub auth: AuthSection,
+    pub daemons: DaemonsSection,
     pub grpc: GrpcSection,
     pub metrics: MetricsSection,
     pub state: StateSection,
@@ -59,6 +60,7 @@ impl Default for Config {
             http: HttpSection::default(),
             tls: TlsSection::default(),
             auth: AuthSection::default(),
+            daemons: DaemonsSection::default(),
             grpc: GrpcSection::for_daemon(Self::DAEMON),
             metrics: MetricsSection::loopback(DEFAULT_METRICS_PORT),
             state: StateSection::for_daemon(Self::DAEMON),
@@ -145,6 +147,32 @@ impl Default for AuthSection {
             lockout_base: DEFAULT_LOCKOUT_BASE,
             lockout_max: DEFAULT_LOCKOUT_MAX,
             min_password_length: DEFAULT_MIN_PASSWORD_LENGTH,
+        }
+    }
+}
+
+/// A daemon answers its Admin calls in milliseconds; 5 s covers a loaded box.
+pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `[daemons]`: where apid finds the other daemons and their config files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DaemonsSection {
+    /// Directory of the daemons' gRPC sockets (`<daemon>.sock`).
+    pub run_dir: PathBuf,
+    /// Directory of the daemons' config files (`<daemon>.toml`), which apid writes.
+    pub config_dir: PathBuf,
+    /// Timeout of one call to a daemon.
+    #[serde(with = "humantime_serde")]
+    pub rpc_timeout: Duration,
+}
+
+impl Default for DaemonsSection {
+    fn default() -> Self {
+        Self {
+            run_dir: PathBuf::from(rookery_common::RUN_DIR),
+            config_dir: PathBuf::from(rookery_common::CONFIG_DIR),
+            rpc_timeout: DEFAULT_RPC_TIMEOUT,
         }
     }
 }
@@ -255,6 +283,15 @@ impl DaemonConfig for Config {
                 ),
             ));
         }
+        absolute(&mut out, "daemons.run-dir", &self.daemons.run_dir);
+        absolute(&mut out, "daemons.config-dir", &self.daemons.config_dir);
+        range(
+            &mut out,
+            "daemons.rpc-timeout",
+            self.daemons.rpc_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+        );
         out.extend(self.grpc.validate("grpc"));
         out.extend(self.metrics.validate("metrics"));
         out.extend(self.state.validate("state"));

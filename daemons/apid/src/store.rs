@@ -81,6 +81,18 @@ CREATE TABLE recovery_codes (
     used INTEGER NOT NULL DEFAULT 0
 );
 ",
+    r"
+CREATE TABLE config_history (
+    id INTEGER PRIMARY KEY,
+    daemon TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    user TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    before TEXT NOT NULL,
+    after TEXT NOT NULL
+);
+CREATE INDEX config_history_daemon ON config_history(daemon, id);
+",
 ];
 
 /// A role, from least to most privileged.
@@ -150,6 +162,22 @@ pub struct ApiKey {
     /// 0 = never used.
     pub last_used_at: i64,
     pub revoked: bool,
+}
+
+/// One change of a daemon's config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigChange {
+    pub id: i64,
+    pub daemon: String,
+    /// RFC 3339 UTC.
+    pub ts: String,
+    pub user: String,
+    /// `apply`, `try`, `rollback`, `revert` (reload refused) or `auto-revert` (try timed out).
+    pub kind: String,
+    /// The file before the change (empty = absent).
+    pub before: String,
+    /// The file after the change.
+    pub after: String,
 }
 
 /// One audit entry.
@@ -700,6 +728,45 @@ impl Store {
             [id],
             |r| r.get(0),
         )?)
+    }
+
+    /// Records a config change; returns its ID.
+    pub fn add_config_change(
+        &self,
+        daemon: &str,
+        ts: &str,
+        user: &str,
+        kind: &str,
+        before: &str,
+        after: &str,
+    ) -> Result<i64, StoreError> {
+        let db = self.db();
+        db.execute(
+            "INSERT INTO config_history (daemon, ts, user, kind, before, after) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![daemon, ts, user, kind, before, after],
+        )?;
+        Ok(db.last_insert_rowid())
+    }
+
+    /// The config history of `daemon`, newest first.
+    pub fn config_history(&self, daemon: &str) -> Result<Vec<ConfigChange>, StoreError> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT id, daemon, ts, user, kind, before, after FROM config_history
+             WHERE daemon = ?1 ORDER BY id DESC",
+        )?;
+        let rows = stmt.query_map([daemon], |r| {
+            Ok(ConfigChange {
+                id: r.get(0)?,
+                daemon: r.get(1)?,
+                ts: r.get(2)?,
+                user: r.get(3)?,
+                kind: r.get(4)?,
+                before: r.get(5)?,
+                after: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Appends an audit entry.

@@ -9,6 +9,7 @@
 
 mod audit;
 mod auth;
+mod daemons;
 mod extract;
 mod keys;
 mod system;
@@ -29,7 +30,7 @@ use axum::routing::{get, post};
 use rookery_common::http::ApiError;
 use rookery_common::logging::{AaaKind, aaa};
 
-use crate::config::AuthSection;
+use crate::config::{AuthSection, DaemonsSection};
 use crate::crypto::{self, TokenError};
 use crate::store::{Role, Store};
 
@@ -74,6 +75,38 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
         Method::POST,
         "/api/v1/auth/totp/disable",
         Access::Min(Role::Viewer),
+    ),
+    (Method::GET, "/api/v1/licence", Access::Min(Role::Viewer)),
+    (Method::PUT, "/api/v1/licence/key", Access::Min(Role::Admin)),
+    (
+        Method::GET,
+        "/api/v1/config/{daemon}",
+        Access::Min(Role::Viewer),
+    ),
+    (
+        Method::PUT,
+        "/api/v1/config/{daemon}",
+        Access::Min(Role::Maintainer),
+    ),
+    (
+        Method::GET,
+        "/api/v1/config/{daemon}/history",
+        Access::Min(Role::Viewer),
+    ),
+    (
+        Method::GET,
+        "/api/v1/config/{daemon}/history/{id}",
+        Access::Min(Role::Viewer),
+    ),
+    (
+        Method::GET,
+        "/api/v1/config/{daemon}/diff",
+        Access::Min(Role::Viewer),
+    ),
+    (
+        Method::POST,
+        "/api/v1/config/{daemon}/rollback",
+        Access::Min(Role::Maintainer),
     ),
     (Method::GET, "/api/v1/api-keys", Access::Min(Role::Viewer)),
     (Method::POST, "/api/v1/api-keys", Access::Min(Role::Viewer)),
@@ -161,6 +194,7 @@ pub struct Api {
     pub store: Store,
     signing_key: Vec<u8>,
     auth: RwLock<AuthSection>,
+    daemons: DaemonsSection,
     started: Instant,
     started_at: SystemTime,
 }
@@ -174,11 +208,17 @@ pub fn now() -> i64 {
 
 impl Api {
     /// State over `store`, signing access tokens with `signing_key`.
-    pub fn new(store: Store, signing_key: Vec<u8>, auth: AuthSection) -> Self {
+    pub fn new(
+        store: Store,
+        signing_key: Vec<u8>,
+        auth: AuthSection,
+        daemons: DaemonsSection,
+    ) -> Self {
         Self {
             store,
             signing_key,
             auth: RwLock::new(auth),
+            daemons,
             started: Instant::now(),
             started_at: SystemTime::now(),
         }
@@ -249,6 +289,22 @@ pub fn router(api: Arc<Api>, body_limit: usize) -> axum::Router {
         .route("/api/v1/auth/totp/enrol", post(totp::enrol))
         .route("/api/v1/auth/totp/verify", post(totp::verify))
         .route("/api/v1/auth/totp/disable", post(totp::disable))
+        .route("/api/v1/licence", get(daemons::licence))
+        .route(
+            "/api/v1/licence/key",
+            axum::routing::put(daemons::set_licence_key),
+        )
+        .route(
+            "/api/v1/config/{daemon}",
+            get(daemons::get_config).put(daemons::put_config),
+        )
+        .route("/api/v1/config/{daemon}/history", get(daemons::history))
+        .route(
+            "/api/v1/config/{daemon}/history/{id}",
+            get(daemons::history_entry),
+        )
+        .route("/api/v1/config/{daemon}/diff", get(daemons::diff))
+        .route("/api/v1/config/{daemon}/rollback", post(daemons::rollback))
         .route("/api/v1/api-keys", get(keys::list).post(keys::create))
         .route("/api/v1/api-keys/{id}", axum::routing::delete(keys::revoke))
         .route("/api/v1/system", get(system::system))
@@ -326,9 +382,16 @@ async fn context(mut req: Request, next: Next) -> Response {
         let bytes = axum::body::to_bytes(body, MAX_ERROR_BODY)
             .await
             .unwrap_or_default();
-        let err = match serde_json::from_slice::<ApiError>(&bytes) {
-            Ok(e) => e.with_correlation_id(id.clone()),
-            Err(_) => {
+        let parsed = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .filter(|v| serde_json::from_value::<ApiError>(v.clone()).is_ok());
+        let err = match parsed {
+            // Ours already (possibly with extra fields such as `issues`): set the ID.
+            Some(mut v) => {
+                v["correlation_id"] = serde_json::Value::String(id.clone());
+                v
+            }
+            None => {
                 let text = String::from_utf8_lossy(&bytes).trim().to_owned();
                 let message = if text.is_empty() {
                     parts
@@ -339,12 +402,15 @@ async fn context(mut req: Request, next: Next) -> Response {
                 } else {
                     text
                 };
-                ApiError::new(parts.status, code_for(parts.status), message)
-                    .with_correlation_id(id.clone())
+                serde_json::to_value(
+                    ApiError::new(parts.status, code_for(parts.status), message)
+                        .with_correlation_id(id.clone()),
+                )
+                .unwrap_or_default()
             }
         };
         if parts.status.is_server_error() {
-            tracing::error!(correlation_id = %id, error = %err, "Request failed.");
+            tracing::warn!(correlation_id = %id, status = %parts.status, error = %err, "Request failed.");
         }
         let body = serde_json::to_vec(&err).unwrap_or_default();
         parts.headers.insert(

@@ -1,4 +1,4 @@
-//! `/api/v1/system`: version and uptime of the appliance's API.
+//! `/api/v1/system`: version and uptime of the API, and every daemon's health and status.
 
 use std::sync::Arc;
 
@@ -13,6 +13,8 @@ pub struct SystemView {
     version: &'static str,
     started_at: String,
     uptime_seconds: u64,
+    /// Each daemon's `Admin.Status` over its socket, or why it is unavailable.
+    daemons: Vec<super::daemons::DaemonView>,
 }
 
 /// `GET /api/v1/system`.
@@ -22,5 +24,6 @@ pub async fn system(State(api): State<Arc<Api>>) -> Json<SystemView> {
         started_at: chrono::DateTime::<chrono::Utc>::from(api.started_at)
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         uptime_seconds: api.started.elapsed().as_secs(),
+        daemons: super::daemons::daemon_views(&api).await,
     })
 }

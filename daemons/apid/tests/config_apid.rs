@@ -1,0 +1,450 @@
+//! Config editing against a real in-process `rookery-licensed` on a Unix socket in a temp
+//! dir: validation issues with line:col as a 422, a valid PUT written + reloaded + in history,
+//! diff, rollback, try-mode (kept when healthy; reverted against a daemon that never gets
+//! healthy), the licence routes, and 503 `daemon_unavailable` for a daemon that is absent.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rookery_apid::api::now;
+use rookery_apid::app::Running;
+use rookery_apid::config::Config;
+use rookery_apid::crypto;
+use rookery_apid::store::Role;
+use rookery_common::config::Sources;
+use rookery_common::daemon::Control;
+use rookery_common::proto;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const PW: &str = "a-much-better-passphrase-7";
+
+struct Env {
+    dir: tempfile::TempDir,
+    running: Running,
+    stop: CancellationToken,
+    client: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Env {
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+async fn start_apid() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("etc")).unwrap();
+    std::fs::create_dir_all(d.join("run")).unwrap();
+    let mut c = Config::default();
+    c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.http.redirect = false;
+    c.tls.cert = d.join("tls/apid.crt");
+    c.tls.key = d.join("tls/apid.key");
+    c.auth.signing_key = d.join("state/token-signing.key");
+    c.auth.initial_admin = d.join("initial-admin");
+    c.state.directory = d.join("state");
+    c.daemons.run_dir = d.join("run");
+    c.daemons.config_dir = d.join("etc");
+    let stop = CancellationToken::new();
+    let running = Running::start(&c, stop.clone()).await.unwrap();
+    running
+        .api
+        .store
+        .create_user(
+            "mia",
+            &crypto::hash_password(PW),
+            Role::Maintainer,
+            false,
+            now(),
+        )
+        .unwrap();
+    let pem = std::fs::read(&c.tls.cert).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .tls_built_in_root_certs(false)
+        .resolve("localhost", running.https)
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{}", running.https.port());
+    let r: Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"username": "mia", "password": PW}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    Env {
+        token: r["access_token"].as_str().unwrap().to_owned(),
+        dir,
+        running,
+        stop,
+        client,
+        base,
+    }
+}
+
+fn licensed_base(dir: &Path) -> String {
+    format!(
+        "[grpc]\nsocket = \"{}\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[state]\ndirectory = \"{}\"\n",
+        dir.join("run/licensed.sock").display(),
+        dir.join("licensed-state").display()
+    )
+}
+
+async fn wait_for_socket(path: &Path) {
+    for _ in 0..200 {
+        if rookery_common::grpc::connect(path).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} never answered", path.display());
+}
+
+async fn start_licensed(env: &Env) -> Control {
+    let main = env.path("etc/licensed.toml");
+    std::fs::write(&main, licensed_base(env.dir.path())).unwrap();
+    let control = Control::default();
+    let sources = Sources::new("licensed", Some(&main), Vec::new());
+    tokio::spawn(rookery_licensed::app::run(sources, control.clone()));
+    wait_for_socket(&env.path("run/licensed.sock")).await;
+    control
+}
+
+fn digest_of(system: &Value, daemon: &str) -> String {
+    system["daemons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == daemon)
+        .unwrap()["config_digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_put_validates_writes_reloads_diffs_and_rolls_back_with_licensed() {
+    use reqwest::Method;
+    let env = start_apid().await;
+    let licensed = start_licensed(&env).await;
+    let base = licensed_base(env.dir.path());
+    let file = env.path("etc/licensed.toml");
+
+    let (s, v) = env.send(Method::GET, "/api/v1/config/licensed", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["text"], base.as_str());
+    assert_eq!(v["exists"], true);
+    assert_eq!(v["parsed"]["metrics"]["listen"], "127.0.0.1:0");
+    let (_, system) = env.send(Method::GET, "/api/v1/system", None).await;
+    let first_digest = digest_of(&system, "licensed");
+    assert_eq!(first_digest.len(), 64, "{system}");
+
+    // Rejected by licensed itself: every issue with line:col, nothing written.
+    let bad = format!("{base}\n[licence]\nmax-attempts = \"four\"\nservr-url = \"x\"\n");
+    let (s, v) = env
+        .send(
+            Method::PUT,
+            "/api/v1/config/licensed",
+            Some(json!({"text": bad})),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["error"], "invalid_config");
+    assert_eq!(v["status"], 422);
+    assert!(v["correlation_id"].as_str().unwrap().len() >= 8);
+    let issues = v["issues"].as_array().unwrap();
+    assert_eq!(issues.len(), 2, "{v}");
+    assert_eq!(
+        (issues[0]["line"].as_u64(), issues[0]["column"].as_u64()),
+        (Some(11), Some(16)),
+        "{v}"
+    );
+    assert_eq!(issues[0]["key"], "licence.max-attempts");
+    assert_eq!(issues[1]["line"], 12, "{v}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), base);
+
+    // Valid: written, reloaded (new digest running), recorded.
+    let good = format!("{base}\n[licence]\nmax-attempts = 7\n");
+    let (s, v) = env
+        .send(
+            Method::PUT,
+            "/api/v1/config/licensed",
+            Some(json!({"text": good})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["applied"], true);
+    let history_id = v["history_id"].as_i64().unwrap();
+    let new_digest = v["config_digest"].as_str().unwrap().to_owned();
+    assert_ne!(new_digest, first_digest);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), good);
+    let (_, system) = env.send(Method::GET, "/api/v1/system", None).await;
+    assert_eq!(digest_of(&system, "licensed"), new_digest);
+    let (_, hist) = env
+        .send(Method::GET, "/api/v1/config/licensed/history", None)
+        .await;
+    assert_eq!(hist.as_array().unwrap().len(), 1, "{hist}");
+    assert_eq!(hist[0]["kind"], "apply");
+    assert_eq!(hist[0]["user"], "mia");
+    let (_, entry) = env
+        .send(
+            Method::GET,
+            &format!("/api/v1/config/licensed/history/{history_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(entry["before"], base.as_str());
+    assert_eq!(entry["after"], good.as_str());
+    let (s, diff) = env
+        .send(
+            Method::GET,
+            &format!("/api/v1/config/licensed/diff?against={history_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let diff = diff.as_str().unwrap();
+    assert!(
+        diff.contains("+max-attempts = 7\n") && diff.contains("+[licence]\n"),
+        "{diff}"
+    );
+
+    // Try-mode against a healthy daemon keeps the change.
+    let tried = format!("{base}\n[licence]\nmax-attempts = 9\n");
+    let (s, v) = env
+        .send(
+            Method::PUT,
+            "/api/v1/config/licensed",
+            Some(json!({"text": tried, "try_seconds": 5})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["applied"].as_bool(), v["reverted"].as_bool()),
+        (Some(true), Some(false)),
+        "{v}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), tried);
+
+    // Roll back to before the first change: validated, written, reloaded.
+    let (s, v) = env
+        .send(
+            Method::POST,
+            "/api/v1/config/licensed/rollback",
+            Some(json!({"history_id": history_id})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), base);
+    assert_eq!(v["config_digest"].as_str().unwrap(), first_digest);
+    let (_, hist) = env
+        .send(Method::GET, "/api/v1/config/licensed/history", None)
+        .await;
+    let kinds: Vec<&str> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["rollback", "try", "apply"]);
+
+    // The licence through licensed.
+    let (s, v) = env.send(Method::GET, "/api/v1/licence", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["state"], "development", "{v}");
+
+    let trail = env
+        .running
+        .api
+        .store
+        .audit_query(
+            &rookery_apid::store::AuditFilter {
+                kind: Some("AUDIT".into()),
+                ..Default::default()
+            },
+            50,
+            0,
+        )
+        .unwrap()
+        .0;
+    let actions: Vec<(String, String)> = trail
+        .iter()
+        .map(|e| (e.action.clone(), e.result.clone()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("config.licensed.rollback".to_owned(), "success".to_owned()),
+            ("config.licensed.try".to_owned(), "success".to_owned()),
+            ("config.licensed.apply".to_owned(), "success".to_owned()),
+            ("config.licensed.apply".to_owned(), "rejected".to_owned()),
+        ]
+    );
+    licensed.shutdown.cancel();
+}
+
+/// A daemon that accepts every config and reloads, but never reports ready.
+struct NeverHealthy;
+
+#[tonic::async_trait]
+impl proto::admin_server::Admin for NeverHealthy {
+    async fn status(
+        &self,
+        _: tonic::Request<proto::StatusRequest>,
+    ) -> Result<tonic::Response<proto::StatusResponse>, tonic::Status> {
+        Ok(tonic::Response::new(proto::StatusResponse {
+            daemon: "probed".into(),
+            state: "reloading".into(),
+            ..Default::default()
+        }))
+    }
+
+    async fn validate_config(
+        &self,
+        _: tonic::Request<proto::ValidateConfigRequest>,
+    ) -> Result<tonic::Response<proto::ValidateConfigResponse>, tonic::Status> {
+        Ok(tonic::Response::new(proto::ValidateConfigResponse {
+            ok: true,
+            ..Default::default()
+        }))
+    }
+
+    async fn reload(
+        &self,
+        _: tonic::Request<proto::ReloadRequest>,
+    ) -> Result<tonic::Response<proto::ReloadResponse>, tonic::Status> {
+        Ok(tonic::Response::new(proto::ReloadResponse {
+            applied: true,
+            config_digest: "new".into(),
+            ..Default::default()
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_mode_reverts_when_the_daemon_is_not_healthy_in_time() {
+    use reqwest::Method;
+    let env = start_apid().await;
+    let socket = env.path("run/probed.sock");
+    let listener = rookery_common::grpc::bind(&socket).await.unwrap();
+    let router = tonic::transport::Server::builder()
+        .add_service(proto::admin_server::AdminServer::new(NeverHealthy));
+    let stop = env.stop.clone();
+    tokio::spawn(rookery_common::grpc::serve(listener, router, stop));
+    wait_for_socket(&socket).await;
+    let file = env.path("etc/probed.toml");
+    std::fs::write(&file, "# old\n").unwrap();
+    let (s, v) = env
+        .send(
+            Method::PUT,
+            "/api/v1/config/probed",
+            Some(json!({"text": "# new\n", "try_seconds": 1})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["applied"].as_bool(), v["reverted"].as_bool()),
+        (Some(false), Some(true)),
+        "{v}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "# old\n");
+    let (_, hist) = env
+        .send(Method::GET, "/api/v1/config/probed/history", None)
+        .await;
+    let kinds: Vec<&str> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["auto-revert", "try"]);
+}
+
+#[tokio::test]
+async fn absent_daemons_answer_503_naming_daemon_and_socket() {
+    use reqwest::Method;
+    let env = start_apid().await;
+    for (m, p, body) in [
+        (
+            Method::PUT,
+            "/api/v1/config/packetd",
+            Some(json!({"text": ""})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/config/ingestd/rollback",
+            Some(json!({"history_id": 1})),
+        ),
+        (Method::GET, "/api/v1/licence", None),
+    ] {
+        let (s, v) = env.send(m, p, body).await;
+        if p.ends_with("rollback") {
+            // No history yet: the entry is looked up first.
+            assert_eq!(s, 404, "{v}");
+            continue;
+        }
+        assert_eq!(s, 503, "{p}: {v}");
+        assert_eq!(v["error"], "daemon_unavailable");
+        let msg = v["message"].as_str().unwrap();
+        let daemon = if p.contains("packetd") {
+            "packetd"
+        } else {
+            "licensed"
+        };
+        assert!(msg.contains(&format!("rookery-{daemon}")), "{msg}");
+        assert!(
+            msg.contains(
+                &env.path(&format!("run/{daemon}.sock"))
+                    .display()
+                    .to_string()
+            ),
+            "{msg}"
+        );
+    }
+    let (s, v) = env.send(Method::GET, "/api/v1/system", None).await;
+    assert_eq!(s, 200, "{v}");
+    for d in v["daemons"].as_array().unwrap() {
+        assert_eq!(d["state"], "unavailable", "{d}");
+        assert!(
+            d["error"].as_str().unwrap().contains("does not answer"),
+            "{d}"
+        );
+    }
+    let (s, v) = env.send(Method::GET, "/api/v1/config/apid", None).await;
+    assert_eq!(s, 404, "{v}");
+}
