@@ -112,6 +112,16 @@ async fn http_and_tls_probes_against_nginx() {
     }
     assert!(ok.phase(Phase::Tls).is_none());
 
+    // Without a body regex the body is counted, not kept.
+    let counted = support::probe(
+        "prober = \"http\"\n",
+        &format!("http://127.0.0.1:{}/ok", p.http),
+    )
+    .await;
+    assert!(counted.success, "{counted:?}");
+    assert_eq!(counted.facts.body_bytes, Some(14), "{counted:?}");
+    assert_eq!(ok.facts.body_bytes, Some(14), "{ok:?}");
+
     // Wrong status, with the status as the reason.
     let missing = support::probe(m, &format!("http://127.0.0.1:{}/missing", p.http)).await;
     assert_eq!(missing.failure, Some(Failure::UnexpectedStatus(404)));

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::address::uri_host;
@@ -13,8 +13,10 @@ use super::net::{self, Stream};
 use super::{Address, Failure, Phase, Prepared, Run};
 use crate::config::{HttpModule, HttpVersion, Module, Prober};
 
-/// Largest body read for the regex check; bigger bodies fail the probe rather than eat memory.
-pub const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Largest body kept for a `body-regex` check: bigger bodies fail the probe rather than eat
+/// memory (256 concurrent probes × 2 MiB stays well inside the appliance's RAM). Without a
+/// regex, bodies of any size are counted and dropped as they arrive.
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
 
 /// The `http` probe.
 pub async fn probe(
@@ -189,18 +191,34 @@ async fn exchange(
         .get(http::header::LOCATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let keep = prepared.expect.is_some();
     let result = run
         .phase(Phase::Transfer, async {
-            Limited::new(resp.into_body(), MAX_BODY)
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .map_err(|e| Failure::Protocol(format!("cannot read body: {e}")))
+            let mut body = resp.into_body();
+            let mut kept = Vec::new();
+            let mut total = 0u64;
+            // Bounded by the deadline; only a body regex needs the bytes kept.
+            while let Some(frame) = body.frame().await {
+                let frame =
+                    frame.map_err(|e| Failure::Protocol(format!("cannot read body: {e}")))?;
+                if let Ok(data) = frame.into_data() {
+                    total += data.len() as u64;
+                    if keep {
+                        if kept.len() + data.len() > MAX_BODY {
+                            return Err(Failure::Protocol(format!(
+                                "body larger than {MAX_BODY} bytes, too large for body-regex"
+                            )));
+                        }
+                        kept.extend_from_slice(&data);
+                    }
+                }
+            }
+            Ok((total, Bytes::from(kept)))
         })
         .await;
     conn_task.abort();
-    let bytes = result?;
-    run.facts.body_bytes = Some(bytes.len() as u64);
+    let (total, bytes) = result?;
+    run.facts.body_bytes = Some(total);
     Ok((status, location, bytes))
 }
 

@@ -112,32 +112,37 @@ pub async fn exchange(
             .get(http::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = run
+        let keep = prepared.expect.is_some();
+        let (total, bytes) = run
             .phase(Phase::Transfer, async {
                 let mut out = Vec::new();
+                let mut total = 0u64;
                 while let Some(mut chunk) = stream.recv_data().await.map_err(|e| h3_err(&e))? {
-                    if out.len() + chunk.remaining() > MAX_BODY {
+                    total += chunk.remaining() as u64;
+                    if keep && out.len() + chunk.remaining() > MAX_BODY {
                         return Err(Failure::Protocol(format!(
-                            "body larger than {MAX_BODY} bytes"
+                            "body larger than {MAX_BODY} bytes, too large for body-regex"
                         )));
                     }
                     while chunk.has_remaining() {
                         let part = chunk.chunk();
-                        out.extend_from_slice(part);
+                        if keep {
+                            out.extend_from_slice(part);
+                        }
                         let n = part.len();
                         chunk.advance(n);
                     }
                 }
-                Ok(Bytes::from(out))
+                Ok((total, Bytes::from(out)))
             })
             .await?;
-        Ok((status, location, bytes))
+        Ok((status, location, total, bytes))
     }
     .await;
     conn.close(0u32.into(), b"done");
     drive.abort();
     endpoint.close(0u32.into(), b"done");
-    let (status, location, bytes) = result?;
-    run.facts.body_bytes = Some(bytes.len() as u64);
+    let (status, location, total, bytes) = result?;
+    run.facts.body_bytes = Some(total);
     Ok((status, location, bytes))
 }
