@@ -1,9 +1,9 @@
 //! The REST API `/api/v1`: router, the request pipeline every route shares, and the route
 //! table that is the single source of who may call what.
 //!
-//! The pipeline, outermost first: [`context`] gives each request its ID (`x-request-id`,
+//! The pipeline, outermost first: `context` gives each request its ID (`x-request-id`,
 //! `correlation_id`), adds the security headers and turns every error response into the
-//! DESIGN.md error body; a body-size limit; then, once the route is matched, [`authorize`]
+//! DESIGN.md error body; a body-size limit; then, once the route is matched, `authorize`
 //! looks the route up in [`ROUTES`] and checks the caller's token and role. The entry point is
 //! [`router`].
 
@@ -48,7 +48,7 @@ pub enum Access {
 /// Path of the one route a user who must change their password may call.
 pub const CHANGE_PASSWORD: &str = "/api/v1/auth/change-password";
 
-/// Every route and its minimum role; [`authorize`] refuses routes missing here (fail closed).
+/// Every route and its minimum role; `authorize` refuses routes missing here (fail closed).
 pub const ROUTES: &[(Method, &str, Access)] = &[
     (Method::POST, "/api/v1/auth/login", Access::Public),
     (Method::POST, "/api/v1/auth/refresh", Access::Public),
@@ -141,7 +141,7 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
     ),
 ];
 
-/// The signed-in caller, put into the request by [`authorize`].
+/// The signed-in caller, put into the request by `authorize`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub id: i64,
@@ -181,11 +181,11 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// API keys start with this, so they are told apart from access tokens.
 pub const API_KEY_PREFIX: &str = "rk_";
 
-/// The client's IP address (empty if unknown), put into the request by [`context`].
+/// The client's IP address (empty if unknown), put into the request by `context`.
 #[derive(Debug, Clone)]
 pub struct Source(pub String);
 
-/// The request's ID, put into the request by [`context`].
+/// The request's ID, put into the request by `context`.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
@@ -331,7 +331,7 @@ pub fn router(api: Arc<Api>, body_limit: usize) -> axum::Router {
         .with_state(api)
 }
 
-/// The largest error body [`context`] rewrites; error bodies are small JSON documents.
+/// The largest error body `context` rewrites; error bodies are small JSON documents.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
 fn request_id(headers: &HeaderMap) -> String {
