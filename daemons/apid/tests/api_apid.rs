@@ -1185,3 +1185,62 @@ async fn totp_enrol_verify_login_replay_recovery_and_disable() {
         ]
     );
 }
+
+#[tokio::test]
+async fn openapi_document_covers_every_route_in_the_table() {
+    let s = start_with(None, |_| {}).await;
+    let r = s
+        .send(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{doc}");
+    assert_eq!(doc["info"]["version"], rookery_common::VERSION);
+    for (method, path, access) in ROUTES {
+        let op = &doc["paths"][*path][method.as_str().to_lowercase()];
+        assert!(op.is_object(), "{method} {path} missing from the document");
+        assert!(op["responses"]["400"].is_object(), "{method} {path}");
+        match access {
+            Access::Public => assert!(op["security"].is_null(), "{method} {path}"),
+            Access::Min(_) => assert_eq!(
+                op["security"].as_array().unwrap().len(),
+                2,
+                "{method} {path}"
+            ),
+        }
+        if let Some(body) =
+            op["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str()
+        {
+            let name = body.trim_start_matches("#/components/schemas/");
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "{name} not in components"
+            );
+        }
+        for seg in path.split('/').filter(|s| s.starts_with('{')) {
+            let name = seg.trim_matches(['{', '}']);
+            assert!(
+                op["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["name"] == name && p["in"] == "path"),
+                "{method} {path}: parameter {name}"
+            );
+        }
+    }
+    let login = &doc["components"]["schemas"]["LoginRequest"];
+    let mut required: Vec<&str> = login["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    required.sort_unstable();
+    assert_eq!(required, ["password", "username"], "{login}");
+    assert_eq!(
+        doc["components"]["schemas"]["Role"]["enum"],
+        json!(["viewer", "maintainer", "admin"])
+    );
+    assert!(doc["components"]["securitySchemes"]["session"].is_object());
+}

@@ -207,7 +207,7 @@ pub async fn licence(State(api): State<Arc<Api>>) -> Result<Json<LicenceView>, A
     Ok(Json(s.into()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetKey {
     key: String,
@@ -295,7 +295,7 @@ pub async fn get_config(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutConfig {
     text: String,
@@ -673,7 +673,7 @@ pub fn line_diff(old: &str, new: &str) -> String {
     out
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// Restore the file as it was before this history entry.

@@ -20,7 +20,7 @@ use crate::store::{ApiKey, Role, StoreError};
 /// Longest key lifetime that can be asked for: keys should be rotated at least yearly.
 pub const MAX_EXPIRY_DAYS: u32 = 366;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     name: String,

@@ -12,6 +12,7 @@ mod auth;
 mod daemons;
 mod extract;
 mod keys;
+pub mod openapi;
 mod system;
 mod totp;
 mod users;
@@ -50,6 +51,7 @@ pub const CHANGE_PASSWORD: &str = "/api/v1/auth/change-password";
 
 /// Every route and its minimum role; `authorize` refuses routes missing here (fail closed).
 pub const ROUTES: &[(Method, &str, Access)] = &[
+    (Method::GET, "/api/v1/openapi.json", Access::Public),
     (Method::POST, "/api/v1/auth/login", Access::Public),
     (Method::POST, "/api/v1/auth/refresh", Access::Public),
     (Method::POST, "/api/v1/auth/logout", Access::Public),
@@ -277,6 +279,7 @@ impl Api {
 /// The `/api/v1` router over `api`, with bodies limited to `body_limit` bytes.
 pub fn router(api: Arc<Api>, body_limit: usize) -> axum::Router {
     axum::Router::new()
+        .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/refresh", post(auth::refresh))
         .route("/api/v1/auth/logout", post(auth::logout))
