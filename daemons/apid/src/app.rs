@@ -234,6 +234,7 @@ impl Daemon for Apid {
 
     async fn start(ctx: StartContext<'_, Config>) -> Result<Self, BoxError> {
         let running = Running::start(ctx.config, ctx.shutdown.clone()).await?;
+        running.api.metrics.register(ctx.registry);
         Ok(Self {
             api: running.api.clone(),
             https: running.https,

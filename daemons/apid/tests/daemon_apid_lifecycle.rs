@@ -81,8 +81,20 @@ async fn runs_under_the_shared_runner_and_drains_on_shutdown() {
         .local_addr()
         .unwrap()
         .port();
+    let mport = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let file = dir.path().join("apid.toml");
-    std::fs::write(&file, base(dir.path(), port)).unwrap();
+    std::fs::write(
+        &file,
+        base(dir.path(), port).replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{mport}\""),
+        ),
+    )
+    .unwrap();
     let control = Control::default();
     let task = tokio::spawn(rookery_apid::app::run(
         Sources::new("apid", Some(&file), Vec::new()),
@@ -134,6 +146,25 @@ async fn runs_under_the_shared_runner_and_drains_on_shutdown() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    let r = client
+        .post(format!("https://localhost:{port}/api/v1/auth/login"))
+        .json(&serde_json::json!({"username": "nobody", "password": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{mport}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "rookery_apid_http_requests_total{class=\"4xx\"} 2",
+        "rookery_apid_logins_total{result=\"failure\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
 
     control.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(20), task)

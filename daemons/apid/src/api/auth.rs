@@ -249,7 +249,9 @@ pub async fn login(
     Extension(src): Extension<Source>,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Json<TokenResponse>, Response> {
-    let user = check_credentials(&api, &req, &src.0).await?;
+    let user = check_credentials(&api, &req, &src.0).await;
+    api.metrics.login(user.is_ok());
+    let user = user?;
     let tokens = issue(&api, &user, None).map_err(IntoResponse::into_response)?;
     api.audit(
         AaaKind::Auth,
@@ -279,7 +281,9 @@ pub async fn session_login(
     Extension(src): Extension<Source>,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Response, Response> {
-    let user = check_credentials(&api, &req, &src.0).await?;
+    let user = check_credentials(&api, &req, &src.0).await;
+    api.metrics.login(user.is_ok());
+    let user = user?;
     let ttl = api.auth().refresh_token_ttl.as_secs();
     let session = crypto::random_token(32);
     let now = now();

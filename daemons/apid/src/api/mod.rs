@@ -191,8 +191,64 @@ pub struct Source(pub String);
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// Label of [`Metrics::requests`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ClassLabel {
+    /// `2xx`, `3xx`, `4xx` or `5xx`.
+    pub class: String,
+}
+
+/// Label of [`Metrics::logins`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `success` or `failure`.
+    pub result: String,
+}
+
+/// apid's own metrics (`rookery_apid_…` once registered).
+#[derive(Clone, Default)]
+pub struct Metrics {
+    /// Responses by status class.
+    pub requests: prometheus_client::metrics::family::Family<
+        ClassLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    /// Logins (token and session) by result.
+    pub logins: prometheus_client::metrics::family::Family<
+        ResultLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl Metrics {
+    /// Registers into the daemon's registry.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "rookery_apid_http_requests",
+            "HTTPS API responses by status class",
+            self.requests.clone(),
+        );
+        registry.register(
+            "rookery_apid_logins",
+            "Logins by result",
+            self.logins.clone(),
+        );
+    }
+
+    /// Counts a login outcome.
+    pub fn login(&self, ok: bool) {
+        self.logins
+            .get_or_create(&ResultLabel {
+                result: if ok { "success" } else { "failure" }.into(),
+            })
+            .inc();
+    }
+}
+
 /// Shared state of all handlers.
 pub struct Api {
+    /// apid's own metrics.
+    pub metrics: Metrics,
     pub store: Store,
     signing_key: Vec<u8>,
     auth: RwLock<AuthSection>,
@@ -217,6 +273,7 @@ impl Api {
         daemons: DaemonsSection,
     ) -> Self {
         Self {
+            metrics: Metrics::default(),
             store,
             signing_key,
             auth: RwLock::new(auth),
@@ -330,7 +387,7 @@ pub fn router(api: Arc<Api>, body_limit: usize) -> axum::Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn(context))
+        .layer(middleware::from_fn_with_state(api.clone(), context))
         .with_state(api)
 }
 
@@ -370,7 +427,7 @@ fn code_for(status: StatusCode) -> &'static str {
 }
 
 /// Request ID, security headers, and the DESIGN.md body on every error response.
-async fn context(mut req: Request, next: Next) -> Response {
+async fn context(State(api): State<Arc<Api>>, mut req: Request, next: Next) -> Response {
     let id = request_id(req.headers());
     let source = req
         .extensions()
@@ -380,6 +437,11 @@ async fn context(mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(RequestId(id.clone()));
     req.extensions_mut().insert(Source(source));
     let resp = next.run(req).await;
+    let class = format!("{}xx", resp.status().as_u16() / 100);
+    api.metrics
+        .requests
+        .get_or_create(&ClassLabel { class })
+        .inc();
     let (mut parts, body) = resp.into_parts();
     let mut resp = if parts.status.is_client_error() || parts.status.is_server_error() {
         let bytes = axum::body::to_bytes(body, MAX_ERROR_BODY)
