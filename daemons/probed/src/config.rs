@@ -463,6 +463,12 @@ pub struct TierPolicy {
     pub escalated_interval: Duration,
     /// Healthy probes in a row that return the target to tier 1.
     pub recover_after: u32,
+    /// Tier 2 diagnostics: DNS servers (`host[:port]`) asked for the target's name, to tell
+    /// a local resolver problem from a real one.
+    pub resolvers: Vec<String>,
+    /// Tier 2 diagnostics: other TCP ports of the target's host to try (is the host up at
+    /// all, or only this service down?).
+    pub alternate_ports: Vec<u16>,
 }
 
 impl Default for TierPolicy {
@@ -476,6 +482,8 @@ impl Default for TierPolicy {
             max_loss: 0.5,
             escalated_interval: Duration::from_secs(10),
             recover_after: 3,
+            resolvers: Vec::new(),
+            alternate_ports: Vec::new(),
         }
     }
 }
@@ -518,6 +526,26 @@ fn validate_tiers(key: &dyn Fn(&str) -> String, p: &TierPolicy, out: &mut Vec<In
                 "{} is too short (expected at least \"1s\")",
                 fmt_duration(p.escalated_interval)
             ),
+        ));
+    }
+    for (i, r) in p.resolvers.iter().enumerate() {
+        if let Err(e) = address::parse(Prober::Dns, r) {
+            out.push(Invalid::new(
+                key(&format!("tiers.resolvers[{i}]")),
+                e.to_string(),
+            ));
+        }
+    }
+    if p.alternate_ports.contains(&0) {
+        out.push(Invalid::new(
+            key("tiers.alternate-ports"),
+            "0 is not a port (expected 1 to 65535)",
+        ));
+    }
+    if p.resolvers.len() > 8 || p.alternate_ports.len() > 8 {
+        out.push(Invalid::new(
+            key("tiers"),
+            "at most 8 resolvers and 8 alternate ports (diagnostics must stay quick)",
         ));
     }
     if !(1..=100).contains(&p.recover_after) {

@@ -104,6 +104,66 @@ const TRACE_PER_HOP: u32 = 2;
 const TRACE_WAIT: Duration = Duration::from_millis(300);
 const TRACE_BUDGET: Duration = Duration::from_secs(10);
 
+/// What DNS server `server` answers for `host` (A record): `NOERROR 192.0.2.1` or the
+/// failure.
+async fn resolver_check(host: &str, server: &str, timeout: Duration) -> String {
+    let module = Module {
+        prober: crate::config::Prober::Dns,
+        timeout,
+        ip_version: crate::config::IpVersion::Any,
+        tcp: None,
+        udp: None,
+        http: None,
+        tls: None,
+        dns: Some(crate::config::DnsModule {
+            query_name: host.to_owned(),
+            ..Default::default()
+        }),
+        icmp: None,
+        grpc: None,
+        ssh: None,
+    };
+    let Ok(prepared) = Prepared::new(&module) else {
+        return "cannot build the query".to_owned();
+    };
+    let o = probe::run(&prepared, server, timeout).await;
+    match (&o.failure, &o.facts.dns) {
+        (None, Some(d)) => format!("{} {}", d.rcode, d.answers.join(",")),
+        (Some(f), _) => f.code().to_owned(),
+        (None, None) => "no answer".to_owned(),
+    }
+}
+
+/// Whether TCP `port` of `host` accepts a connection: `ok 0.3ms` or the failure.
+async fn port_check(host: &str, port: u16, timeout: Duration) -> String {
+    let module = Module {
+        prober: crate::config::Prober::Tcp,
+        timeout,
+        ip_version: crate::config::IpVersion::Any,
+        tcp: None,
+        udp: None,
+        http: None,
+        tls: None,
+        dns: None,
+        icmp: None,
+        grpc: None,
+        ssh: None,
+    };
+    let Ok(prepared) = Prepared::new(&module) else {
+        return "cannot build the probe".to_owned();
+    };
+    let address = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let o = probe::run(&prepared, &address, timeout).await;
+    match &o.failure {
+        None => format!("ok {:.1}ms", o.total.as_secs_f64() * 1000.0),
+        Some(f) => f.code().to_owned(),
+    }
+}
+
 /// The path to the target's host, as a one-line summary.
 async fn path_summary(module: &Prepared, address: &str) -> String {
     let host = match probe::address::parse(module.module.prober, address) {
@@ -113,7 +173,11 @@ async fn path_summary(module: &Prepared, address: &str) -> String {
     let ip = match host.parse::<std::net::IpAddr>() {
         Ok(ip) => ip,
         Err(_) => match tokio::net::lookup_host((host.as_str(), 0)).await {
-            Ok(mut addrs) => match addrs.next() {
+            Ok(mut addrs) => match addrs.find(|a| match module.module.ip_version {
+                crate::config::IpVersion::Any => true,
+                crate::config::IpVersion::Ip4 => a.is_ipv4(),
+                crate::config::IpVersion::Ip6 => a.is_ipv6(),
+            }) {
                 Some(a) => a.ip(),
                 None => return format!("unavailable ({host} has no address)"),
             },
@@ -127,9 +191,10 @@ async fn path_summary(module: &Prepared, address: &str) -> String {
     }
 }
 
-/// Diagnostics on entering `tier`: tier 2 repeats the probe right away and traces the path
-/// to the host (per-hop loss and latency); tier 3 also runs one more full timing run and
-/// reports its phases. Returns a one-line summary.
+/// Diagnostics on entering `tier`: tier 2 repeats the probe right away, asks the policy's
+/// other resolvers for the host's name, tries its alternate ports and traces the path to the
+/// host (per-hop loss and latency); tier 3 also runs one more full timing run and reports its
+/// phases. Returns a one-line summary.
 async fn diagnose(module: &Prepared, s: &Spec, tier: u8, semaphore: &Arc<Semaphore>) -> String {
     let mut results = Vec::new();
     let mut last = None;
@@ -147,6 +212,25 @@ async fn diagnose(module: &Prepared, s: &Spec, tier: u8, semaphore: &Arc<Semapho
         last = Some(o);
     }
     let mut summary = format!("repeat x{}: {}", results.len(), results.join(", "));
+    if let Some(policy) = &s.target.tiers {
+        let host = probe::address::parse(module.module.prober, &s.target.address)
+            .map(|a| a.host().to_owned())
+            .unwrap_or_default();
+        if !host.is_empty() && host.parse::<std::net::IpAddr>().is_err() {
+            for server in &policy.resolvers {
+                summary.push_str(&format!(
+                    "; resolver {server}: {}",
+                    resolver_check(&host, server, s.timeout).await
+                ));
+            }
+        }
+        for port in &policy.alternate_ports {
+            summary.push_str(&format!(
+                "; port {port}: {}",
+                port_check(&host, *port, s.timeout).await
+            ));
+        }
+    }
     summary.push_str("; path: ");
     summary.push_str(&path_summary(module, &s.target.address).await);
     if tier >= 3
