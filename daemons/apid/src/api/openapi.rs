@@ -143,12 +143,18 @@ pub fn document() -> OpenApi {
             op = op.response("503", error("the daemon does not answer on its socket"));
         }
         for seg in path.split('/').filter(|s| s.starts_with('{')) {
+            let name = seg.trim_matches(['{', '}']);
+            let schema = if name == "daemon" {
+                string_schema().enum_values(Some(super::daemons::EDITABLE))
+            } else {
+                string_schema()
+            };
             op = op.parameter(
                 ParameterBuilder::new()
-                    .name(seg.trim_matches(['{', '}']))
+                    .name(name)
                     .parameter_in(ParameterIn::Path)
                     .required(Required::True)
-                    .schema(Some(string_schema())),
+                    .schema(Some(schema)),
             );
         }
         for q in query_params(path) {
