@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
-# Installs the real servers that rookery-probed's tests start on loopback: nginx (HTTP/1.1,
-# HTTP/2, TLS), unbound (DNS), plus iproute2 for network namespaces. Idempotent: quiet and fast
-# when all is present. Needs root the first time (CI runs as root).
+# Installs the real servers that rookery-probed's tests start on loopback and in network
+# namespaces they create: nginx (HTTP/1.1, HTTP/2, TLS), unbound (DNS), OpenSSH's sshd and
+# ssh-keygen, iproute2 (ip netns, tc). Idempotent: quiet and fast when all is present.
+# Needs root the first time (CI runs as root). `make test` runs it from `deps`.
 set -euo pipefail
 
 need_pkgs=()
-want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$1"); }
+# want BINARY PACKAGE...: the first package that apt knows is installed when BINARY is missing.
+want() {
+  local bin=$1
+  shift
+  [[ -x $bin ]] && return 0
+  need_pkgs+=("$@")
+}
 
-for p in nginx-light unbound openssh-server openssh-client iproute2; do
-  want "$p"
-done
+want /usr/sbin/nginx nginx
+want /usr/sbin/unbound unbound
+want /usr/sbin/sshd openssh-server
+want /usr/bin/ssh-keygen openssh-client
+want /usr/sbin/ip iproute2
+want /usr/sbin/tc iproute2
 
 if ((${#need_pkgs[@]})); then
+  mapfile -t need_pkgs < <(printf '%s\n' "${need_pkgs[@]}" | sort -u)
   if [[ $(id -u) -ne 0 ]]; then
     echo "install-probed-test-deps: missing Debian packages: ${need_pkgs[*]} (run as root to install them)" >&2
     exit 1
@@ -19,7 +30,7 @@ if ((${#need_pkgs[@]})); then
   echo "install-probed-test-deps: installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   # Tests start their own server instances with their own configs; the packaged services
-  # must not start (nor hold ports 80/53), so policy-rc.d refuses service starts meanwhile.
+  # must not start (nor hold ports 80/53/22), so policy-rc.d refuses service starts meanwhile.
   policy=/usr/sbin/policy-rc.d
   created_policy=0
   if [[ ! -e $policy ]]; then
