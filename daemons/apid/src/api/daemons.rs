@@ -210,6 +210,7 @@ pub async fn licence(State(api): State<Arc<Api>>) -> Result<Json<LicenceView>, A
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetKey {
+    #[schema(pattern = "^PENG(-[0-9A-Z]{4}){5}$")]
     key: String,
 }
 
@@ -300,6 +301,7 @@ pub async fn get_config(
 pub struct PutConfig {
     text: String,
     /// Try-mode: revert unless the daemon is healthy on the new config within this many seconds.
+    #[schema(minimum = 1, maximum = 600)]
     try_seconds: Option<u32>,
 }
 

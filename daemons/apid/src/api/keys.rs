@@ -23,9 +23,11 @@ pub const MAX_EXPIRY_DAYS: u32 = 366;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    #[schema(min_length = 1, max_length = 64)]
     name: String,
     role: Role,
     /// Days until it expires; absent = never.
+    #[schema(minimum = 1, maximum = 366)]
     expires_in_days: Option<u32>,
 }
 

@@ -117,6 +117,9 @@ pub fn document() -> OpenApi {
             .response("413", error("body larger than [http] body-limit"))
             .response("415", error("not application/json"))
             .response("422", error("well-formed but invalid"));
+        if *method != axum::http::Method::GET {
+            op = op.response("409", error("conflicts with the current state"));
+        }
         match access {
             Access::Public => {
                 op = op
@@ -158,10 +161,21 @@ pub fn document() -> OpenApi {
             );
         }
         for q in query_params(path) {
-            let schema = if matches!(*q, "limit" | "offset") {
-                ObjectBuilder::new().schema_type(Type::Integer)
-            } else {
-                string_schema()
+            let schema = match *q {
+                "limit" => ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1))
+                    .maximum(Some(1000)),
+                "offset" => ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
+                "since" | "until" => {
+                    string_schema().format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                        utoipa::openapi::KnownFormat::DateTime,
+                    )))
+                }
+                "format" => string_schema().enum_values(Some(["csv", "json"])),
+                _ => string_schema(),
             };
             op = op.parameter(
                 ParameterBuilder::new()

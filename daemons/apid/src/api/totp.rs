@@ -31,6 +31,7 @@ pub struct Enrolment {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CodeRequest {
+    #[schema(pattern = "^[0-9]{6}$")]
     code: String,
 }
 

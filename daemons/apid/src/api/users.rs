@@ -48,6 +48,7 @@ impl From<User> for UserView {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schema(pattern = "^[a-z][a-z0-9_.-]{0,31}$")]
     username: String,
     password: String,
     role: Role,
