@@ -36,6 +36,11 @@ pub const DEFAULT_LOCKOUT_THRESHOLD: u32 = 5;
 pub const DEFAULT_LOCKOUT_BASE: Duration = Duration::from_secs(30);
 /// Longest lockout, so that an attacker cannot lock an admin out for days.
 pub const DEFAULT_LOCKOUT_MAX: Duration = Duration::from_secs(15 * 60);
+/// Failed logins from one address within [`IP_WINDOW`] before it must wait: enough for
+/// people mistyping, far too few for guessing or for spending the CPU on argon2.
+pub const DEFAULT_IP_FAILURE_LIMIT: u32 = 20;
+/// Window of the per-address failure count.
+pub const IP_WINDOW: Duration = Duration::from_secs(300);
 /// NIST SP 800-63B asks for at least 8; 12 keeps argon2id guesses out of reach.
 pub const DEFAULT_MIN_PASSWORD_LENGTH: usize = 12;
 /// Loopback `/healthz` + `/metrics` port of apid (DESIGN.md).
@@ -133,6 +138,8 @@ pub struct AuthSection {
     pub lockout_base: Duration,
     #[serde(with = "humantime_serde")]
     pub lockout_max: Duration,
+    /// Failed logins per client address within 5 minutes before it gets 429.
+    pub ip_failure_limit: u32,
     pub min_password_length: usize,
 }
 
@@ -146,6 +153,7 @@ impl Default for AuthSection {
             lockout_threshold: DEFAULT_LOCKOUT_THRESHOLD,
             lockout_base: DEFAULT_LOCKOUT_BASE,
             lockout_max: DEFAULT_LOCKOUT_MAX,
+            ip_failure_limit: DEFAULT_IP_FAILURE_LIMIT,
             min_password_length: DEFAULT_MIN_PASSWORD_LENGTH,
         }
     }
@@ -274,6 +282,15 @@ impl DaemonConfig for Config {
             a.lockout_base,
             Duration::from_secs(24 * 3600),
         );
+        if !(1..=10_000).contains(&a.ip_failure_limit) {
+            out.push(Invalid::new(
+                "auth.ip-failure-limit",
+                format!(
+                    "{} is out of range (expected 1 to 10000)",
+                    a.ip_failure_limit
+                ),
+            ));
+        }
         if !(8..=128).contains(&a.min_password_length) {
             out.push(Invalid::new(
                 "auth.min-password-length",

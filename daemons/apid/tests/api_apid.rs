@@ -1244,3 +1244,20 @@ async fn openapi_document_covers_every_route_in_the_table() {
     );
     assert!(doc["components"]["securitySchemes"]["session"].is_object());
 }
+
+#[tokio::test]
+async fn one_address_is_throttled_after_too_many_failures() {
+    let s = start_with(Some(&format!("{ADMIN_PW}\n")), |c| {
+        c.auth.ip_failure_limit = 3
+    })
+    .await;
+    for user in ["x1", "x2", "x3"] {
+        assert_eq!(s.login(user, "nope-nope-nope").await.status, 401);
+    }
+    // Even the right password waits now: the address, not the account, is throttled.
+    let r = s.login("admin", ADMIN_PW).await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert_eq!(r.error(), "too_many_attempts");
+    let u = s.running.api.store.user_by_name("admin").unwrap().unwrap();
+    assert_eq!(u.failed_logins, 0, "the account itself is not charged");
+}

@@ -123,6 +123,9 @@ pub(super) fn issue(
 /// Checks password, lockout and second factor; records failures. `Err` is the answer.
 async fn check_credentials(api: &Api, req: &LoginRequest, source: &str) -> Result<User, Response> {
     let fail = |reason: &str| {
+        if reason != "address_throttled" && reason != "totp_required" {
+            api.ip_failed(source);
+        }
         api.audit(
             AaaKind::Auth,
             &req.username,
@@ -132,6 +135,15 @@ async fn check_credentials(api: &Api, req: &LoginRequest, source: &str) -> Resul
             &[("reason", reason)],
         );
     };
+    if api.ip_blocked(source) {
+        fail("address_throttled");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            "too many failed logins from this address; wait a few minutes",
+        )
+        .into_response());
+    }
     if req.username.len() > 64 || req.password.len() > crypto::MAX_PASSWORD_LENGTH {
         fail("oversized");
         return Err(invalid_credentials().into_response());

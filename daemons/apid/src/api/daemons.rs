@@ -378,6 +378,7 @@ async fn apply(
     kind: &str,
     try_for: Option<Duration>,
 ) -> Result<Response, ApiError> {
+    let _serial = api.config_lock.lock().await;
     let channel = api.channel(daemon).await?;
     let mut admin = AdminClient::new(channel);
     let v = api

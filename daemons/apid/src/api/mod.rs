@@ -253,6 +253,10 @@ pub struct Api {
     signing_key: Vec<u8>,
     auth: RwLock<AuthSection>,
     daemons: DaemonsSection,
+    /// Failed logins per client address: (count, start of window).
+    ip_failures: std::sync::Mutex<std::collections::HashMap<String, (u32, Instant)>>,
+    /// Serialises config writes, so history and files never interleave.
+    config_lock: tokio::sync::Mutex<()>,
     started: Instant,
     started_at: SystemTime,
 }
@@ -278,6 +282,8 @@ impl Api {
             signing_key,
             auth: RwLock::new(auth),
             daemons,
+            ip_failures: std::sync::Mutex::default(),
+            config_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
             started_at: SystemTime::now(),
         }
@@ -289,6 +295,34 @@ impl Api {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Whether `source` has used up its failed logins for the window.
+    pub fn ip_blocked(&self, source: &str) -> bool {
+        let limit = self.auth().ip_failure_limit;
+        let map = self
+            .ip_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.get(source)
+            .is_some_and(|(n, since)| since.elapsed() < crate::config::IP_WINDOW && *n >= limit)
+    }
+
+    /// Counts a failed login from `source`.
+    pub fn ip_failed(&self, source: &str) {
+        let mut map = self
+            .ip_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Bounded: forget finished windows once the map grows.
+        if map.len() > 10_000 {
+            map.retain(|_, (_, since)| since.elapsed() < crate::config::IP_WINDOW);
+        }
+        let e = map.entry(source.to_owned()).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= crate::config::IP_WINDOW {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
     }
 
     /// Applies a reloaded `[auth]` section (TTLs, lockout, policy; key paths need a restart).
