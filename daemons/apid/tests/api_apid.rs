@@ -781,6 +781,19 @@ async fn rbac_matrix_every_route_every_role_anonymous_and_expired() {
         }
     }
     assert_eq!(checked, ROUTES.len() * 5);
+    // HEAD follows GET's rule.
+    assert_eq!(
+        s.send(Method::HEAD, "/api/v1/users", Some(&viewer), None)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        s.send(Method::HEAD, "/api/v1/users", Some(&admin), None)
+            .await
+            .status,
+        200
+    );
     let denied = s.audit(&admin, "kind=authz&result=denied&limit=1000").await;
     assert!(
         denied

@@ -565,9 +565,15 @@ async fn authorize(
     next: Next,
 ) -> Response {
     let path = matched.as_ref().map_or("", |m| m.as_str()).to_owned();
+    // HEAD is answered by the GET route, so it needs what GET needs.
+    let method = if req.method() == Method::HEAD {
+        Method::GET
+    } else {
+        req.method().clone()
+    };
     let access = ROUTES
         .iter()
-        .find(|(m, p, _)| m == req.method() && *p == path)
+        .find(|(m, p, _)| *m == method && *p == path)
         .map(|(_, _, a)| *a);
     let action = format!("{} {path}", req.method());
     let min = match access {
