@@ -481,7 +481,17 @@ impl Manager {
     /// Validates at start, then keepalive every interval, until `shutdown`.
     pub async fn run(&self, shutdown: CancellationToken) {
         loop {
-            self.cycle().await;
+            // A cycle may wait on a slow server for several attempts; shutdown must not.
+            // `cycle` only changes state after its last await, so dropping it is safe.
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    let mut g = self.lock();
+                    self.tick(&mut g);
+                    self.save(&g);
+                    return;
+                }
+                () = self.cycle() => {}
+            }
             let interval = self.lock().licence.keepalive_interval;
             let deadline = tokio::time::Instant::now() + interval;
             loop {

@@ -436,3 +436,37 @@ async fn set_key_persists_and_validates() {
     assert_eq!(m.status().key_masked, test_key().masked());
     assert!(Path::new(&cfg.state.directory.join("key")).exists());
 }
+
+#[tokio::test]
+async fn run_returns_promptly_on_shutdown_while_the_server_is_slow() {
+    let s = Setup::new();
+    let server = RefServer::start().await;
+    server.set_delay(Duration::from_secs(30));
+    let mut cfg = s.config(Some(&server), test_key().as_str(), true);
+    cfg.licence.request_timeout = Duration::from_secs(60);
+    let m = s.manager(&cfg);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let runner = m.clone();
+    let run_stop = stop.clone();
+    let task = tokio::spawn(async move { runner.run(run_stop).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.hits("validate") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "run never sent the first validation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .expect("run returns within 2s of shutdown even with a validation in flight")
+        .expect("run does not panic");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        m.licence_state(),
+        LicenseState::Pending,
+        "an interrupted cycle changes nothing"
+    );
+}
