@@ -187,4 +187,40 @@ mod tests {
             "later retries may wait longer: {max_seen:?}"
         );
     }
+
+    /// The backoff waits on tokio time, so paused-time tests (and the manager's shutdown)
+    /// are not held up by real sleeps.
+    #[tokio::test(start_paused = true)]
+    async fn retries_wait_on_tokio_time_and_give_up_after_max_attempts() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = Client::new(Settings {
+            // A closed loopback port: every attempt is refused.
+            server_url: "http://127.0.0.1:9".into(),
+            timeout: Duration::from_secs(60),
+            max_attempts: 10,
+            ca_pem: None,
+        })
+        .expect("a client without ca-file builds");
+        let real = std::time::Instant::now();
+        let virt = tokio::time::Instant::now();
+        let err = client
+            .post::<_, serde_json::Value>(crate::protocol::VALIDATE, &serde_json::json!({}))
+            .await
+            .expect_err("nothing listens on port 9");
+        match &err {
+            ClientError::Unreachable { attempts, .. } => assert_eq!(*attempts, 10, "{err}"),
+            other => panic!("expected unreachable, got {other}"),
+        }
+        assert!(err.is_unreachable(), "grace applies to {err}");
+        let waited = virt.elapsed();
+        assert!(
+            waited > Duration::from_secs(1),
+            "nine jittered backoffs (up to 121.5s) waited only {waited:?}"
+        );
+        assert!(
+            real.elapsed() < Duration::from_secs(10),
+            "backoff slept in real time: {:?}",
+            real.elapsed()
+        );
+    }
 }
