@@ -470,3 +470,80 @@ async fn run_returns_promptly_on_shutdown_while_the_server_is_slow() {
         "an interrupted cycle changes nothing"
     );
 }
+
+#[tokio::test]
+async fn grpc_set_key_checks_format_and_an_installed_key_wins_over_the_config() {
+    use rookery_common::proto::licensing_client::LicensingClient;
+    use rookery_common::proto::{CheckFeatureRequest, GetEntitlementsRequest, SetKeyRequest};
+
+    let s = Setup::new();
+    let server = RefServer::start().await;
+    let other =
+        rookery_licensed::key::LicenceKey::from_groups(["OTHR", "0000", "0000", "0000"]).unwrap();
+    let cfg = s.config(Some(&server), other.as_str(), true);
+    let m = s.manager(&cfg);
+    let sock = s.dir.path().join("licensed.sock");
+    let listener = rookery_common::grpc::bind(&sock).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let router = tonic::transport::Server::builder()
+        .add_service(rookery_licensed::service::server(m.clone()));
+    tokio::spawn(rookery_common::grpc::serve(listener, router, stop.clone()));
+    let mut client = LicensingClient::new(rookery_common::grpc::connect(&sock).await.unwrap());
+
+    let bad = client
+        .set_key(SetKeyRequest {
+            key: "PENG-ABCD-EFGH".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+    assert!(
+        bad.message().contains("3 groups, expected 6"),
+        "the message says what is wrong: {}",
+        bad.message()
+    );
+    let bad = client
+        .check_feature(CheckFeatureRequest {
+            name: "no spaces".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+
+    let st = client
+        .set_key(SetKeyRequest {
+            key: test_key().to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.state, LicenseState::Valid as i32, "{st:?}");
+    assert_eq!(st.key_masked, test_key().masked());
+    let ent = client
+        .get_entitlements(GetEntitlementsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        ent.features
+            .iter()
+            .any(|f| f.name == "autoperf" && f.enabled),
+        "{ent:?}"
+    );
+    let on = client
+        .check_feature(CheckFeatureRequest {
+            name: "autoperf".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(on.enabled, "{on:?}");
+    stop.cancel();
+
+    // After a restart the installed key wins over `licence.key` of the config.
+    drop(m);
+    let m = s.manager(&cfg);
+    assert_eq!(m.status().key_masked, test_key().masked());
+    m.cycle().await;
+    assert_eq!(m.licence_state(), LicenseState::Valid, "{:?}", m.status());
+}
