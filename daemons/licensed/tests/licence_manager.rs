@@ -547,3 +547,40 @@ async fn grpc_set_key_checks_format_and_an_installed_key_wins_over_the_config() 
     m.cycle().await;
     assert_eq!(m.licence_state(), LicenseState::Valid, "{:?}", m.status());
 }
+
+#[tokio::test]
+async fn reload_with_a_new_server_revalidates_at_once() {
+    let s = Setup::new();
+    let server = RefServer::start().await;
+    let down = s.config(None, test_key().as_str(), true);
+    let m = s.manager(&down);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let runner = m.clone();
+    let run_stop = stop.clone();
+    let task = tokio::spawn(async move { runner.run(run_stop).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !m.status().last_error.contains("unreachable") {
+        assert!(
+            Instant::now() < deadline,
+            "no failed first check: {:?}",
+            m.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(m.licence_state(), LicenseState::Pending);
+
+    // keepalive-interval is an hour: only the reload can bring the next check forward.
+    m.apply_config(&s.config(Some(&server), test_key().as_str(), true));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.licence_state() != LicenseState::Valid {
+        assert!(
+            Instant::now() < deadline,
+            "reload did not revalidate: {:?}",
+            m.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.hits("validate"), 1);
+    stop.cancel();
+    task.await.unwrap();
+}
