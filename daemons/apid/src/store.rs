@@ -167,7 +167,7 @@ pub struct ApiKey {
 }
 
 /// One change of a daemon's config file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ConfigChange {
     pub id: i64,
     pub daemon: String,
@@ -183,7 +183,7 @@ pub struct ConfigChange {
 }
 
 /// One audit entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     /// RFC 3339 UTC.

@@ -66,7 +66,7 @@ impl QueryArgs {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page {
     items: Vec<AuditEntry>,
     total: i64,

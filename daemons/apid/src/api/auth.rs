@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::extract::JsonBody;
 use super::{Api, Principal, SESSION_COOKIE, Source, Via, now};
 use crate::crypto::{self, Claims};
-use crate::store::{RefreshOutcome, User};
+use crate::store::{RefreshOutcome, Role, User};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -42,7 +42,7 @@ pub struct ChangePasswordRequest {
 }
 
 /// What login, refresh and change-password return.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     access_token: String,
     token_type: &'static str,
@@ -277,7 +277,7 @@ pub async fn login(
 }
 
 /// What a browser login returns (the session itself is the cookie).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionResponse {
     csrf_token: String,
     username: String,
@@ -482,9 +482,20 @@ pub async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// What `GET /api/v1/auth/me` returns.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Me {
+    username: String,
+    /// The effective role (an API key's is capped by its owner's).
+    role: Role,
+}
+
 /// `GET /api/v1/auth/me`.
-pub async fn me(Extension(p): Extension<Principal>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "username": p.username, "role": p.role.as_str() }))
+pub async fn me(Extension(p): Extension<Principal>) -> Json<Me> {
+    Json(Me {
+        username: p.username,
+        role: p.role,
+    })
 }
 
 /// `POST /api/v1/auth/change-password`: the only route open to a user who must change it.

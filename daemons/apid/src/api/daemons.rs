@@ -90,7 +90,7 @@ fn unavailable(daemon: &str, socket: &std::path::Path, why: &str) -> ApiError {
     )
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DaemonView {
     name: &'static str,
     socket: String,
@@ -141,7 +141,7 @@ pub async fn daemon_views(api: &Api) -> Vec<DaemonView> {
 // ---------------------------------------------------------------------------------------
 // Licence.
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LicenceView {
     state: String,
     release_mode: bool,
@@ -157,7 +157,7 @@ pub struct LicenceView {
     features: Vec<FeatureView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FeatureView {
     name: String,
     enabled: bool,
@@ -264,7 +264,7 @@ fn read_file(path: &std::path::Path) -> Result<Option<String>, ApiError> {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConfigView {
     daemon: &'static str,
     path: String,
@@ -272,6 +272,7 @@ pub struct ConfigView {
     exists: bool,
     text: String,
     /// The file as JSON; null if it does not parse as TOML.
+    #[schema(value_type = Option<Object>)]
     parsed: Option<serde_json::Value>,
 }
 
@@ -305,7 +306,7 @@ pub struct PutConfig {
     try_seconds: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApplyOutcome {
     daemon: &'static str,
     /// The history entry of this change.
@@ -557,7 +558,7 @@ pub async fn put_config(
     apply(&api, &p, &src.0, daemon, req.text, kind, try_for).await
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HistoryItem {
     id: i64,
     ts: String,

@@ -31,7 +31,7 @@ pub struct CreateKey {
     expires_in_days: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     id: i64,
     name: String,
@@ -44,7 +44,7 @@ pub struct KeyView {
     revoked: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     /// The key itself; shown only in this answer.
     key: String,

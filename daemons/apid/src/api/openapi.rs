@@ -51,6 +51,90 @@ fn body_of(method: &axum::http::Method, path: &str) -> Option<&'static str> {
     })
 }
 
+/// What a route's success answer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// No body (204).
+    Empty,
+    /// JSON of this schema.
+    One(&'static str),
+    /// A JSON array of this schema.
+    Many(&'static str),
+    /// `text/plain`.
+    Text,
+    /// JSON array of this schema, or CSV with `format=csv`.
+    Export(&'static str),
+}
+
+/// The success body of a route, by schema name.
+pub fn answer_of(method: &axum::http::Method, path: &str) -> Answer {
+    if success(method, path).0 == "204" {
+        return Answer::Empty;
+    }
+    match (method.as_str(), path) {
+        ("GET", "/api/v1/openapi.json") => Answer::One("OpenApiDocument"),
+        (
+            "POST",
+            "/api/v1/auth/login" | "/api/v1/auth/refresh" | "/api/v1/auth/change-password",
+        ) => Answer::One("TokenResponse"),
+        ("POST", "/api/v1/auth/session") => Answer::One("SessionResponse"),
+        ("GET", "/api/v1/auth/me") => Answer::One("Me"),
+        ("POST", "/api/v1/auth/totp/enrol") => Answer::One("Enrolment"),
+        ("POST", "/api/v1/auth/totp/verify") => Answer::One("RecoveryCodes"),
+        ("GET" | "PUT", "/api/v1/licence" | "/api/v1/licence/key") => Answer::One("LicenceView"),
+        ("GET", "/api/v1/config/{daemon}") => Answer::One("ConfigView"),
+        ("PUT", "/api/v1/config/{daemon}") | ("POST", "/api/v1/config/{daemon}/rollback") => {
+            Answer::One("ApplyOutcome")
+        }
+        ("GET", "/api/v1/config/{daemon}/history") => Answer::Many("HistoryItem"),
+        ("GET", "/api/v1/config/{daemon}/history/{id}") => Answer::One("ConfigChange"),
+        ("GET", "/api/v1/config/{daemon}/diff") => Answer::Text,
+        ("GET", "/api/v1/api-keys") => Answer::Many("KeyView"),
+        ("POST", "/api/v1/api-keys") => Answer::One("CreatedKey"),
+        ("GET", "/api/v1/system") => Answer::One("SystemView"),
+        ("GET", "/api/v1/users") => Answer::Many("UserView"),
+        ("GET" | "POST" | "PATCH", "/api/v1/users" | "/api/v1/users/{name}") => {
+            Answer::One("UserView")
+        }
+        ("GET", "/api/v1/audit") => Answer::One("Page"),
+        ("GET", "/api/v1/audit/export") => Answer::Export("AuditEntry"),
+        // A route added to the table without a line here fails the unit test below.
+        _ => Answer::Empty,
+    }
+}
+
+/// The success response of a route.
+fn success_response(method: &axum::http::Method, path: &str) -> utoipa::openapi::Response {
+    let (_, what) = success(method, path);
+    let json = |schema: utoipa::openapi::RefOr<utoipa::openapi::Schema>| {
+        ContentBuilder::new().schema(Some(schema)).build()
+    };
+    let many = |name: &str| -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        utoipa::openapi::ArrayBuilder::new()
+            .items(Ref::from_schema_name(name))
+            .build()
+            .into()
+    };
+    let text = || {
+        ContentBuilder::new()
+            .schema(Some(string_schema().build()))
+            .build()
+    };
+    let b = ResponseBuilder::new().description(what);
+    match answer_of(method, path) {
+        Answer::Empty => b,
+        Answer::One(name) => {
+            b.content("application/json", json(Ref::from_schema_name(name).into()))
+        }
+        Answer::Many(name) => b.content("application/json", json(many(name))),
+        Answer::Text => b.content("text/plain", text()),
+        Answer::Export(name) => b
+            .content("application/json", json(many(name)))
+            .content("text/csv", text()),
+    }
+    .build()
+}
+
 fn query_params(path: &str) -> &'static [&'static str] {
     match path {
         "/api/v1/audit" => &[
@@ -103,7 +187,7 @@ pub fn document() -> OpenApi {
             .build()
     };
     for (method, path, access) in ROUTES {
-        let (code, what) = success(method, path);
+        let (code, _) = success(method, path);
         let mut op = OperationBuilder::new()
             .operation_id(Some(format!(
                 "{}{}",
@@ -111,7 +195,7 @@ pub fn document() -> OpenApi {
                 path.trim_start_matches("/api/v1")
                     .replace(['/', '{', '}', '-', '.'], "_")
             )))
-            .response(code, ResponseBuilder::new().description(what).build())
+            .response(code, success_response(method, path))
             .response("400", error("bad input"))
             .response("404", error("no such route or object"))
             .response("413", error("body larger than [http] body-limit"))
@@ -218,6 +302,32 @@ pub fn document() -> OpenApi {
         .schema_from::<super::daemons::SetKey>()
         .schema_from::<super::daemons::PutConfig>()
         .schema_from::<super::daemons::RollbackRequest>()
+        .schema(
+            "OpenApiDocument",
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .description(Some("This document."))
+                .required("openapi")
+                .required("paths"),
+        )
+        .schema_from::<super::auth::TokenResponse>()
+        .schema_from::<super::auth::SessionResponse>()
+        .schema_from::<super::auth::Me>()
+        .schema_from::<super::totp::Enrolment>()
+        .schema_from::<super::totp::RecoveryCodes>()
+        .schema_from::<super::daemons::LicenceView>()
+        .schema_from::<super::daemons::FeatureView>()
+        .schema_from::<super::daemons::ConfigView>()
+        .schema_from::<super::daemons::ApplyOutcome>()
+        .schema_from::<super::daemons::HistoryItem>()
+        .schema_from::<crate::store::ConfigChange>()
+        .schema_from::<super::keys::KeyView>()
+        .schema_from::<super::keys::CreatedKey>()
+        .schema_from::<super::system::SystemView>()
+        .schema_from::<super::daemons::DaemonView>()
+        .schema_from::<super::users::UserView>()
+        .schema_from::<super::audit::Page>()
+        .schema_from::<crate::store::AuditEntry>()
         .security_scheme(
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
@@ -246,4 +356,47 @@ pub fn document() -> OpenApi {
 /// `GET /api/v1/openapi.json`.
 pub async fn serve() -> Json<OpenApi> {
     Json(document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_success_body_has_a_schema_that_exists() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for (method, path, _) in ROUTES {
+            let (code, _) = success(method, path);
+            let op = &doc["paths"][*path][method.as_str().to_lowercase()];
+            let content = &op["responses"][code]["content"];
+            if code == "204" {
+                assert!(content.is_null(), "{method} {path}: 204 with a body");
+                continue;
+            }
+            assert!(
+                answer_of(method, path) != Answer::Empty,
+                "{method} {path}: no success body in answer_of"
+            );
+            let text = content.to_string();
+            let mut refs = text.split("#/components/schemas/").skip(1).peekable();
+            assert!(
+                refs.peek().is_some() || content.get("text/plain").is_some(),
+                "{method} {path}: no schema"
+            );
+            for r in refs {
+                let name = r.split('"').next().unwrap();
+                assert!(
+                    schemas.contains_key(name),
+                    "{method} {path}: {name} missing"
+                );
+            }
+        }
+        // Nested references resolve too.
+        let all = doc["components"].to_string();
+        for r in all.split("#/components/schemas/").skip(1) {
+            let name = r.split('"').next().unwrap();
+            assert!(schemas.contains_key(name), "component {name} missing");
+        }
+    }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::Api;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SystemView {
     version: &'static str,
     started_at: String,

@@ -20,7 +20,7 @@ use crate::store::{StoreError, User};
 /// Recovery codes handed out at enrolment.
 pub const RECOVERY_CODES: usize = 10;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Enrolment {
     /// Base32 secret for manual entry.
     secret: String,
@@ -41,7 +41,7 @@ pub struct DisableRequest {
     password: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RecoveryCodes {
     recovery_codes: Vec<String>,
 }

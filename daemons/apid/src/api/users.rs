@@ -16,7 +16,7 @@ use crate::crypto;
 use crate::store::{Role, StoreError, User};
 
 /// A user as the API shows it (never the hash).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     username: String,
     role: Role,
