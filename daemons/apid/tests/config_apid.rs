@@ -173,6 +173,14 @@ async fn config_put_validates_writes_reloads_diffs_and_rolls_back_with_licensed(
     let (_, system) = env.send(Method::GET, "/api/v1/system", None).await;
     let first_digest = digest_of(&system, "licensed");
     assert_eq!(first_digest.len(), 64, "{system}");
+    let view = system["daemons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "licensed")
+        .unwrap();
+    assert_eq!(view["health"], "serving", "{system}");
+    assert_eq!(view["state"], "ready", "{system}");
 
     // Rejected by licensed itself: every issue with line:col, nothing written.
     let bad = format!("{base}\n[licence]\nmax-attempts = \"four\"\nservr-url = \"x\"\n");
@@ -440,6 +448,7 @@ async fn absent_daemons_answer_503_naming_daemon_and_socket() {
     assert_eq!(s, 200, "{v}");
     for d in v["daemons"].as_array().unwrap() {
         assert_eq!(d["state"], "unavailable", "{d}");
+        assert_eq!(d["health"], "unavailable", "{d}");
         assert!(
             d["error"].as_str().unwrap().contains("does not answer"),
             "{d}"

@@ -1,4 +1,4 @@
-//! Resources behind the other daemons' gRPC sockets: their health and `Admin.Status`
+//! Resources behind the other daemons' gRPC sockets: their `grpc.health.v1` answer and `Admin.Status`
 //! (`/api/v1/system`), the licence (`/api/v1/licence`), and their config files
 //! (`/api/v1/config/{daemon}`): read, validated write with history and reload, diff,
 //! rollback, and try-mode. A daemon whose socket does not answer gets 503
@@ -76,6 +76,28 @@ impl Api {
         let mut c = AdminClient::new(self.channel(daemon).await?);
         self.call(daemon, c.status(proto::StatusRequest {})).await
     }
+
+    /// The daemon's `grpc.health.v1` answer for the whole server: `serving`, `not_serving`,
+    /// `unknown`, or `unavailable` when it does not answer.
+    async fn health(&self, daemon: &str) -> &'static str {
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_check_response::ServingStatus;
+        let Ok(channel) = self.channel(daemon).await else {
+            return "unavailable";
+        };
+        let mut c = tonic_health::pb::health_client::HealthClient::new(channel);
+        let req = HealthCheckRequest {
+            service: String::new(),
+        };
+        match self.call(daemon, c.check(req)).await {
+            Ok(r) => match ServingStatus::try_from(r.status) {
+                Ok(ServingStatus::Serving) => "serving",
+                Ok(ServingStatus::NotServing) => "not_serving",
+                _ => "unknown",
+            },
+            Err(_) => "unavailable",
+        }
+    }
 }
 
 /// 503 `daemon_unavailable`, naming the daemon and its socket.
@@ -96,6 +118,8 @@ pub struct DaemonView {
     socket: String,
     /// `ready`, `starting`, `reloading`, `stopping`, or `unavailable`.
     state: String,
+    /// The `grpc.health.v1` status: `serving`, `not_serving`, `unknown` or `unavailable`.
+    health: &'static str,
     version: String,
     uptime_seconds: u64,
     status_text: String,
@@ -115,6 +139,7 @@ pub async fn daemon_views(api: &Api) -> Vec<DaemonView> {
                 name,
                 socket,
                 state: s.state,
+                health: api.health(name).await,
                 version: s.version,
                 uptime_seconds: s.uptime_seconds,
                 status_text: s.status_text,
@@ -126,6 +151,7 @@ pub async fn daemon_views(api: &Api) -> Vec<DaemonView> {
                 name,
                 socket,
                 state: "unavailable".into(),
+                health: "unavailable",
                 version: String::new(),
                 uptime_seconds: 0,
                 status_text: String::new(),
