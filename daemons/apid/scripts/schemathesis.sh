@@ -21,13 +21,15 @@ DIR=$(mktemp -d)
 PID=
 LPID=
 cleanup() {
-  [ -n "$PID" ] && kill "$PID" 2>/dev/null
-  [ -n "$LPID" ] && kill "$LPID" 2>/dev/null
+  for p in $PID $LPID; do kill "$p" 2>/dev/null || true; done
+  # Wait for both to exit, so nothing still writes while the directory is removed.
+  for p in $PID $LPID; do wait "$p" 2>/dev/null || true; done
   # A panic or error line of either daemon is shown, whatever schemathesis said.
   grep -hE 'panicked|ERROR' "$DIR"/*.log >&2 || true
-  rm -rf "$DIR"
+  rm -rf "$DIR" || true
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 1' INT TERM
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$DIR/run" "$DIR/etc"
