@@ -1,0 +1,9 @@
+//! rookery-packetd: the packet tester of the appliance.
+//!
+//! Today it runs an in-kernel STAMP Session-Reflector (RFC 8762, stateless, RFC 8972 SSID) and a
+//! UDP echo as one XDP program (`ebpf/packetd/packetd.bpf.c`, loaded by [`xdp`]), with its
+//! counters exported as `rookery_packetd_*` metrics. [`clock`] keeps the program's timestamps on
+//! UTC and its Error Estimate honest.
+
+pub mod clock;
+pub mod xdp;

@@ -1,0 +1,266 @@
+//! The XDP side of packetd: loads `ebpf/packetd/packetd.bpf.c` (compiled by `build.rs`), fills
+//! its configuration map, attaches it to interfaces (native mode first, generic as fallback)
+//! and reads its per-CPU counters.
+
+use std::time::Duration;
+
+use aya::maps::{Array, MapData, PerCpuArray};
+use aya::programs::{Xdp, XdpMode};
+use aya::{Ebpf, Pod};
+
+/// The compiled XDP object, embedded at build time (never empty: `build.rs` fails instead).
+pub static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/packetd.bpf.o"));
+
+/// Name of the XDP function in the object.
+const PROGRAM: &str = "packetd";
+
+/// Mirror of `struct packetd_cfg` in `packetd.bpf.c`: keep the layouts identical.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// `CLOCK_REALTIME - CLOCK_TAI` in nanoseconds.
+    pub utc_minus_tai_ns: i64,
+    /// RFC 8762 Error Estimate (host order).
+    pub error_estimate: u16,
+    /// STAMP port; 0 disables the reflector.
+    pub stamp_port: u16,
+    /// Echo port; 0 disables echo.
+    pub echo_port: u16,
+    /// Padding, always 0.
+    pub pad: u16,
+}
+
+// SAFETY: `XdpConfig` is `repr(C)`, has no padding bytes (8 + 4 * 2) and every bit pattern is valid.
+unsafe impl Pod for XdpConfig {}
+
+/// The counters of the XDP program, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// STAMP test packets answered.
+    pub reflected: u64,
+    /// UDP echo packets answered.
+    pub echoed: u64,
+    /// Packets to a served port that were not answered because they were malformed.
+    pub malformed: u64,
+    /// Packets passed to the kernel stack untouched.
+    pub passed: u64,
+}
+
+/// How the program ended up attached to one interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Driver (native) XDP.
+    Native,
+    /// Generic (skb) XDP.
+    Skb,
+}
+
+impl AttachMode {
+    /// The name used in config and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Skb => "skb",
+        }
+    }
+}
+
+/// Which attach modes to try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModePolicy {
+    /// Native only.
+    Native,
+    /// Generic only.
+    Skb,
+    /// Native, then generic when native fails.
+    Auto,
+}
+
+/// Why the XDP program could not be loaded or attached.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    /// The embedded object was rejected (bad ELF, BTF, or maps the kernel refused).
+    #[error("cannot load the embedded XDP object")]
+    Load(#[source] aya::EbpfError),
+    /// The object lacks a program or map this code expects.
+    #[error("the XDP object has no {0}")]
+    Missing(&'static str),
+    /// The verifier or the kernel refused the program.
+    #[error("the kernel refused the XDP program")]
+    Program(#[source] aya::programs::ProgramError),
+    /// A map could not be opened, read or written.
+    #[error("cannot access XDP map {name}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// Attaching failed in every mode the policy allows.
+    #[error("cannot attach XDP to interface \"{iface}\"; check [xdp].interfaces and [xdp].mode")]
+    Attach {
+        /// Interface name.
+        iface: String,
+        /// The last attach error.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+}
+
+/// One attachment made by [`Reflector::attach`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    /// Interface name.
+    pub iface: String,
+    /// Mode that worked.
+    pub mode: AttachMode,
+    /// Why native mode failed, when it was tried and generic was used instead.
+    pub native_error: Option<String>,
+}
+
+/// The loaded XDP reflector. Dropping it detaches the program from every interface.
+pub struct Reflector {
+    ebpf: Ebpf,
+    config: XdpConfig,
+}
+
+impl Reflector {
+    /// Loads the program into the kernel (not yet attached) with the given ports.
+    pub fn load(stamp_port: u16, echo_port: u16) -> Result<Self, XdpError> {
+        let mut ebpf = Ebpf::load(OBJECT).map_err(XdpError::Load)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(XdpError::Missing("program packetd"))?
+            .try_into()
+            .map_err(XdpError::Program)?;
+        prog.load().map_err(XdpError::Program)?;
+        let clock = crate::clock::now_state();
+        let mut this = Self {
+            ebpf,
+            config: XdpConfig {
+                utc_minus_tai_ns: clock.utc_minus_tai_ns,
+                error_estimate: clock.error_estimate,
+                stamp_port,
+                echo_port,
+                pad: 0,
+            },
+        };
+        this.write_config()?;
+        Ok(this)
+    }
+
+    fn write_config(&mut self) -> Result<(), XdpError> {
+        let name = "packetd_cfg";
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(XdpError::Missing("map packetd_cfg"))?;
+        let mut arr: Array<&mut MapData, XdpConfig> =
+            Array::try_from(map).map_err(|source| XdpError::Map { name, source })?;
+        arr.set(0, self.config, 0)
+            .map_err(|source| XdpError::Map { name, source })
+    }
+
+    /// Re-reads the clock offset and error estimate and pushes them to the program (call it
+    /// periodically: the kernel's error bound and the TAI offset change over time).
+    pub fn refresh_clock(&mut self) -> Result<(), XdpError> {
+        let clock = crate::clock::now_state();
+        self.config.utc_minus_tai_ns = clock.utc_minus_tai_ns;
+        self.config.error_estimate = clock.error_estimate;
+        self.write_config()
+    }
+
+    /// Attaches to `iface` following `policy`.
+    pub fn attach(&mut self, iface: &str, policy: ModePolicy) -> Result<Attached, XdpError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or(XdpError::Missing("program packetd"))?
+            .try_into()
+            .map_err(XdpError::Program)?;
+        let attach_err = |source| XdpError::Attach {
+            iface: iface.to_owned(),
+            source,
+        };
+        match policy {
+            ModePolicy::Native => prog
+                .attach(iface, XdpMode::Driver)
+                .map(|_| Attached {
+                    iface: iface.to_owned(),
+                    mode: AttachMode::Native,
+                    native_error: None,
+                })
+                .map_err(attach_err),
+            ModePolicy::Skb => prog
+                .attach(iface, XdpMode::Skb)
+                .map(|_| Attached {
+                    iface: iface.to_owned(),
+                    mode: AttachMode::Skb,
+                    native_error: None,
+                })
+                .map_err(attach_err),
+            ModePolicy::Auto => match prog.attach(iface, XdpMode::Driver) {
+                Ok(_) => Ok(Attached {
+                    iface: iface.to_owned(),
+                    mode: AttachMode::Native,
+                    native_error: None,
+                }),
+                Err(native) => {
+                    let reason = error_chain(&native);
+                    prog.attach(iface, XdpMode::Skb)
+                        .map(|_| Attached {
+                            iface: iface.to_owned(),
+                            mode: AttachMode::Skb,
+                            native_error: Some(reason),
+                        })
+                        .map_err(attach_err)
+                }
+            },
+        }
+    }
+
+    /// The counters summed over all CPUs.
+    pub fn counters(&self) -> Result<Counters, XdpError> {
+        let name = "packetd_counters";
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or(XdpError::Missing("map packetd_counters"))?;
+        let arr: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|source| XdpError::Map { name, source })?;
+        let mut sums = [0_u64; 4];
+        for (i, sum) in sums.iter_mut().enumerate() {
+            let idx = u32::try_from(i).unwrap_or(0);
+            let values = arr
+                .get(&idx, 0)
+                .map_err(|source| XdpError::Map { name, source })?;
+            *sum = values.iter().copied().fold(0_u64, u64::wrapping_add);
+        }
+        Ok(Counters {
+            reflected: sums[0],
+            echoed: sums[1],
+            malformed: sums[2],
+            passed: sums[3],
+        })
+    }
+
+    /// The configuration last written to the program.
+    pub fn config(&self) -> XdpConfig {
+        self.config
+    }
+
+    /// How often [`Reflector::refresh_clock`] should run.
+    pub const CLOCK_REFRESH: Duration = Duration::from_secs(1);
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        cur = e.source();
+    }
+    s
+}
