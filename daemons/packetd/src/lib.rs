@@ -1,9 +1,15 @@
 //! rookery-packetd: the packet tester of the appliance.
 //!
 //! Today it runs an in-kernel STAMP Session-Reflector (RFC 8762, stateless, RFC 8972 SSID) and a
-//! UDP echo as one XDP program (`ebpf/packetd/packetd.bpf.c`, loaded by [`xdp`]), with its
-//! counters exported as `rookery_packetd_*` metrics. [`clock`] keeps the program's timestamps on
-//! UTC and its Error Estimate honest.
+//! UDP echo as one XDP program (`ebpf/packetd/packetd.bpf.c`, loaded by [`xdp`]) on the
+//! interfaces listed in `packetd.toml` ([`config`]), with its counters exported as
+//! `rookery_packetd_*` metrics ([`app`]). [`clock`] keeps the program's timestamps on UTC and
+//! its Error Estimate honest.
 
+pub mod app;
 pub mod clock;
+pub mod config;
+pub mod events;
 pub mod xdp;
+
+pub use config::Config;

@@ -1,0 +1,185 @@
+//! `packetd.toml`: the interfaces the XDP reflector attaches to, its attach mode and ports.
+//!
+//! Every field has a compiled default (`Config::default()`), documented key by key in the
+//! repository's `etc/rookery/packetd.toml`. Loading, layering and error reporting are done by
+//! `rookery_common::config`; this module only declares the schema and its semantic checks.
+
+use std::collections::BTreeSet;
+
+use rookery_common::config::{DaemonConfig, GrpcSection, Invalid, MetricsSection, StateSection};
+use serde::{Deserialize, Serialize};
+
+use crate::xdp::ModePolicy;
+
+/// STAMP's well-known port (RFC 8762 §4.1).
+pub const DEFAULT_STAMP_PORT: u16 = 862;
+/// UDP echo port of the appliance (DESIGN.md).
+pub const DEFAULT_ECHO_PORT: u16 = 2000;
+/// Loopback `/healthz` + `/metrics` port of packetd (DESIGN.md).
+pub const DEFAULT_METRICS_PORT: u16 = 9111;
+
+/// The whole `packetd.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    pub xdp: XdpSection,
+    pub grpc: GrpcSection,
+    pub metrics: MetricsSection,
+    pub state: StateSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            xdp: XdpSection::default(),
+            grpc: GrpcSection::for_daemon(Self::DAEMON),
+            metrics: MetricsSection::loopback(DEFAULT_METRICS_PORT),
+            state: StateSection::for_daemon(Self::DAEMON),
+        }
+    }
+}
+
+/// Attach mode of the XDP program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Driver mode only; an interface without native XDP is an error.
+    Native,
+    /// Generic (skb) mode only: works on every interface, slower.
+    Skb,
+    /// Native, falling back to generic with the reason logged.
+    Auto,
+}
+
+impl Mode {
+    /// The loader's policy for this mode.
+    pub fn policy(self) -> ModePolicy {
+        match self {
+            Self::Native => ModePolicy::Native,
+            Self::Skb => ModePolicy::Skb,
+            Self::Auto => ModePolicy::Auto,
+        }
+    }
+}
+
+/// `[xdp]`: where and how the in-kernel STAMP reflector and echo run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct XdpSection {
+    /// Interfaces to attach to; empty = the reflector is off (nothing is answered).
+    pub interfaces: Vec<String>,
+    /// `native`, `skb` or `auto`.
+    pub mode: Mode,
+    /// UDP port of the STAMP Session-Reflector.
+    pub stamp_port: u16,
+    /// UDP port of the echo service; 0 = echo off.
+    pub echo_port: u16,
+}
+
+impl Default for XdpSection {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            mode: Mode::Auto,
+            stamp_port: DEFAULT_STAMP_PORT,
+            echo_port: DEFAULT_ECHO_PORT,
+        }
+    }
+}
+
+/// Linux interface names: 1 to 15 bytes, no `/`, whitespace or NUL (`dev_valid_name`).
+fn interface_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > 15 {
+        Some("must be 1 to 15 bytes long")
+    } else if name == "." || name == ".." {
+        Some("is not a valid interface name")
+    } else if name
+        .bytes()
+        .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
+    {
+        Some("must not contain '/', ':', whitespace or NUL")
+    } else {
+        None
+    }
+}
+
+impl DaemonConfig for Config {
+    const DAEMON: &'static str = "packetd";
+
+    fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        let x = &self.xdp;
+        let mut seen = BTreeSet::new();
+        for (i, name) in x.interfaces.iter().enumerate() {
+            if let Some(problem) = interface_name_problem(name) {
+                out.push(Invalid::new(
+                    format!("xdp.interfaces[{i}]"),
+                    format!("\"{name}\" {problem} (expected an interface name like \"eth0\")"),
+                ));
+            } else if !seen.insert(name.as_str()) {
+                out.push(Invalid::new(
+                    format!("xdp.interfaces[{i}]"),
+                    format!("\"{name}\" is listed twice"),
+                ));
+            }
+        }
+        if x.stamp_port == 0 {
+            out.push(Invalid::new(
+                "xdp.stamp-port",
+                "must not be 0 (expected 1 to 65535, usually 862)",
+            ));
+        }
+        if x.echo_port != 0 && x.echo_port == x.stamp_port {
+            out.push(Invalid::new(
+                "xdp.echo-port",
+                format!(
+                    "{} is also the stamp-port (expected another port, or 0 for no echo)",
+                    x.echo_port
+                ),
+            ));
+        }
+        out.extend(self.grpc.validate("grpc"));
+        out.extend(self.metrics.validate("metrics"));
+        out.extend(self.state.validate("state"));
+        out
+    }
+
+    fn grpc(&self) -> &GrpcSection {
+        &self.grpc
+    }
+
+    fn metrics(&self) -> &MetricsSection {
+        &self.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        assert!(Config::default().validate().is_empty());
+        let mut c = Config::default();
+        c.xdp.interfaces = vec![
+            "eth0".into(),
+            "eth0".into(),
+            "a/b".into(),
+            "waytoolonginterface".into(),
+        ];
+        c.xdp.stamp_port = 2000;
+        let keys: Vec<String> = c.validate().into_iter().map(|i| i.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "xdp.interfaces[1]",
+                "xdp.interfaces[2]",
+                "xdp.interfaces[3]",
+                "xdp.echo-port"
+            ]
+        );
+        c = Config::default();
+        c.xdp.stamp_port = 0;
+        assert_eq!(c.validate()[0].key, "xdp.stamp-port");
+    }
+}
