@@ -17,6 +17,7 @@ help:
 # Idempotent installer of what a fresh Debian machine lacks (needs root the first time).
 deps:
 	bash scripts/install-build-deps.sh
+	bash scripts/install-probed-test-deps.sh
 
 build: deps
 	$(CARGO) build --workspace --locked
@@ -50,3 +51,5 @@ ci-selftest-fail:
 
 test: deps fmt-check clippy doc test-rust lockfile-check test-ci-script
 	@echo "make test: all steps passed"
+
+include image/image.mk

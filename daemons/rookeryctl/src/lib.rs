@@ -47,6 +47,23 @@ pub enum Command {
     /// The licence.
     #[command(subcommand)]
     Licence(LicenceCommand),
+    /// Console users (apid's database).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// `user` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Console recovery: set a new random password for NAME (printed once), force a change at
+    /// the next login, clear the lockout and end the user's sessions.
+    ResetPassword {
+        /// The user.
+        name: String,
+        /// apid's state directory.
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/rookery/apid")]
+        state_dir: PathBuf,
+    },
 }
 
 /// `config` subcommands.
@@ -83,6 +100,28 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Config(ConfigCommand::Check { daemon }) => config_check(&cli.config_dir, &daemon),
         Command::Status { daemons } => status(&cli.run_dir, &daemons).await,
         Command::Licence(cmd) => licence(&cli.run_dir, cmd).await,
+        Command::User(UserCommand::ResetPassword { name, state_dir }) => {
+            reset_password(&state_dir, &name)
+        }
+    }
+}
+
+fn reset_password(state_dir: &Path, name: &str) -> u8 {
+    match rookery_apid::bootstrap::reset_password(state_dir, name) {
+        Ok(password) => {
+            println!("new password for {name}: {password}");
+            println!(
+                "(it must be changed at the next login; the user's sessions and refresh tokens were ended)"
+            );
+            0
+        }
+        Err(err) => {
+            print_error(&format!(
+                "cannot reset the password of {name}: {}",
+                rookery_common::error_chain(&err)
+            ));
+            1
+        }
     }
 }
 

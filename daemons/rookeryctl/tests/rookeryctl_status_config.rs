@@ -160,3 +160,42 @@ fn config_check_prints_the_daemon_report_and_exits_78() {
     ]);
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn user_reset_password_sets_a_new_password_that_must_be_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("apid");
+    std::fs::create_dir_all(&state).unwrap();
+    let first = tmp.path().join("initial-admin");
+    std::fs::write(&first, "username=admin\npassword=Original-Passw0rd-1\n").unwrap();
+    {
+        let store = rookery_apid::store::Store::open(&state).unwrap();
+        rookery_apid::bootstrap::create_initial_admin(&store, &first).unwrap();
+    }
+    let state_s = state.to_str().unwrap();
+    let (code, out, _) = rookeryctl(&["user", "reset-password", "admin", "--state-dir", state_s]);
+    assert_eq!(code, 0, "{out}");
+    let password = out
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("new password for admin: ")
+        .unwrap()
+        .to_owned();
+    assert!(password.len() >= 12, "{out}");
+    let store = rookery_apid::store::Store::open(&state).unwrap();
+    let user = store.user_by_name("admin").unwrap().unwrap();
+    assert!(rookery_apid::crypto::verify_password(
+        &password,
+        &user.password_hash
+    ));
+    assert!(!rookery_apid::crypto::verify_password(
+        "Original-Passw0rd-1",
+        &user.password_hash
+    ));
+    assert!(user.must_change_password);
+
+    let (code, _, err) = rookeryctl(&["user", "reset-password", "nobody", "--state-dir", state_s]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot reset the password of nobody"), "{err}");
+}
