@@ -696,6 +696,7 @@ fn sample_body(method: &Method, path: &str) -> Option<Value> {
         ("POST", "/api/v1/config/{daemon}/rollback") => Some(json!({"history_id": 1})),
         ("PUT", "/api/v1/licence/key") => Some(json!({"key": "PENG-0000-0000-0000-0000-0000"})),
         ("POST", "/api/v1/api-keys") => Some(json!({"name": "ci", "role": "viewer"})),
+        ("POST", "/api/v1/probes/run") => Some(json!({"target": "web"})),
         _ => None,
     }
 }

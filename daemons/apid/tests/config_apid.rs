@@ -2,6 +2,7 @@
 //! dir: validation issues with line:col as a 422, a valid PUT written + reloaded + in history,
 //! diff, rollback, try-mode (kept when healthy; reverted against a daemon that never gets
 //! healthy), the licence routes, and 503 `daemon_unavailable` for a daemon that is absent.
+//! Also the probe routes against a real in-process `rookery-probed`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -419,6 +420,12 @@ async fn absent_daemons_answer_503_naming_daemon_and_socket() {
             Some(json!({"history_id": 1})),
         ),
         (Method::GET, "/api/v1/licence", None),
+        (Method::GET, "/api/v1/probes/targets", None),
+        (
+            Method::POST,
+            "/api/v1/probes/run",
+            Some(json!({"target": "web"})),
+        ),
     ] {
         let (s, v) = env.send(m, p, body).await;
         if p.ends_with("rollback") {
@@ -431,6 +438,8 @@ async fn absent_daemons_answer_503_naming_daemon_and_socket() {
         let msg = v["message"].as_str().unwrap();
         let daemon = if p.contains("packetd") {
             "packetd"
+        } else if p.contains("probes") {
+            "probed"
         } else {
             "licensed"
         };
@@ -456,4 +465,151 @@ async fn absent_daemons_answer_503_naming_daemon_and_socket() {
     }
     let (s, v) = env.send(Method::GET, "/api/v1/config/apid", None).await;
     assert_eq!(s, 404, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_list_targets_results_and_run_now_through_a_real_probed() {
+    use reqwest::Method;
+    let env = start_apid().await;
+    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = up.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = up.accept().await {
+            drop(s);
+        }
+    });
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let file = env.path("etc/probed.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[grpc]\nsocket = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
+             [state]\ndirectory = \"{}\"\n[modules.tcp]\nprober = \"tcp\"\ntimeout = \"1s\"\n\
+             [[targets]]\nname = \"up\"\nmodule = \"tcp\"\naddress = \"{up_addr}\"\ninterval = \"1s\"\n",
+            env.path("run/probed.sock").display(),
+            env.path("probed-state").display()
+        ),
+    )
+    .unwrap();
+    let control = Control::default();
+    tokio::spawn(rookery_probed::app::run(
+        Sources::new("probed", Some(&file), Vec::new()),
+        control.clone(),
+    ));
+    wait_for_socket(&env.path("run/probed.sock")).await;
+
+    // Targets, with the last result once probed (interval 1 s).
+    let mut last = Value::Null;
+    for _ in 0..50 {
+        let (s, v) = env.send(Method::GET, "/api/v1/probes/targets", None).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+        assert_eq!(v[0]["name"], "up", "{v}");
+        assert_eq!(v[0]["prober"], "tcp", "{v}");
+        last = v[0]["last"].clone();
+        if !last.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last["success"], true, "{last}");
+
+    // Stored results (written in batches), filtered by target.
+    let mut found = false;
+    for _ in 0..50 {
+        let (s, v) = env
+            .send(
+                Method::GET,
+                "/api/v1/probes/results?target=up&limit=5",
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        if let Some(first) = v.as_array().unwrap().first() {
+            assert_eq!(first["target"], "up", "{v}");
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "no stored result");
+    let (s, v) = env
+        .send(Method::GET, "/api/v1/probes/results?limit=0", None)
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = env
+        .send(Method::GET, "/api/v1/probes/tier-events", None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v.is_array(), "{v}");
+
+    // Run now: by target, by module + address (refused), unknown target 404, bad module 422.
+    let (s, v) = env
+        .send(
+            Method::POST,
+            "/api/v1/probes/run",
+            Some(json!({"target": "up"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["success"], true, "{v}");
+    assert!(
+        v["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["phase"] == "connect"),
+        "{v}"
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (s, v) = env
+        .send(
+            Method::POST,
+            "/api/v1/probes/run",
+            Some(json!({"module": "tcp", "address": closed.to_string()})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["success"], false, "{v}");
+    let (s, v) = env
+        .send(
+            Method::POST,
+            "/api/v1/probes/run",
+            Some(json!({"target": "nope"})),
+        )
+        .await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(v["error"], "not_found", "{v}");
+    let (s, v) = env
+        .send(
+            Method::POST,
+            "/api/v1/probes/run",
+            Some(json!({"module": "nope", "address": "127.0.0.1:1"})),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    let (s, v) = env
+        .send(Method::POST, "/api/v1/probes/run", Some(json!({})))
+        .await;
+    assert_eq!(s, 422, "{v}");
+    // Every run is audited (the audit route is admin-only; mia is a maintainer).
+    let runs = env
+        .running
+        .api
+        .store
+        .audit_query(&rookery_apid::store::AuditFilter::default(), 1000, 0)
+        .unwrap()
+        .0
+        .into_iter()
+        .filter(|e| e.action == "probes.run" && e.user == "mia")
+        .count();
+    assert_eq!(runs, 4);
+    control.shutdown.cancel();
 }

@@ -41,7 +41,7 @@ impl Api {
         self.daemons.config_dir.join(format!("{daemon}.toml"))
     }
 
-    async fn channel(&self, daemon: &str) -> Result<Channel, ApiError> {
+    pub(super) async fn channel(&self, daemon: &str) -> Result<Channel, ApiError> {
         let socket = self.socket(daemon);
         let connect = rookery_common::grpc::connect(&socket);
         match tokio::time::timeout(self.daemons.rpc_timeout, connect).await {
@@ -55,13 +55,16 @@ impl Api {
         }
     }
 
-    async fn call<T, F>(&self, daemon: &str, fut: F) -> Result<T, ApiError>
+    pub(super) async fn call<T, F>(&self, daemon: &str, fut: F) -> Result<T, ApiError>
     where
         F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let socket = self.socket(daemon);
         match tokio::time::timeout(self.daemons.rpc_timeout, fut).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(status)) if status.code() == tonic::Code::NotFound => Err(ApiError::not_found(
+                format!("{daemon}: {}", status.message()),
+            )),
             Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_argument",

@@ -13,6 +13,7 @@ mod daemons;
 mod extract;
 mod keys;
 pub mod openapi;
+mod probes;
 mod system;
 mod totp;
 mod users;
@@ -118,6 +119,26 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
         Access::Min(Role::Viewer),
     ),
     (Method::GET, "/api/v1/system", Access::Min(Role::Viewer)),
+    (
+        Method::GET,
+        "/api/v1/probes/targets",
+        Access::Min(Role::Viewer),
+    ),
+    (
+        Method::GET,
+        "/api/v1/probes/results",
+        Access::Min(Role::Viewer),
+    ),
+    (
+        Method::GET,
+        "/api/v1/probes/tier-events",
+        Access::Min(Role::Viewer),
+    ),
+    (
+        Method::POST,
+        "/api/v1/probes/run",
+        Access::Min(Role::Maintainer),
+    ),
     (Method::GET, "/api/v1/users", Access::Min(Role::Admin)),
     (Method::POST, "/api/v1/users", Access::Min(Role::Admin)),
     (
@@ -402,6 +423,10 @@ pub fn router(api: Arc<Api>, body_limit: usize) -> axum::Router {
         .route("/api/v1/api-keys", get(keys::list).post(keys::create))
         .route("/api/v1/api-keys/{id}", axum::routing::delete(keys::revoke))
         .route("/api/v1/system", get(system::system))
+        .route("/api/v1/probes/targets", get(probes::targets))
+        .route("/api/v1/probes/results", get(probes::results))
+        .route("/api/v1/probes/tier-events", get(probes::tier_events))
+        .route("/api/v1/probes/run", post(probes::run))
         .route("/api/v1/users", get(users::list).post(users::create))
         .route(
             "/api/v1/users/{name}",

@@ -47,6 +47,7 @@ fn body_of(method: &axum::http::Method, path: &str) -> Option<&'static str> {
         ("PUT", "/api/v1/licence/key") => "SetKey",
         ("PUT", "/api/v1/config/{daemon}") => "PutConfig",
         ("POST", "/api/v1/config/{daemon}/rollback") => "RollbackRequest",
+        ("POST", "/api/v1/probes/run") => "RunRequest",
         _ => return None,
     })
 }
@@ -92,6 +93,10 @@ pub fn answer_of(method: &axum::http::Method, path: &str) -> Answer {
         ("GET", "/api/v1/api-keys") => Answer::Many("KeyView"),
         ("POST", "/api/v1/api-keys") => Answer::One("CreatedKey"),
         ("GET", "/api/v1/system") => Answer::One("SystemView"),
+        ("GET", "/api/v1/probes/targets") => Answer::Many("TargetView"),
+        ("GET", "/api/v1/probes/results") => Answer::Many("ResultView"),
+        ("GET", "/api/v1/probes/tier-events") => Answer::Many("TierEventView"),
+        ("POST", "/api/v1/probes/run") => Answer::One("ResultView"),
         ("GET", "/api/v1/users") => Answer::Many("UserView"),
         ("GET" | "POST" | "PATCH", "/api/v1/users" | "/api/v1/users/{name}") => {
             Answer::One("UserView")
@@ -144,6 +149,7 @@ fn query_params(path: &str) -> &'static [&'static str] {
             "kind", "user", "action", "result", "since", "until", "format",
         ],
         "/api/v1/config/{daemon}/diff" => &["against"],
+        "/api/v1/probes/results" | "/api/v1/probes/tier-events" => &["target", "limit"],
         _ => &[],
     }
 }
@@ -225,6 +231,7 @@ pub fn document() -> OpenApi {
         }
         if path.starts_with("/api/v1/config")
             || path.starts_with("/api/v1/licence")
+            || path.starts_with("/api/v1/probes")
             || *path == "/api/v1/system"
         {
             op = op.response("503", error("the daemon does not answer on its socket"));
@@ -249,7 +256,11 @@ pub fn document() -> OpenApi {
                 "limit" => ObjectBuilder::new()
                     .schema_type(Type::Integer)
                     .minimum(Some(1))
-                    .maximum(Some(1000)),
+                    .maximum(Some(if path.starts_with("/api/v1/probes") {
+                        super::probes::MAX_LIMIT
+                    } else {
+                        1000
+                    })),
                 "offset" => ObjectBuilder::new()
                     .schema_type(Type::Integer)
                     .minimum(Some(0)),
@@ -328,6 +339,11 @@ pub fn document() -> OpenApi {
         .schema_from::<super::users::UserView>()
         .schema_from::<super::audit::Page>()
         .schema_from::<crate::store::AuditEntry>()
+        .schema_from::<super::probes::RunRequest>()
+        .schema_from::<super::probes::TargetView>()
+        .schema_from::<super::probes::ResultView>()
+        .schema_from::<super::probes::PhaseView>()
+        .schema_from::<super::probes::TierEventView>()
         .security_scheme(
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
