@@ -1,9 +1,10 @@
 #!/bin/sh
 # Fuzzes a real rookery-apid against its own OpenAPI document with schemathesis (PyPI):
 # fails on any 5xx other than 503 (the contract's answer for a daemon that is not running:
-# packetd, probed and ingestd are absent here, licensed runs for real), on any response that
+# packetd and ingestd are absent here; licensed and probed run for real), on any response that
 # breaks the document, and on a dropped connection. Needs `schemathesis` on PATH
-# (pip install schemathesis) and built binaries (cargo build -p rookery-apid -p rookery-licensed).
+# (pip install schemathesis) and built binaries
+# (cargo build -p rookery-apid -p rookery-licensed -p rookery-probed).
 #
 #   daemons/apid/scripts/schemathesis.sh [target/debug] [max-examples]
 set -eu
@@ -12,18 +13,20 @@ EXAMPLES=${2:-30}
 shift $(( $# < 2 ? $# : 2 ))
 BIN=$(realpath "$BINDIR/rookery-apid")
 LICENSED=$(realpath "$BINDIR/rookery-licensed")
+PROBED=$(realpath "$BINDIR/rookery-probed")
 command -v schemathesis >/dev/null || { echo "schemathesis not found: pip install schemathesis" >&2; exit 2; }
-for b in "$BIN" "$LICENSED"; do
-  [ -x "$b" ] || { echo "$b not built: cargo build -p rookery-apid -p rookery-licensed" >&2; exit 2; }
+for b in "$BIN" "$LICENSED" "$PROBED"; do
+  [ -x "$b" ] || { echo "$b not built: cargo build -p rookery-apid -p rookery-licensed -p rookery-probed" >&2; exit 2; }
 done
 
 DIR=$(mktemp -d)
 PID=
 LPID=
+PPID_=
 cleanup() {
-  for p in $PID $LPID; do kill "$p" 2>/dev/null || true; done
-  # Wait for both to exit, so nothing still writes while the directory is removed.
-  for p in $PID $LPID; do wait "$p" 2>/dev/null || true; done
+  for p in $PID $LPID $PPID_; do kill "$p" 2>/dev/null || true; done
+  # Wait for all to exit, so nothing still writes while the directory is removed.
+  for p in $PID $LPID $PPID_; do wait "$p" 2>/dev/null || true; done
   # A panic or error line of either daemon is shown, whatever schemathesis said.
   grep -hE 'panicked|ERROR' "$DIR"/*.log >&2 || true
   rm -rf "$DIR" || true
@@ -67,6 +70,25 @@ directory = "$DIR/licensed-state"
 TOML
 "$LICENSED" --config "$DIR/etc/licensed.toml" > "$DIR/licensed.log" 2>&1 &
 LPID=$!
+# probed probes apid's own HTTPS port over TCP (always up while the run lasts).
+cat > "$DIR/etc/probed.toml" <<TOML
+[grpc]
+socket = "$DIR/run/probed.sock"
+[metrics]
+listen = "127.0.0.1:0"
+[state]
+directory = "$DIR/probed-state"
+[modules.tcp]
+prober = "tcp"
+timeout = "1s"
+[[targets]]
+name = "apid"
+module = "tcp"
+address = "127.0.0.1:$PORT"
+interval = "2s"
+TOML
+"$PROBED" --config "$DIR/etc/probed.toml" > "$DIR/probed.log" 2>&1 &
+PPID_=$!
 "$BIN" --config "$DIR/apid.toml" > "$DIR/apid.log" 2>&1 &
 PID=$!
 BASE="https://127.0.0.1:$PORT"
@@ -88,7 +110,7 @@ KEY=$(curl -ksf "$BASE/api/v1/api-keys" -H 'content-type: application/json' \
 
 cat > "$DIR/schemathesis.toml" <<TOML
 [checks.not_a_server_error]
-# 503 daemon_unavailable is the contract for packetd, probed and ingestd, absent here.
+# 503 daemon_unavailable is the contract for packetd and ingestd, absent here.
 expected-statuses = ["2xx", "3xx", "4xx", "503"]
 TOML
 # Run from the temp dir: schemathesis writes its example database to the working directory.
