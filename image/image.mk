@@ -8,8 +8,9 @@ ARCH ?= $(HOST_ARCH)
 IMAGE_OUT := mkosi.output
 # Caches live outside the clone so fresh clones (CI) reuse them on the same machine.
 IMAGE_CACHE ?= /var/cache/rookery-mkosi
-# Daemons shipped in the image: each has daemons/<d>/systemd/rookery-<d>.service.
-IMAGE_DAEMONS := $(patsubst daemons/%/systemd,%,$(wildcard daemons/*/systemd))
+# Daemons shipped in the image: each has daemons/<d>/systemd/rookery-<d>.service. Each gets
+# its system user rookery-<d> (member of group rookery) from a generated sysusers.d file.
+IMAGE_DAEMONS := $(foreach u,$(wildcard daemons/*/systemd/rookery-*.service),$(word 2,$(subst /, ,$(u))))
 RUST_TARGET_x86-64 := x86_64-unknown-linux-gnu
 RUST_TARGET_arm64 := aarch64-unknown-linux-gnu
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER := aarch64-linux-gnu-gcc
@@ -28,13 +29,16 @@ stage-%: deps image-deps
 	$(CARGO) build --release --locked --target $(RUST_TARGET_$*) \
 	  $(foreach d,$(IMAGE_DAEMONS),-p rookery-$(d)) -p rookeryctl
 	rm -rf image/build/$*
-	install -d image/build/$*/usr/bin image/build/$*/usr/lib/systemd/system image/build/$*/etc/rookery \
+	install -d image/build/$*/usr/bin image/build/$*/usr/lib/systemd/system \
+	  image/build/$*/usr/lib/sysusers.d image/build/$*/etc/rookery \
 	  image/build/$*/usr/share/doc/rookery
 	install -m 0755 target/$(RUST_TARGET_$*)/release/rookeryctl image/build/$*/usr/bin/
 	for d in $(IMAGE_DAEMONS); do \
 	  install -m 0755 target/$(RUST_TARGET_$*)/release/rookery-$$d image/build/$*/usr/bin/; \
 	  install -m 0644 daemons/$$d/systemd/*.service image/build/$*/usr/lib/systemd/system/; \
 	  install -m 0644 etc/rookery/$$d.toml image/build/$*/etc/rookery/; \
+	  printf 'u rookery-%s - "Rookery %s" /var/lib/rookery/%s\nm rookery-%s rookery\n' $$d $$d $$d $$d \
+	    > image/build/$*/usr/lib/sysusers.d/rookery-$$d.conf; \
 	done
 	install -m 0644 docs/*.md image/build/$*/usr/share/doc/rookery/
 

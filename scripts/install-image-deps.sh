@@ -35,7 +35,7 @@ if dpkg --compare-versions "$(dpkg-query -W -f='${Version}' systemd 2>/dev/null 
 fi
 bp=("${need[@]}")
 need=()
-for p in apt dpkg debian-archive-keyring cpio zstd e2fsprogs dosfstools mtools xz-utils \
+for p in apt dpkg debian-archive-keyring kmod cpio zstd e2fsprogs dosfstools mtools xz-utils \
          ovmf qemu-efi-aarch64 binfmt-support \
          gcc-aarch64-linux-gnu libc6-dev-arm64-cross openssl socat; do
   want "$p"

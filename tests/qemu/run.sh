@@ -14,7 +14,10 @@ arches=${*:-x86-64 arm64}
 match=${ROOKERY_QEMU_MATCH:-}
 timeout=${ROOKERY_QEMU_TIMEOUT:-600}
 work=$(mktemp -d /var/tmp/rookery-qemu.XXXXXX)
-trap 'pkill -f "$work/" 2>/dev/null; rm -rf "$work"' EXIT
+# Guest reports (with the journal sent after a failure) and consoles of failed boots are kept here.
+artifacts=${ROOKERY_QEMU_ARTIFACTS:-$out/qemu-logs}
+qemu_pid=""
+trap '[ -n "$qemu_pid" ] && kill -9 "$qemu_pid" 2>/dev/null; rm -rf "$work"' EXIT
 passed=0 failed=0
 
 result() { # name ok|fail detail
@@ -34,9 +37,9 @@ boot() {
     -device virtserialport,chardev=tst,name=org.rookery.test \
     -netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
     -smbios "type=11,value=io.systemd.credential:rookery.test.scenario=$scenarios" &
-  pid=$!
+  pid=$! qemu_pid=$!
   deadline=$(( $(date +%s) + timeout ))
-  last=${scenarios##*,}
+  last=${scenarios##*+}
   while kill -0 "$pid" 2>/dev/null; do
     if [ "$mode" = kill ] && grep -q "QEMU-TEST: pass $last" "$log"; then
       kill -9 "$pid"; break
@@ -55,11 +58,13 @@ boot() {
   wait "$pid" 2>/dev/null
   echo "boot took $(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.0f", e - s }')s" >> "$log"
   local ok=0 s
-  for s in ${scenarios//,/ }; do grep -q "QEMU-TEST: pass $s\$" "$log" || ok=1; done
+  for s in ${scenarios//+/ }; do grep -q "QEMU-TEST: pass $s\$" "$log" || ok=1; done
   if [ $ok -ne 0 ]; then
     echo "---- $log (guest report) ----"; grep -v '^JOURNAL ' "$log"
     echo "---- guest journal (last lines) ----"; grep '^JOURNAL ' "$log" | tail -n 150
     echo "---- console (last lines) ----"; tail -n 60 "$log.console"
+    mkdir -p "$artifacts" && cp "$log" "$log.console" "$artifacts/" &&
+      echo "---- saved: $artifacts/$(basename "$log") (guest report + journal) and .console ----"
   fi
   return $ok
 }
@@ -78,7 +83,7 @@ for arch in $arches; do
   echo "== $arch: $(du -h --apparent-size "$image" | cut -f1) raw, $(du -h "$image.zst" 2>/dev/null | cut -f1) compressed"
   fresh_disk "$arch" "$arch-a"
   if want ready || want reload; then
-    if boot "$arch" "$work/$arch-a.raw" "$work/$arch-a.vars" ready,reload poweroff "$work/$arch-a1.log"; then
+    if boot "$arch" "$work/$arch-a.raw" "$work/$arch-a.vars" ready+reload poweroff "$work/$arch-a1.log"; then
       grep '^INFO ' "$work/$arch-a1.log" | sed "s/^INFO /  $arch: /"
       grep '^boot took' "$work/$arch-a1.log" | sed "s/^/  $arch: first /"
       result "$arch/ready" ok "(units active and READY, exposure within limits, first-boot secrets present)"
