@@ -7,10 +7,10 @@ set -euo pipefail
 need_pkgs=()
 want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$1"); }
 
-# clang/llvm: compiles ebpf/packetd/*.bpf.c for the bpf target; libbpf-dev: bpf_helpers.h,
-# bpf_endian.h; linux-libc-dev: <linux/bpf.h> and the packet headers; libc6-dev-i386 is not
-# needed (we pass -I for asm/types.h from the multiarch include dir); iproute2 + ethtool: the
-# tests create namespaces and veth pairs and turn GRO on.
+# clang/llvm: compiles ebpf/packetd/packetd.bpf.c for the bpf target; libbpf-dev: bpf_helpers.h,
+# bpf_endian.h; linux-libc-dev + libc6-dev: <linux/bpf.h>, the packet headers and the
+# multiarch <asm/types.h>; iproute2 + ethtool: the privileged tests create namespaces and veth
+# pairs and switch off TX checksum offload on the sender side.
 for p in clang llvm libbpf-dev linux-libc-dev libc6-dev iproute2 ethtool; do
   want "$p"
 done

@@ -1,0 +1,158 @@
+//! Privileged: the real `rookery-packetd` binary run inside a network namespace with
+//! `[xdp] interfaces = ["vr"]` reflects STAMP packets sent from the peer namespace, exports the
+//! count as `rookery_packetd_xdp_packets_total{result="reflected"}`, shows the attachment in
+//! `rookery_packetd_xdp_attached`, and detaches on SIGTERM (exit 0, nothing answered after).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod netns;
+use netns::{Pair, peer_pass, require_root};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rookery-packetd");
+
+/// Kills the daemon if the test fails before stopping it.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET /metrics on the daemon's loopback listener (the caller is in the daemon's namespace).
+fn metrics() -> Option<String> {
+    let mut s = TcpStream::connect_timeout(
+        &"127.0.0.1:9111".parse().unwrap(),
+        Duration::from_millis(200),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.starts_with("HTTP/1.1 200").then_some(out)
+}
+
+fn stamp(seq: u32) -> [u8; 44] {
+    let mut p = [0_u8; 44];
+    p[0..4].copy_from_slice(&seq.to_be_bytes());
+    p
+}
+
+#[test]
+fn daemon_packetd_reflects_counts_and_detaches() {
+    require_root("daemon_packetd_reflects_counts_and_detaches");
+    let pair = Pair::new("daemon", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("packetd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[xdp]\ninterfaces = [\"vr\"]\nmode = \"auto\"\n\n[grpc]\nsocket = \"{}\"\n\n[state]\ndirectory = \"{}\"\n",
+            dir.path().join("packetd.sock").display(),
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon(
+        Command::new("ip")
+            .args(["netns", "exec", &pair.refl, BIN, "run", "--config"])
+            .arg(&cfg)
+            .env("ROOKERY_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+
+    Pair::enter(&pair.refl);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        if let Some(m) = metrics() {
+            break m;
+        }
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            let mut err = String::new();
+            daemon
+                .0
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("rookery-packetd exited {status} before serving /metrics:\n{err}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rookery-packetd did not serve /metrics within 20s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        first.contains("rookery_packetd_xdp_attached{interface=\"vr\",mode=\"native\"} 1"),
+        "{first}"
+    );
+
+    let _peer = peer_pass(&pair);
+    let sock = UdpSocket::bind(SocketAddr::new(pair.v4(2), 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let to = SocketAddr::new(pair.v4(1), 862);
+    let mut buf = [0_u8; 128];
+    for seq in 1..=3 {
+        sock.send_to(&stamp(seq), to).unwrap();
+        let (n, from) = sock
+            .recv_from(&mut buf)
+            .expect("the daemon's XDP program answers");
+        assert_eq!((n, from), (44, to));
+        assert_eq!(&buf[0..4], &seq.to_be_bytes());
+        assert_eq!(&buf[24..28], &seq.to_be_bytes());
+    }
+
+    Pair::enter(&pair.refl);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = metrics().unwrap_or_default();
+        if m.contains("rookery_packetd_xdp_packets_total{result=\"reflected\"} 3") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reflected counter never reached 3:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.0.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rookery-packetd did not stop within 10s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit after SIGTERM: {status}");
+
+    Pair::enter(&pair.send);
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    sock.send_to(&stamp(9), to).unwrap();
+    assert!(
+        sock.recv_from(&mut buf).is_err(),
+        "a stopped daemon must leave nothing attached"
+    );
+}

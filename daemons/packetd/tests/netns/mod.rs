@@ -1,0 +1,145 @@
+//! Network namespaces and veth pairs for the privileged packetd tests.
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of these helpers"
+)]
+
+use std::fs::File;
+use std::net::IpAddr;
+use std::process::Command;
+
+use nix::sched::{CloneFlags, setns};
+use rookery_packetd::xdp::{ModePolicy, Reflector};
+
+pub fn require_root(test: &str) {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "{test}: needs root (network namespaces, veth, XDP); run the packetd tests as root"
+    );
+}
+
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip(8) runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn in_ns(ns: &str, cmd: &[&str]) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .output()
+        .expect("ip netns exec runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?} in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two namespaces joined by a veth pair: `vr` (10.77.N.1, fd00:77:N::1) in the reflector
+/// namespace, `vs` (10.77.N.2, fd00:77:N::2) in the sender namespace. Removed on drop.
+pub struct Pair {
+    pub refl: String,
+    pub send: String,
+    pub n: u8,
+}
+
+impl Pair {
+    pub fn new(tag: &str, n: u8) -> Self {
+        let pid = std::process::id();
+        let refl = format!("pkd-{tag}-r-{pid}");
+        let send = format!("pkd-{tag}-s-{pid}");
+        let _ = Command::new("ip").args(["netns", "del", &refl]).status();
+        let _ = Command::new("ip").args(["netns", "del", &send]).status();
+        ip(&["netns", "add", &refl]);
+        let pair = Self { refl, send, n };
+        ip(&["netns", "add", &pair.send]);
+        ip(&[
+            "-n",
+            &pair.refl,
+            "link",
+            "add",
+            "vr",
+            "numtxqueues",
+            "2",
+            "numrxqueues",
+            "2",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vs",
+            "netns",
+            &pair.send,
+            "numtxqueues",
+            "2",
+            "numrxqueues",
+            "2",
+        ]);
+        for (ns, dev, host) in [(&pair.refl, "vr", 1), (&pair.send, "vs", 2)] {
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.77.{n}.{host}/24"),
+                "dev",
+                dev,
+            ]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("fd00:77:{n}::{host}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        // The sender sends full checksums, as a real NIC delivers them to the reflector.
+        in_ns(&pair.send, &["ethtool", "-K", "vs", "tx", "off"]);
+        pair
+    }
+
+    pub fn enter(ns: &str) {
+        let f = File::open(format!("/var/run/netns/{ns}")).expect("netns file exists");
+        setns(f, CloneFlags::CLONE_NEWNET).expect("setns works as root");
+    }
+
+    pub fn v4(&self, host: u8) -> IpAddr {
+        format!("10.77.{}.{host}", self.n).parse().unwrap()
+    }
+
+    pub fn v6(&self, host: u8) -> IpAddr {
+        format!("fd00:77:{}::{host}", self.n).parse().unwrap()
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.refl])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.send])
+            .status();
+    }
+}
+
+/// Enters the sender namespace and attaches the program with both ports off (pass-all) to
+/// `vs`: a veth only takes XDP_TX frames from its peer when it runs NAPI, which an XDP program
+/// guarantees (GRO alone did not deliver them on this kernel).
+pub fn peer_pass(pair: &Pair) -> Reflector {
+    Pair::enter(&pair.send);
+    let mut pass = Reflector::load(0, 0).expect("XDP object loads");
+    pass.attach("vs", ModePolicy::Native)
+        .expect("native XDP attaches on veth");
+    pass
+}
