@@ -2,6 +2,8 @@
 //! `[xdp] interfaces = ["vr"]` reflects STAMP packets sent from the peer namespace, exports the
 //! count as `rookery_packetd_xdp_packets_total{result="reflected"}`, shows the attachment in
 //! `rookery_packetd_xdp_attached`, and detaches on SIGTERM (exit 0, nothing answered after).
+//! It runs as uid/gid 65534 with exactly the unit's capabilities (CAP_BPF, CAP_NET_ADMIN), so
+//! a privilege the unit lacks makes this test fail.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -54,6 +56,11 @@ fn daemon_packetd_reflects_counts_and_detaches() {
     require_root("daemon_packetd_reflects_counts_and_detaches");
     let pair = Pair::new("daemon", 3);
     let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     let cfg = dir.path().join("packetd.toml");
     std::fs::write(
         &cfg,
@@ -66,7 +73,20 @@ fn daemon_packetd_reflects_counts_and_detaches() {
     .unwrap();
     let mut daemon = Daemon(
         Command::new("ip")
-            .args(["netns", "exec", &pair.refl, BIN, "run", "--config"])
+            .args([
+                "netns",
+                "exec",
+                &pair.refl,
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+            ])
+            .args(["--clear-groups", "--inh-caps=-all,+bpf,+net_admin"])
+            .args([
+                "--ambient-caps=-all,+bpf,+net_admin",
+                "--bounding-set=-all,+bpf,+net_admin",
+            ])
+            .args([BIN, "run", "--config"])
             .arg(&cfg)
             .env("ROOKERY_LOG", "info")
             .stdout(Stdio::null())
