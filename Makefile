@@ -18,6 +18,7 @@ help:
 deps:
 	bash scripts/install-build-deps.sh
 	bash scripts/install-probed-test-deps.sh
+	bash scripts/install-packetd-build-deps.sh
 
 build: deps
 	$(CARGO) build --workspace --locked
