@@ -9,12 +9,15 @@ use std::collections::BTreeSet;
 use rookery_common::config::{DaemonConfig, GrpcSection, Invalid, MetricsSection, StateSection};
 use serde::{Deserialize, Serialize};
 
-use crate::xdp::ModePolicy;
+use crate::allow::Prefix;
+use crate::xdp::{ALLOW_MAX, ModePolicy};
 
 /// STAMP's well-known port (RFC 8762 §4.1).
 pub const DEFAULT_STAMP_PORT: u16 = 862;
 /// UDP echo port of the appliance (DESIGN.md).
 pub const DEFAULT_ECHO_PORT: u16 = 2000;
+/// Default per-source reply bound (replies per second per source address).
+pub const DEFAULT_MAX_PPS_PER_SOURCE: u32 = 10_000;
 /// Loopback `/healthz` + `/metrics` port of packetd (DESIGN.md).
 pub const DEFAULT_METRICS_PORT: u16 = 9111;
 
@@ -47,17 +50,20 @@ pub enum Mode {
     Native,
     /// Generic (skb) mode only: works on every interface, slower.
     Skb,
-    /// Native, falling back to generic with the reason logged.
+    /// Native, falling back to generic, then to the userspace reflector, with the reason logged.
     Auto,
+    /// The userspace reflector on UDP sockets only (no XDP).
+    Userspace,
 }
 
 impl Mode {
-    /// The loader's policy for this mode.
-    pub fn policy(self) -> ModePolicy {
+    /// The loader's policy for this mode (`None`: no XDP at all).
+    pub fn policy(self) -> Option<ModePolicy> {
         match self {
-            Self::Native => ModePolicy::Native,
-            Self::Skb => ModePolicy::Skb,
-            Self::Auto => ModePolicy::Auto,
+            Self::Native => Some(ModePolicy::Native),
+            Self::Skb => Some(ModePolicy::Skb),
+            Self::Auto => Some(ModePolicy::Auto),
+            Self::Userspace => None,
         }
     }
 }
@@ -74,6 +80,10 @@ pub struct XdpSection {
     pub stamp_port: u16,
     /// UDP port of the echo service; 0 = echo off.
     pub echo_port: u16,
+    /// Source prefixes answered; empty = the on-link prefixes of `interfaces`.
+    pub allow_sources: Vec<Prefix>,
+    /// Replies per source address per second; 0 = unbounded.
+    pub max_pps_per_source: u32,
 }
 
 impl Default for XdpSection {
@@ -83,6 +93,8 @@ impl Default for XdpSection {
             mode: Mode::Auto,
             stamp_port: DEFAULT_STAMP_PORT,
             echo_port: DEFAULT_ECHO_PORT,
+            allow_sources: Vec::new(),
+            max_pps_per_source: DEFAULT_MAX_PPS_PER_SOURCE,
         }
     }
 }
@@ -135,6 +147,15 @@ impl DaemonConfig for Config {
                 format!(
                     "{} is also the stamp-port (expected another port, or 0 for no echo)",
                     x.echo_port
+                ),
+            ));
+        }
+        if x.allow_sources.len() > ALLOW_MAX {
+            out.push(Invalid::new(
+                "xdp.allow-sources",
+                format!(
+                    "{} prefixes (expected at most {ALLOW_MAX}; merge them into shorter prefixes)",
+                    x.allow_sources.len()
                 ),
             ));
         }

@@ -1,9 +1,22 @@
 //! Operator-visible log events of packetd, in one place (STYLE.md §2).
 
-use crate::xdp::{Attached, XdpError};
+use crate::allow::Allowlist;
+use crate::xdp::{AttachMode, Attached, XdpError};
 
-/// The XDP program is attached to an interface (with the reason when native mode failed).
+/// The XDP program is attached to an interface (with the reason when native mode failed), or
+/// the userspace reflector serves it (with the reason when XDP could not attach).
 pub fn attached(a: &Attached) {
+    if a.mode == AttachMode::Userspace {
+        match &a.native_error {
+            None => tracing::info!(iface = %a.iface, "Userspace reflector serving the interface."),
+            Some(reason) => tracing::warn!(
+                iface = %a.iface,
+                error = %reason,
+                "XDP cannot attach, falling back to the userspace reflector."
+            ),
+        }
+        return;
+    }
     match &a.native_error {
         None => tracing::info!(iface = %a.iface, mode = a.mode.as_str(), "XDP reflector attached."),
         Some(reason) => tracing::warn!(
@@ -22,4 +35,15 @@ pub fn clock_refresh_failed(err: &XdpError) {
 /// The per-CPU counters could not be read.
 pub fn counters_failed(err: &XdpError) {
     tracing::warn!(error = %err, "Cannot read the XDP counters.");
+}
+
+/// The on-link allowlist changed (addresses added to or removed from the served interfaces).
+pub fn allowlist_changed(now: &Allowlist) {
+    let list: Vec<String> = now.0.iter().map(ToString::to_string).collect();
+    tracing::info!(prefixes = %list.join(","), "Reflector allowlist follows the on-link prefixes.");
+}
+
+/// The allowlist could not be written to the XDP program.
+pub fn allowlist_failed(err: &XdpError) {
+    tracing::warn!(error = %err, "Cannot update the XDP reflector allowlist.");
 }

@@ -6,10 +6,13 @@
 //! `rookery_packetd_*` metrics ([`app`]). [`clock`] keeps the program's timestamps on UTC and
 //! its Error Estimate honest.
 
+pub mod allow;
 pub mod app;
 pub mod clock;
 pub mod config;
 pub mod events;
+pub mod userspace;
+pub mod wire;
 pub mod xdp;
 
 pub use config::Config;
