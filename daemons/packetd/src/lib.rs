@@ -11,6 +11,8 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod events;
+pub mod measure;
+pub mod sender;
 pub mod userspace;
 pub mod wire;
 pub mod xdp;
