@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::allow::Allowlist;
 use crate::config::{Config, Mode, XdpSection};
+use crate::sessions::Sessions;
 use crate::userspace::{Settings, UserspaceReflector};
 use crate::xdp::{AttachMode, Attached, Counters, Reflector, error_chain};
 
@@ -73,6 +74,7 @@ struct Shared {
 /// The running packet tester.
 pub struct Packetd {
     shared: Arc<Shared>,
+    sessions: Arc<Sessions>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -232,6 +234,13 @@ impl Daemon for Packetd {
     type Config = Config;
 
     async fn start(ctx: StartContext<'_, Config>) -> Result<Self, BoxError> {
+        let sessions = Sessions::open(
+            &ctx.config.state.directory,
+            ctx.config.sessions.clone(),
+            ctx.shutdown.clone(),
+        )?;
+        ctx.routes
+            .add_service(crate::grpc::server(sessions.clone()));
         let backends = bring_up(&ctx.config.xdp)?;
         let attached = backends.attached.clone();
         let shared = Arc::new(Shared {
@@ -247,11 +256,13 @@ impl Daemon for Packetd {
         let task = tokio::spawn(ticker(shared.clone(), ctx.shutdown.clone()));
         Ok(Self {
             shared,
+            sessions,
             task: Mutex::new(Some(task)),
         })
     }
 
     async fn apply(&self, config: &Config) -> Result<(), BoxError> {
+        self.sessions.set_limits(config.sessions.clone());
         // Count what the old program saw before it goes away.
         self.shared.tick();
         let mut g = self.shared.lock();
@@ -312,6 +323,10 @@ impl Daemon for Packetd {
         d.insert("xdp.malformed".into(), g.last.malformed.to_string());
         d.insert("xdp.denied".into(), g.last.denied.to_string());
         d.insert("xdp.rate_limited".into(), g.last.rate_limited.to_string());
+        d.insert(
+            "sessions.running".into(),
+            self.sessions.running().to_string(),
+        );
         d.insert("xdp.allow".into(), {
             let v: Vec<String> = g.backends.allow.0.iter().map(ToString::to_string).collect();
             v.join(",")
@@ -327,6 +342,11 @@ impl Daemon for Packetd {
             .take();
         if let Some(task) = task {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        // Sessions stop at shutdown; wait for their final rows.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.sessions.running() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

@@ -26,6 +26,7 @@ pub const DEFAULT_METRICS_PORT: u16 = 9111;
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub xdp: XdpSection,
+    pub sessions: SessionsSection,
     pub grpc: GrpcSection,
     pub metrics: MetricsSection,
     pub state: StateSection,
@@ -35,6 +36,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             xdp: XdpSection::default(),
+            sessions: SessionsSection::default(),
             grpc: GrpcSection::for_daemon(Self::DAEMON),
             metrics: MetricsSection::loopback(DEFAULT_METRICS_PORT),
             state: StateSection::for_daemon(Self::DAEMON),
@@ -99,6 +101,28 @@ impl Default for XdpSection {
     }
 }
 
+/// `[sessions]`: limits of the STAMP Session-Sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SessionsSection {
+    /// Most packets per second one session may send.
+    pub max_pps: u32,
+    /// Most sessions running at once.
+    pub max_concurrent: u32,
+    /// Finished sessions kept in the store (the newest).
+    pub max_stored: u32,
+}
+
+impl Default for SessionsSection {
+    fn default() -> Self {
+        Self {
+            max_pps: 10_000,
+            max_concurrent: 4,
+            max_stored: 1000,
+        }
+    }
+}
+
 /// Linux interface names: 1 to 15 bytes, no `/`, whitespace or NUL (`dev_valid_name`).
 fn interface_name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() || name.len() > 15 {
@@ -158,6 +182,16 @@ impl DaemonConfig for Config {
                     x.allow_sources.len()
                 ),
             ));
+        }
+        let se = &self.sessions;
+        for (key, v, max) in [
+            ("sessions.max-pps", se.max_pps, 1_000_000),
+            ("sessions.max-concurrent", se.max_concurrent, 64),
+            ("sessions.max-stored", se.max_stored, 1_000_000),
+        ] {
+            if v == 0 || v > max {
+                out.push(Invalid::new(key, format!("{v} (expected 1 to {max})")));
+            }
         }
         out.extend(self.grpc.validate("grpc"));
         out.extend(self.metrics.validate("metrics"));

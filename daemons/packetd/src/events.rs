@@ -47,3 +47,31 @@ pub fn allowlist_changed(now: &Allowlist) {
 pub fn allowlist_failed(err: &XdpError) {
     tracing::warn!(error = %err, "Cannot update the XDP reflector allowlist.");
 }
+
+/// A STAMP session started.
+pub fn session_started(id: u64, spec: &crate::sender::SessionSpec) {
+    tracing::info!(
+        session = id,
+        destination = %spec.destination,
+        rate_pps = spec.rate_pps,
+        packets = spec.total_packets(),
+        "STAMP session started."
+    );
+}
+
+/// A STAMP session ended.
+pub fn session_ended(id: u64, state: &str, stats: &crate::measure::Stats) {
+    tracing::info!(
+        session = id,
+        state,
+        sent = stats.sent,
+        received = stats.received,
+        rtt_p50_ns = stats.rtt_p50_ns,
+        "STAMP session ended."
+    );
+}
+
+/// The final row of a session could not be written.
+pub fn session_store_failed(id: u64, err: &rusqlite::Error) {
+    tracing::warn!(session = id, error = %err, "Cannot store the STAMP session result.");
+}

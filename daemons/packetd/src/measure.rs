@@ -28,7 +28,8 @@ pub struct Arrival {
 }
 
 /// The summary of a session so far.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Stats {
     /// Test packets sent.
     pub sent: u64,
