@@ -269,6 +269,28 @@ impl Daemon for Packetd {
         if g.section == config.xdp {
             return Ok(());
         }
+        // Only the allowlist or the rate bound changed: update them in place, so reflection
+        // never pauses for a reload.
+        let (old_x, new_x) = (&g.section, &config.xdp);
+        if old_x.interfaces == new_x.interfaces
+            && old_x.mode == new_x.mode
+            && old_x.stamp_port == new_x.stamp_port
+            && old_x.echo_port == new_x.echo_port
+        {
+            let allow = Allowlist::effective(&new_x.allow_sources, &new_x.interfaces);
+            if let Some(refl) = g.backends.reflector.as_mut() {
+                refl.set_allowlist(&allow)?;
+                refl.set_max_pps_per_source(new_x.max_pps_per_source)?;
+            }
+            if let Some(us) = g.backends.userspace.as_ref() {
+                us.set_allowlist(allow.clone());
+                us.set_max_pps_per_source(new_x.max_pps_per_source);
+            }
+            crate::events::allowlist_changed(&allow);
+            g.backends.allow = allow;
+            g.section = config.xdp.clone();
+            return Ok(());
+        }
         // An interface takes one XDP program: detach the old one before attaching the new.
         let old = g.section.clone();
         g.backends = Backends::default();

@@ -37,10 +37,11 @@ pub fn counters_failed(err: &XdpError) {
     tracing::warn!(error = %err, "Cannot read the XDP counters.");
 }
 
-/// The on-link allowlist changed (addresses added to or removed from the served interfaces).
+/// The allowlist changed (a reload, or addresses added to or removed from the served
+/// interfaces when it follows the on-link prefixes).
 pub fn allowlist_changed(now: &Allowlist) {
     let list: Vec<String> = now.0.iter().map(ToString::to_string).collect();
-    tracing::info!(prefixes = %list.join(","), "Reflector allowlist follows the on-link prefixes.");
+    tracing::info!(prefixes = %list.join(","), "Reflector allowlist updated.");
 }
 
 /// The allowlist could not be written to the XDP program.

@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -81,14 +81,15 @@ struct Shared {
     stop: AtomicBool,
     ifindexes: BTreeSet<u32>,
     allow: Mutex<Allowlist>,
-    max_pps: u32,
+    max_pps: AtomicU32,
     rate: Mutex<HashMap<IpAddr, (Instant, u32)>>,
     counters: AtomicCounters,
 }
 
 impl Shared {
     fn within_rate(&self, src: IpAddr) -> bool {
-        if self.max_pps == 0 {
+        let max_pps = self.max_pps.load(Ordering::Relaxed);
+        if max_pps == 0 {
             return true;
         }
         let now = Instant::now();
@@ -100,7 +101,7 @@ impl Shared {
         if now.duration_since(e.0) >= Duration::from_secs(1) {
             *e = (now, 0);
         }
-        if e.1 >= self.max_pps {
+        if e.1 >= max_pps {
             return false;
         }
         e.1 += 1;
@@ -199,7 +200,7 @@ impl UserspaceReflector {
             stop: AtomicBool::new(false),
             ifindexes,
             allow: Mutex::new(allow),
-            max_pps: settings.max_pps_per_source,
+            max_pps: AtomicU32::new(settings.max_pps_per_source),
             rate: Mutex::new(HashMap::new()),
             counters: AtomicCounters::default(),
         });
@@ -233,6 +234,11 @@ impl UserspaceReflector {
             .allow
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = allow;
+    }
+
+    /// Changes the per-source bound (replies per second; 0 = none).
+    pub fn set_max_pps_per_source(&self, pps: u32) {
+        self.shared.max_pps.store(pps, Ordering::Relaxed);
     }
 
     /// The counters since start.

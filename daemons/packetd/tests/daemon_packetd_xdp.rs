@@ -126,7 +126,7 @@ fn daemon_packetd_userspace_mode_reflects_on_link_sources() {
     require_root("daemon_packetd_userspace_mode_reflects_on_link_sources");
     let pair = Pair::new("dus", 10);
     let dir = tempfile::tempdir().unwrap();
-    let (_daemon, first) = spawn(&pair, &dir, "userspace");
+    let (daemon, first) = spawn(&pair, &dir, "userspace");
     assert!(
         first.contains("rookery_packetd_xdp_attached{interface=\"vr\",mode=\"userspace\"} 1"),
         "{first}"
@@ -174,6 +174,37 @@ fn daemon_packetd_userspace_mode_reflects_on_link_sources() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // Reload with an explicit allowlist: now only the off-link host is answered, in place.
+    let cfg = dir.path().join("packetd.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "mode = \"userspace\"\n",
+        "mode = \"userspace\"\nallow-sources = [\"10.99.0.2/32\"]\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.0.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    Pair::enter(&pair.send);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seq = 100;
+    loop {
+        seq += 1;
+        off.send_to(&stamp(seq), to).unwrap();
+        if off.recv_from(&mut buf).is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reloaded allowlist never took effect"
+        );
+    }
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    sock.send_to(&stamp(7), to).unwrap();
+    assert!(
+        sock.recv_from(&mut buf).is_err(),
+        "10.77.10.2 is no longer allowed"
+    );
 }
 
 #[test]
