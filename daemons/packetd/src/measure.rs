@@ -70,10 +70,22 @@ pub struct Stats {
     pub throughput_bps: u64,
 }
 
+/// Sequence numbers remembered: a reply for a packet sent more than `WINDOW` packets ago is
+/// no longer matched (it counts as lost), which bounds a session's memory whatever its length.
+pub const WINDOW: u32 = 65_536;
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    seq: Option<u32>,
+    t1_ns: i128,
+    received: bool,
+    rtt: Option<i128>,
+}
+
 /// Accumulates arrivals into [`Stats`].
 pub struct Measurement {
     rtt: Histogram<u64>,
-    seen: Vec<u64>,
+    slots: Vec<Slot>,
     sent: u64,
     received: u64,
     duplicates: u64,
@@ -81,7 +93,9 @@ pub struct Measurement {
     next_expected: u32,
     last_rtt_by_arrival: Option<i128>,
     jitter: f64,
-    rtt_by_seq: Vec<Option<i128>>,
+    ipdv_sum: i128,
+    ipdv_n: i128,
+    ipdv_max: i128,
     owd_fwd_sum: i128,
     owd_bwd_sum: i128,
     all_synced: bool,
@@ -102,7 +116,7 @@ impl Measurement {
         Self {
             rtt: Histogram::new_with_bounds(1, 60_000_000_000, 3)
                 .expect("constant histogram bounds are valid"),
-            seen: Vec::new(),
+            slots: vec![Slot::default(); WINDOW as usize],
             sent: 0,
             received: 0,
             duplicates: 0,
@@ -110,7 +124,9 @@ impl Measurement {
             next_expected: 0,
             last_rtt_by_arrival: None,
             jitter: 0.0,
-            rtt_by_seq: Vec::new(),
+            ipdv_sum: 0,
+            ipdv_n: 0,
+            ipdv_max: 0,
             owd_fwd_sum: 0,
             owd_bwd_sum: 0,
             all_synced: true,
@@ -124,31 +140,33 @@ impl Measurement {
     pub fn sent(&mut self, seq: u32, t1_ns: i128) {
         self.sent = self.sent.max(u64::from(seq) + 1);
         self.first_t1.get_or_insert(t1_ns);
+        self.slots[(seq % WINDOW) as usize] = Slot {
+            seq: Some(seq),
+            t1_ns,
+            received: false,
+            rtt: None,
+        };
     }
 
-    fn is_seen(&self, seq: u32) -> bool {
-        let i = usize::try_from(seq / 64).unwrap_or(usize::MAX);
-        self.seen.get(i).is_some_and(|w| w & (1 << (seq % 64)) != 0)
+    fn slot(&self, seq: u32) -> Option<&Slot> {
+        let s = &self.slots[(seq % WINDOW) as usize];
+        (s.seq == Some(seq)).then_some(s)
     }
 
-    fn mark_seen(&mut self, seq: u32) {
-        let i = usize::try_from(seq / 64).unwrap_or(0);
-        if self.seen.len() <= i {
-            self.seen.resize(i + 1, 0);
-        }
-        self.seen[i] |= 1 << (seq % 64);
+    /// When packet `seq` was sent, while it is still within the window.
+    pub fn t1_of(&self, seq: u32) -> Option<i128> {
+        self.slot(seq).map(|s| s.t1_ns)
     }
 
     /// Accounts one reply. Replies for sequence numbers never sent are ignored (returns false).
     pub fn arrival(&mut self, a: &Arrival) -> bool {
-        if u64::from(a.seq) >= self.sent {
-            return false;
-        }
-        if self.is_seen(a.seq) {
+        let Some(slot) = self.slot(a.seq) else {
+            return false; // never sent, or older than the window
+        };
+        if slot.received {
             self.duplicates += 1;
             return true;
         }
-        self.mark_seen(a.seq);
         self.received += 1;
         self.bytes += u64::try_from(a.bytes).unwrap_or(0);
         self.last_t4 = self.last_t4.max(a.t4_ns);
@@ -168,11 +186,20 @@ impl Measurement {
             self.jitter += (d - self.jitter) / 16.0;
         }
         self.last_rtt_by_arrival = Some(rtt);
-        let i = usize::try_from(a.seq).unwrap_or(0);
-        if self.rtt_by_seq.len() <= i {
-            self.rtt_by_seq.resize(i + 1, None);
+        let idx = (a.seq % WINDOW) as usize;
+        self.slots[idx].received = true;
+        self.slots[idx].rtt = Some(rtt);
+        // RFC 5481 IPDV for the pairs (seq-1, seq) and (seq, seq+1) this reply completes:
+        // each pair is counted once, by whichever of its two replies arrives second.
+        let neighbours = [a.seq.checked_sub(1), a.seq.checked_add(1)];
+        for n in neighbours.into_iter().flatten() {
+            if let Some(other) = self.slot(n).and_then(|s| s.rtt) {
+                let d = (rtt - other).abs();
+                self.ipdv_sum += d;
+                self.ipdv_n += 1;
+                self.ipdv_max = self.ipdv_max.max(d);
+            }
         }
-        self.rtt_by_seq[i] = Some(rtt);
         self.owd_fwd_sum += a.t2_ns - a.t1_ns;
         self.owd_bwd_sum += a.t4_ns - a.t3_ns;
         self.all_synced &= a.reflector_synced;
@@ -193,15 +220,7 @@ impl Measurement {
                 self.rtt.value_at_quantile(p)
             }
         };
-        let (mut ipdv_sum, mut ipdv_n, mut ipdv_max) = (0_i128, 0_i128, 0_i128);
-        for w in self.rtt_by_seq.windows(2) {
-            if let [Some(a), Some(b)] = w {
-                let d = (b - a).abs();
-                ipdv_sum += d;
-                ipdv_n += 1;
-                ipdv_max = ipdv_max.max(d);
-            }
-        }
+        let (ipdv_sum, ipdv_n, ipdv_max) = (self.ipdv_sum, self.ipdv_n, self.ipdv_max);
         let n = i128::from(self.received.max(1));
         let to_u = |v: i128| u64::try_from(v.max(0)).unwrap_or(u64::MAX);
         let to_i = |v: i128| i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX });
@@ -289,6 +308,7 @@ mod tests {
             assert!(m.arrival(&arr(s, i128::from(s) * 1_000_000, rtt)));
         }
         assert!(!m.arrival(&arr(99, 0, 1)), "never sent");
+        assert_eq!(m.t1_of(3), Some(3_000_000));
         let st = m.stats(true);
         assert_eq!((st.sent, st.received, st.lost), (10, 7, 3));
         assert_eq!((st.duplicates, st.reordered), (1, 1));
@@ -297,5 +317,36 @@ mod tests {
         assert_eq!(st.ipdv_max_abs_ns, 2_000_000);
         assert!(!st.owd_synchronized, "reflector not synchronised");
         assert!(st.jitter_ns > 0);
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_bounded_by_the_window() {
+        let mut m = Measurement::new();
+        let n = WINDOW + 10;
+        for s in 0..n {
+            m.sent(s, i128::from(s));
+        }
+        let a = |seq: u32| Arrival {
+            seq,
+            t1_ns: i128::from(seq),
+            t2_ns: i128::from(seq) + 10,
+            t3_ns: i128::from(seq) + 10,
+            t4_ns: i128::from(seq) + 100,
+            reflector_synced: true,
+            bytes: 44,
+        };
+        assert!(!m.arrival(&a(0)), "slot reused: too old to match");
+        assert!(m.arrival(&a(n - 1)));
+        assert!(m.arrival(&a(n - 2)));
+        let st = m.stats(true);
+        assert_eq!((st.received, st.lost), (2, u64::from(n) - 2));
+        assert!(st.owd_synchronized);
+        assert_eq!(st.ipdv_max_abs_ns, 0);
+        assert_eq!(m.slots.len(), WINDOW as usize);
     }
 }

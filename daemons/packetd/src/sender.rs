@@ -92,6 +92,11 @@ impl SessionSpec {
         }
         if self.count == 0 && self.duration.is_zero() {
             out.push("set count or duration (both are 0)".to_owned());
+        } else if self.total_packets() > u64::from(u32::MAX) {
+            out.push(format!(
+                "{} packets exceed the 32-bit STAMP sequence space; lower count, duration or rate_pps",
+                self.total_packets()
+            ));
         }
         if let Some(src) = self.source
             && src.is_ipv4() != self.destination.is_ipv4()
@@ -148,7 +153,6 @@ pub async fn run(
     let total = spec.total_packets();
     let size = usize::try_from(spec.packet_size).unwrap_or(STAMP_LEN);
     let mut m = Measurement::new();
-    let mut t1s: Vec<i128> = Vec::new();
     let start = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -187,7 +191,6 @@ pub async fn run(
                     // the packet as sent: it is then lost, as on the wire.
                     let _ = sock.send(&pkt).await;
                     m.sent(seq, to_i128(t1));
-                    t1s.push(to_i128(t1));
                     sent += 1;
                     burst += 1;
                 }
@@ -200,8 +203,8 @@ pub async fn run(
                 }
                 let r = &buf[..n];
                 let seq = u32::from_be_bytes([r[24], r[25], r[26], r[27]]);
-                let Some(&t1) = usize::try_from(seq).ok().and_then(|i| t1s.get(i)) else {
-                    continue;
+                let Some(t1) = m.t1_of(seq) else {
+                    continue; // not ours, or older than the measurement window
                 };
                 let ts = |o: usize| {
                     let mut b = [0_u8; 8];
