@@ -179,6 +179,14 @@ fn grpc_sessions_packetd_start_watch_get_list_stop_store() {
             .unwrap()
             .into_inner();
         assert_eq!(&got, last);
+        // Watching a finished session yields its final state once, then ends.
+        let mut again = c
+            .watch_session(WatchSessionRequest { id: s.id })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again.message().await.unwrap().as_ref(), Some(last));
+        assert_eq!(again.message().await.unwrap(), None);
 
         // Limits: over max-pps, no count/duration, a bad address.
         for (bad, needle) in [
