@@ -26,6 +26,7 @@ type Labels = Vec<(String, String)>;
 struct Metrics {
     packets: Family<Labels, Counter>,
     attached: Family<Labels, Gauge>,
+    sessions_running: Gauge,
 }
 
 /// What answers packets: the XDP program, the userspace reflector, or both (on different
@@ -69,6 +70,7 @@ struct Running {
 struct Shared {
     running: Mutex<Running>,
     metrics: Metrics,
+    sessions: Arc<Sessions>,
 }
 
 /// The running packet tester.
@@ -152,6 +154,9 @@ impl Shared {
 
     /// Refreshes the program's clock and moves counter deltas into the metrics.
     fn tick(&self) {
+        self.metrics
+            .sessions_running
+            .set(i64::try_from(self.sessions.running()).unwrap_or(i64::MAX));
         let mut g = self.lock();
         if g.section.interfaces.is_empty() {
             return;
@@ -216,6 +221,11 @@ fn register(registry: &mut Registry, m: &Metrics) {
         "1 per interface served, with the mode (native, skb or userspace)",
         m.attached.clone(),
     );
+    registry.register(
+        "rookery_packetd_sessions_running",
+        "STAMP Session-Sender sessions running now",
+        m.sessions_running.clone(),
+    );
 }
 
 async fn ticker(shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -250,6 +260,7 @@ impl Daemon for Packetd {
                 last: Counters::default(),
             }),
             metrics: Metrics::default(),
+            sessions: sessions.clone(),
         });
         register(ctx.registry, &shared.metrics);
         shared.publish_attached(&attached);

@@ -39,6 +39,22 @@ impl Drop for Daemon {
     }
 }
 
+/// GET /metrics of the daemon (this thread is in its namespace); empty on any failure.
+fn metrics() -> String {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:9131".parse().unwrap(),
+        Duration::from_millis(200),
+    ) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
 fn spec(dest: &str, rate_pps: u32, count: u64) -> SessionSpec {
     SessionSpec {
         destination: dest.to_owned(),
@@ -217,6 +233,19 @@ fn grpc_sessions_packetd_start_watch_get_list_stop_store() {
             .expect_err("over max-concurrent");
         assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
+        // The running session shows in the metrics (refreshed every second).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if metrics().contains("rookery_packetd_sessions_running 1") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sessions_running never became 1:\n{}",
+                metrics()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let stopped = c
             .stop_session(StopSessionRequest { id: long.id })
             .await
