@@ -192,3 +192,68 @@ fn sender_packetd_netem_delay_and_loss() {
     );
     assert_eq!(s.duplicates, 0, "{s:?}");
 }
+
+/// The Session-Sender's packets as a reflector sees them: RFC 8762 §4.2.1 layout (sequence
+/// numbers from 0, Timestamp near now, Error Estimate, SSID, MBZ zero padding), the requested
+/// size, and the DSCP in the IP header. Nobody answers, so the session reports them lost.
+#[test]
+fn sender_packetd_packets_follow_rfc_8762() {
+    use std::io::IoSliceMut;
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
+
+    require_root("sender_packetd_packets_follow_rfc_8762");
+    let pair = Pair::new("spkt", 15);
+    Pair::enter(&pair.refl);
+    let sock = UdpSocket::bind(SocketAddr::new(pair.v4(1), 862)).unwrap();
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::IpRecvTos, &true).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    Pair::enter(&pair.send);
+    let mut sp = spec(SocketAddr::new(pair.v4(1), 862), 100, 3);
+    sp.dscp = 46;
+    sp.packet_size = 120;
+    sp.source = Some(pair.v4(2));
+    let s = run_session(&sp);
+    assert_eq!((s.sent, s.received, s.lost), (3, 0, 3), "{s:?}");
+    for seq in 0..3_u32 {
+        let mut buf = [0_u8; 2048];
+        let mut cmsg = nix::cmsg_space!(u8);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<SockaddrStorage>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )
+        .expect("the sender's packet arrives");
+        let n = msg.bytes;
+        let from = msg.address.unwrap().as_sockaddr_in().unwrap().ip();
+        let tos: Vec<u8> = msg
+            .cmsgs()
+            .unwrap()
+            .filter_map(|c| match c {
+                ControlMessageOwned::Ipv4Tos(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(tos, [46 << 2], "DSCP 46 in the TOS byte");
+        assert_eq!(
+            std::net::IpAddr::V4(from),
+            pair.v4(2),
+            "sent from the given source"
+        );
+        let p = &buf[..n];
+        assert_eq!(n, 120, "requested packet size");
+        assert_eq!(&p[0..4], &seq.to_be_bytes(), "sequence numbers from 0");
+        let t1 = rookery_packetd::wire::ntp_to_unix_ns(&p[4..12].try_into().unwrap());
+        let now = i128::from(utc_now_ns());
+        assert!(
+            now - t1 < 10_000_000_000 && t1 <= now,
+            "Timestamp {t1} vs now {now}"
+        );
+        assert_eq!(p[12] & 0x40, 0, "Z = 0: NTP format");
+        assert_eq!(&p[14..16], &7_u16.to_be_bytes(), "SSID");
+        assert!(p[16..].iter().all(|b| *b == 0), "MBZ and padding are zero");
+    }
+}
