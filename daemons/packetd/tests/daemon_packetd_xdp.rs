@@ -57,6 +57,11 @@ const CAPS: &str = "-all,+bpf,+net_admin,+net_bind_service";
 /// Starts the daemon as uid 65534 with the unit's capabilities in the reflector namespace with
 /// `[xdp] interfaces = ["vr"]` and `mode`, and waits for its first /metrics page.
 fn spawn(pair: &Pair, dir: &tempfile::TempDir, mode: &str) -> (Daemon, String) {
+    spawn_with(pair, dir, mode, CAPS)
+}
+
+/// [`spawn`] with other capabilities than the unit's.
+fn spawn_with(pair: &Pair, dir: &tempfile::TempDir, mode: &str, caps: &str) -> (Daemon, String) {
     std::fs::set_permissions(
         dir.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
@@ -82,10 +87,10 @@ fn spawn(pair: &Pair, dir: &tempfile::TempDir, mode: &str) -> (Daemon, String) {
                 "--reuid=65534",
                 "--regid=65534",
             ])
-            .args(["--clear-groups", &format!("--inh-caps={CAPS}")])
+            .args(["--clear-groups", &format!("--inh-caps={caps}")])
             .args([
-                format!("--ambient-caps={CAPS}"),
-                format!("--bounding-set={CAPS}"),
+                format!("--ambient-caps={caps}"),
+                format!("--bounding-set={caps}"),
             ])
             .args([BIN, "run", "--config"])
             .arg(&cfg)
@@ -204,6 +209,44 @@ fn daemon_packetd_userspace_mode_reflects_on_link_sources() {
     assert!(
         sock.recv_from(&mut buf).is_err(),
         "10.77.10.2 is no longer allowed"
+    );
+}
+
+#[test]
+fn daemon_packetd_auto_falls_back_to_userspace_with_the_reason() {
+    require_root("daemon_packetd_auto_falls_back_to_userspace_with_the_reason");
+    let pair = Pair::new("dfb", 16);
+    let dir = tempfile::tempdir().unwrap();
+    // Without CAP_BPF the XDP program cannot even be loaded.
+    let (mut daemon, first) = spawn_with(&pair, &dir, "auto", "-all,+net_admin,+net_bind_service");
+    assert!(
+        first.contains("rookery_packetd_xdp_attached{interface=\"vr\",mode=\"userspace\"} 1"),
+        "{first}"
+    );
+    Pair::enter(&pair.send);
+    let sock = UdpSocket::bind(SocketAddr::new(pair.v4(2), 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let to = SocketAddr::new(pair.v4(1), 862);
+    let mut buf = [0_u8; 128];
+    sock.send_to(&stamp(11), to).unwrap();
+    let (n, from) = sock
+        .recv_from(&mut buf)
+        .expect("the fallback reflector answers");
+    assert_eq!((n, from), (44, to));
+    assert_eq!(&buf[24..28], &11_u32.to_be_bytes());
+    daemon.0.kill().unwrap();
+    daemon.0.wait().unwrap();
+    let mut err = String::new();
+    daemon
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("falling back to the userspace reflector") && err.contains("vr"),
+        "the fallback and its reason are logged:\n{err}"
     );
 }
 
