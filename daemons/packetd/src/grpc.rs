@@ -68,16 +68,30 @@ pub fn spec_from(p: &SessionSpec) -> Result<crate::sender::SessionSpec, Status> 
     let ssid = u16::try_from(p.ssid).map_err(|_| {
         Status::invalid_argument(format!("spec.ssid {} must be 0 to 65535", p.ssid))
     })?;
+    let packet_size = if p.packet_size == 0 {
+        u32::try_from(STAMP_LEN).unwrap_or(44)
+    } else {
+        p.packet_size
+    };
+    let rate_pps = match (p.rate_pps, p.rate_bps) {
+        (pps, 0) => pps,
+        (0, bps) => {
+            let ip_header = if ip.is_ipv4() { 20 } else { 40 };
+            let bits = (u64::from(packet_size) + 8 + ip_header) * 8;
+            u32::try_from((bps / bits).max(1)).unwrap_or(u32::MAX)
+        }
+        _ => {
+            return Err(Status::invalid_argument(
+                "set spec.rate_pps or spec.rate_bps, not both",
+            ));
+        }
+    };
     Ok(crate::sender::SessionSpec {
         destination: SocketAddr::new(ip, port),
         source,
         dscp,
-        packet_size: if p.packet_size == 0 {
-            u32::try_from(STAMP_LEN).unwrap_or(44)
-        } else {
-            p.packet_size
-        },
-        rate_pps: p.rate_pps,
+        packet_size,
+        rate_pps,
         count: p.count,
         duration: Duration::from_millis(p.duration_ms),
         ssid,
@@ -126,6 +140,8 @@ pub fn session_of(r: &Record) -> Session {
             count: r.spec.count,
             duration_ms: u64::try_from(r.spec.duration.as_millis()).unwrap_or(u64::MAX),
             ssid: u32::from(r.spec.ssid),
+            // A session reports the packet rate it runs at, whichever rate it was asked for.
+            rate_bps: 0,
         }),
         state: r.state.as_str().to_owned(),
         error: r.error.clone(),
@@ -215,5 +231,40 @@ impl PacketTesting for Service {
             }
         });
         Ok(Response::new(ReceiverStream::new(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_rates_become_packet_rates_and_bad_fields_are_named() {
+        let mut p = SessionSpec {
+            destination: "10.0.0.1".into(),
+            packet_size: 72,
+            rate_bps: 1_000_000,
+            ..SessionSpec::default()
+        };
+        // (72 + 8 + 20) bytes = 800 bits per packet.
+        let s = spec_from(&p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((s.rate_pps, s.destination.port()), (1250, 862));
+        p.destination = "fd00::1".into();
+        // (72 + 8 + 40) bytes = 960 bits per packet.
+        assert_eq!(spec_from(&p).map(|s| s.rate_pps).ok(), Some(1041));
+        p.rate_pps = 10;
+        let e = spec_from(&p).err().map(|e| e.message().to_owned());
+        assert_eq!(
+            e.as_deref(),
+            Some("set spec.rate_pps or spec.rate_bps, not both")
+        );
+        p.rate_bps = 0;
+        p.dscp = 300;
+        let e = spec_from(&p).err().map(|e| e.message().to_owned());
+        assert!(e.is_some_and(|m| m.contains("spec.dscp")));
+        p.dscp = 0;
+        p.destination = "host.example".into();
+        let e = spec_from(&p).err().map(|e| e.message().to_owned());
+        assert!(e.is_some_and(|m| m.contains("spec.destination")));
     }
 }
