@@ -1,0 +1,323 @@
+//! `ingestd.toml`: the listeners (syslog UDP/TCP/TLS, HTTP log push), their limits and the
+//! store (queue, batching, retention).
+//!
+//! Every field has a compiled default (`Config::default()`), documented key by key in the
+//! repository's `etc/rookery/ingestd.toml`. Loading, layering and error reporting are done by
+//! `rookery_common::config`; this module only declares the schema and its semantic checks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rookery_common::config::{DaemonConfig, GrpcSection, Invalid, MetricsSection, StateSection};
+use serde::{Deserialize, Serialize};
+
+/// Loopback `/healthz` + `/metrics` port of ingestd (DESIGN.md).
+pub const DEFAULT_METRICS_PORT: u16 = 9112;
+/// Syslog over UDP and TCP (RFC 5426, RFC 6587): the well-known port 514.
+pub const DEFAULT_SYSLOG_ADDR: &str = "0.0.0.0:514";
+/// Syslog over TLS (RFC 5425): port 6514.
+pub const DEFAULT_SYSLOG_TLS_ADDR: &str = "0.0.0.0:6514";
+/// HTTP JSON/NDJSON log push (DESIGN.md): port 8088.
+pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8088";
+/// Longest syslog message accepted: RFC 5425 requires receivers to take 2048 octets and
+/// recommends 8192; 64 KiB also covers the stack traces applications put in one message.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Concurrent TCP/TLS syslog connections: bounds memory (one read buffer of at most
+/// `max-message-bytes` each) while leaving room for every device of a large site.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Largest HTTP push body: 8 MiB holds thousands of lines per request and bounds memory.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Records waiting for the writer before inputs are held back (TCP, HTTP) or rejected (UDP):
+/// about one second of a busy site, at a few hundred bytes a record a few MiB of memory.
+pub const DEFAULT_QUEUE_RECORDS: usize = 20_000;
+/// Records committed in one transaction at most: large enough to amortise the fsync.
+pub const DEFAULT_BATCH_RECORDS: usize = 2_000;
+/// Disk bound of the log store (database pages in use, WAL excluded).
+pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+/// Age bound of stored logs: a month covers an incident found late.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often retention runs.
+pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The whole `ingestd.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    pub syslog: SyslogSection,
+    pub http: HttpSection,
+    pub store: StoreSection,
+    pub grpc: GrpcSection,
+    pub metrics: MetricsSection,
+    pub state: StateSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            syslog: SyslogSection::default(),
+            http: HttpSection::default(),
+            store: StoreSection::default(),
+            grpc: GrpcSection::for_daemon(Self::DAEMON),
+            metrics: MetricsSection::loopback(DEFAULT_METRICS_PORT),
+            state: StateSection::for_daemon(Self::DAEMON),
+        }
+    }
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse()
+        .expect("compiled default listen addresses are valid socket addresses")
+}
+
+/// `[syslog]`: listeners and limits of the syslog inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SyslogSection {
+    /// UDP listeners (RFC 5426); empty = off.
+    pub udp: Vec<SocketAddr>,
+    /// TCP listeners (RFC 6587, octet counting or LF framing, detected per message).
+    pub tcp: Vec<SocketAddr>,
+    /// TLS listeners (RFC 5425); need `tls-cert-file` and `tls-key-file`. Empty = off.
+    pub tls: Vec<SocketAddr>,
+    /// PEM certificate chain of the TLS listener.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the TLS listener.
+    pub tls_key_file: Option<PathBuf>,
+    /// Longest message accepted; longer ones are rejected and counted.
+    pub max_message_bytes: usize,
+    /// Concurrent TCP + TLS connections; more are refused and counted.
+    pub max_connections: usize,
+}
+
+impl Default for SyslogSection {
+    fn default() -> Self {
+        Self {
+            udp: vec![addr(DEFAULT_SYSLOG_ADDR)],
+            tcp: vec![addr(DEFAULT_SYSLOG_ADDR)],
+            tls: Vec::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// `[http]`: the HTTP JSON/NDJSON log push listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpSection {
+    /// Listeners of `POST /v1/logs`; empty = off.
+    pub listen: Vec<SocketAddr>,
+    /// Largest request body; larger ones get 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            listen: vec![addr(DEFAULT_HTTP_ADDR)],
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// `[store]`: the SQLite log store, its write queue and retention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StoreSection {
+    /// Records queued for the writer at most.
+    pub queue_records: usize,
+    /// Records per transaction at most.
+    pub batch_records: usize,
+    /// Disk bound: the oldest logs are deleted above it.
+    pub max_bytes: u64,
+    /// Age bound: older logs are deleted.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// How often retention runs.
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            queue_records: DEFAULT_QUEUE_RECORDS,
+            batch_records: DEFAULT_BATCH_RECORDS,
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_age: DEFAULT_MAX_AGE,
+            retention_interval: DEFAULT_RETENTION_INTERVAL,
+        }
+    }
+}
+
+fn out_of_range(key: &str, value: impl std::fmt::Display, expected: &str) -> Invalid {
+    Invalid::new(
+        key,
+        format!("{value} is out of range (expected {expected})"),
+    )
+}
+
+impl DaemonConfig for Config {
+    const DAEMON: &'static str = "ingestd";
+
+    fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        let s = &self.syslog;
+        if !(480..=16 * 1024 * 1024).contains(&s.max_message_bytes) {
+            // RFC 5426: every receiver must take 480 octets.
+            out.push(out_of_range(
+                "syslog.max-message-bytes",
+                s.max_message_bytes,
+                "480 to 16777216",
+            ));
+        }
+        if !(1..=65_536).contains(&s.max_connections) {
+            out.push(out_of_range(
+                "syslog.max-connections",
+                s.max_connections,
+                "1 to 65536",
+            ));
+        }
+        if !s.tls.is_empty() {
+            for (key, v) in [
+                ("syslog.tls-cert-file", &s.tls_cert_file),
+                ("syslog.tls-key-file", &s.tls_key_file),
+            ] {
+                match v {
+                    None => out.push(Invalid::new(
+                        key,
+                        "is required when syslog.tls has listeners (expected a PEM file path)",
+                    )),
+                    Some(p) if !p.is_absolute() => out.push(Invalid::new(
+                        key,
+                        format!("\"{}\" is not an absolute path", p.display()),
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        if !(1024..=1024 * 1024 * 1024).contains(&self.http.max_body_bytes) {
+            out.push(out_of_range(
+                "http.max-body-bytes",
+                self.http.max_body_bytes,
+                "1024 to 1073741824",
+            ));
+        }
+        let st = &self.store;
+        if !(1..=1_000_000).contains(&st.queue_records) {
+            out.push(out_of_range(
+                "store.queue-records",
+                st.queue_records,
+                "1 to 1000000",
+            ));
+        }
+        if !(1..=100_000).contains(&st.batch_records) {
+            out.push(out_of_range(
+                "store.batch-records",
+                st.batch_records,
+                "1 to 100000",
+            ));
+        }
+        if st.max_bytes < 1024 * 1024 {
+            out.push(out_of_range(
+                "store.max-bytes",
+                st.max_bytes,
+                "at least 1048576",
+            ));
+        }
+        if st.max_age < Duration::from_secs(60) {
+            out.push(out_of_range(
+                "store.max-age",
+                humantime::format_duration(st.max_age),
+                "at least \"1m\"",
+            ));
+        }
+        if st.retention_interval < Duration::from_secs(1)
+            || st.retention_interval > Duration::from_secs(24 * 3600)
+        {
+            out.push(out_of_range(
+                "store.retention-interval",
+                humantime::format_duration(st.retention_interval),
+                "between \"1s\" and \"1day\"",
+            ));
+        }
+        // Two listeners of one kind on the same address cannot both bind.
+        for (key, list) in [
+            ("syslog.udp", &s.udp),
+            ("syslog.tcp", &s.tcp),
+            ("syslog.tls", &s.tls),
+            ("http.listen", &self.http.listen),
+        ] {
+            for (i, a) in list.iter().enumerate() {
+                if a.port() != 0 && list[..i].contains(a) {
+                    out.push(Invalid::new(
+                        format!("{key}[{i}]"),
+                        format!("{a} is listed twice"),
+                    ));
+                }
+            }
+        }
+        for (i, a) in s.tcp.iter().enumerate() {
+            if a.port() != 0 && (s.tls.contains(a) || self.http.listen.contains(a)) {
+                out.push(Invalid::new(
+                    format!("syslog.tcp[{i}]"),
+                    format!("{a} is also used by syslog.tls or http.listen"),
+                ));
+            }
+        }
+        for (i, a) in s.tls.iter().enumerate() {
+            if a.port() != 0 && self.http.listen.contains(a) {
+                out.push(Invalid::new(
+                    format!("syslog.tls[{i}]"),
+                    format!("{a} is also used by http.listen"),
+                ));
+            }
+        }
+        out.extend(self.grpc.validate("grpc"));
+        out.extend(self.metrics.validate("metrics"));
+        out.extend(self.state.validate("state"));
+        out
+    }
+
+    fn grpc(&self) -> &GrpcSection {
+        &self.grpc
+    }
+
+    fn metrics(&self) -> &MetricsSection {
+        &self.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Config::default().validate(), Vec::new());
+    }
+
+    #[test]
+    fn tls_without_cert_and_bad_limits_are_named() {
+        let mut c = Config::default();
+        c.syslog.tls = vec![addr(DEFAULT_SYSLOG_TLS_ADDR)];
+        c.syslog.tls_key_file = Some(PathBuf::from("key.pem"));
+        c.syslog.max_message_bytes = 10;
+        c.store.batch_records = 0;
+        c.http.listen = vec![addr(DEFAULT_SYSLOG_ADDR)];
+        let keys: Vec<String> = c.validate().into_iter().map(|i| i.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "syslog.max-message-bytes",
+                "syslog.tls-cert-file",
+                "syslog.tls-key-file",
+                "store.batch-records",
+                "syslog.tcp[0]",
+            ]
+        );
+    }
+}

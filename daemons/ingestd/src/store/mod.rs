@@ -1,0 +1,588 @@
+//! The log store: SQLite in WAL mode (`logs.sqlite` in the state directory), a `logs` table
+//! with an FTS5 index of the message text, written by one writer thread.
+//!
+//! Inputs hand records to [`Store::submit`] (waits for queue room: TCP and HTTP are held
+//! back, which is the backpressure) or [`Store::try_submit`] (UDP: a full queue is a counted
+//! rejection). The queue is bounded in records by a semaphore; the writer takes what is
+//! queued, up to `batch-records`, commits it in one transaction and only then acknowledges
+//! each submission and frees its queue room. Retention (max age, max bytes) runs in the same
+//! thread, so it never races the writes. Queries open their own read connection (WAL lets
+//! them run beside the writer).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, params};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use crate::events::{InputLabels, Metrics};
+use crate::record::LogRecord;
+
+/// File name of the log database inside the state directory.
+pub const DB_FILE: &str = "logs.sqlite";
+/// Rows deleted per retention step: small steps keep the writer responsive.
+const RETENTION_CHUNK: i64 = 5_000;
+
+/// Why a submission or query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The queue has no room (only from [`Store::try_submit`]).
+    #[error("the write queue is full")]
+    QueueFull,
+    /// More records in one submission than the queue holds.
+    #[error("{0} records in one submission exceed the write queue ({1} records)")]
+    TooLarge(usize, usize),
+    /// The writer has stopped (shutdown or a fatal database error).
+    #[error("the store writer has stopped")]
+    Closed,
+    /// SQLite failed.
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The commit of this submission failed; nothing of it was stored.
+    #[error("commit failed: {0}")]
+    Commit(String),
+    /// A full-text query SQLite could not parse.
+    #[error("bad full-text query: {0}")]
+    BadText(String),
+}
+
+/// Cannot open the store.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the log store {path}")]
+pub struct OpenStoreError {
+    path: PathBuf,
+    #[source]
+    source: rusqlite::Error,
+}
+
+struct Job {
+    records: Vec<LogRecord>,
+    ack: Option<oneshot::Sender<Result<(), String>>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+enum Msg {
+    Write(Job),
+    Retain { max_bytes: u64, max_age: Duration },
+}
+
+/// Retention bounds, changeable by reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Database pages in use at most, in bytes.
+    pub max_bytes: u64,
+    /// Records older than this (by receive time) are deleted.
+    pub max_age: Duration,
+    /// How often retention runs.
+    pub interval: Duration,
+}
+
+/// Handle of the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::UnboundedSender<Msg>,
+    room: Arc<Semaphore>,
+    capacity: usize,
+    path: PathBuf,
+    metrics: Metrics,
+    retention: Arc<Mutex<Retention>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS logs (
+    id INTEGER PRIMARY KEY,
+    received_ns INTEGER NOT NULL,
+    timestamp_ns INTEGER,
+    ts_ns INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    app TEXT NOT NULL,
+    procid TEXT NOT NULL,
+    msgid TEXT NOT NULL,
+    facility INTEGER,
+    severity INTEGER,
+    message TEXT NOT NULL,
+    structured_data TEXT NOT NULL,
+    format TEXT NOT NULL,
+    parse_error TEXT,
+    input TEXT NOT NULL,
+    peer TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_ts ON logs(ts_ns);
+CREATE INDEX IF NOT EXISTS logs_received ON logs(received_ns);
+CREATE INDEX IF NOT EXISTS logs_host_ts ON logs(host, ts_ns);
+CREATE INDEX IF NOT EXISTS logs_app_ts ON logs(app, ts_ns);
+CREATE VIRTUAL TABLE IF NOT EXISTS logs_fts USING fts5(message, content='logs', content_rowid='id');
+CREATE TRIGGER IF NOT EXISTS logs_ai AFTER INSERT ON logs BEGIN
+    INSERT INTO logs_fts(rowid, message) VALUES (new.id, new.message);
+END;
+CREATE TRIGGER IF NOT EXISTS logs_ad AFTER DELETE ON logs BEGIN
+    INSERT INTO logs_fts(logs_fts, rowid, message) VALUES ('delete', old.id, old.message);
+END;
+";
+
+fn open_db(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    // auto_vacuum must be set before the first table exists; incremental lets retention
+    // return freed pages without a full VACUUM.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a commit survives power loss, and acknowledgements come after commits.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens (creating if needed) `dir/logs.sqlite` and starts the writer thread.
+    pub fn open(
+        dir: &Path,
+        queue_records: usize,
+        batch_records: usize,
+        retention: Retention,
+        metrics: Metrics,
+    ) -> Result<Self, OpenStoreError> {
+        let path = dir.join(DB_FILE);
+        let conn = open_db(&path).map_err(|source| OpenStoreError {
+            path: path.clone(),
+            source,
+        })?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let room = Arc::new(Semaphore::new(queue_records));
+        metrics
+            .queue_capacity
+            .set(i64::try_from(queue_records).unwrap_or(i64::MAX));
+        let writer = Writer {
+            conn,
+            rx,
+            batch_records,
+            metrics: metrics.clone(),
+            room: room.clone(),
+            capacity: queue_records,
+        };
+        std::thread::Builder::new()
+            .name("ingestd-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| OpenStoreError {
+                path: path.clone(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        Ok(Self {
+            tx,
+            room,
+            capacity: queue_records,
+            path,
+            metrics,
+            retention: Arc::new(Mutex::new(retention)),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Capacity of the write queue in records: the most one submission may hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Records waiting for the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.capacity - self.room.available_permits()
+    }
+
+    fn enqueue(&self, records: Vec<LogRecord>, permit: OwnedSemaphorePermit) -> Ack {
+        let (ack_tx, ack_rx) = oneshot::channel();
+        let depth = self.queue_depth();
+        self.metrics
+            .queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        let job = Job {
+            records,
+            ack: Some(ack_tx),
+            _permit: permit,
+        };
+        if self.tx.send(Msg::Write(job)).is_err() {
+            return Ack(None);
+        }
+        Ack(Some(ack_rx))
+    }
+
+    /// Queues `records`, waiting for room; the returned [`Ack`] resolves after the commit.
+    pub async fn submit(&self, records: Vec<LogRecord>) -> Result<Ack, StoreError> {
+        let n = u32::try_from(records.len())
+            .ok()
+            .filter(|n| (*n as usize) <= self.capacity)
+            .ok_or(StoreError::TooLarge(records.len(), self.capacity))?;
+        let permit = self
+            .room
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(self.enqueue(records, permit))
+    }
+
+    /// Queues `records` if there is room now, without waiting.
+    pub fn try_submit(&self, records: Vec<LogRecord>) -> Result<Ack, StoreError> {
+        let n = u32::try_from(records.len())
+            .ok()
+            .filter(|n| (*n as usize) <= self.capacity)
+            .ok_or(StoreError::TooLarge(records.len(), self.capacity))?;
+        let permit = self
+            .room
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| StoreError::QueueFull)?;
+        Ok(self.enqueue(records, permit))
+    }
+
+    /// Current retention bounds.
+    pub fn retention(&self) -> Retention {
+        *self
+            .retention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replaces the retention bounds (reload).
+    pub fn set_retention(&self, r: Retention) {
+        *self
+            .retention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = r;
+    }
+
+    /// Runs retention now, in the writer thread, and waits until it is queued.
+    pub fn retain_now(&self) {
+        let r = self.retention();
+        let _ = self.tx.send(Msg::Retain {
+            max_bytes: r.max_bytes,
+            max_age: r.max_age,
+        });
+    }
+
+    /// Runs retention every interval until `shutdown`.
+    pub async fn retention_loop(self, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            let interval = self.retention().interval;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => self.retain_now(),
+            }
+        }
+    }
+
+    /// Runs `query` on a read connection.
+    pub async fn query(&self, query: LogQuery) -> Result<Vec<StoredLog>, StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || run_query(&path, &query))
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Resolves once the submission is committed (or failed to commit).
+#[must_use = "the submission is acknowledged only once this resolves"]
+pub struct Ack(Option<oneshot::Receiver<Result<(), String>>>);
+
+impl Ack {
+    /// Waits for the commit.
+    pub async fn committed(self) -> Result<(), StoreError> {
+        match self.0 {
+            None => Err(StoreError::Closed),
+            Some(rx) => match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(StoreError::Commit(e)),
+                Err(_) => Err(StoreError::Closed),
+            },
+        }
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    batch_records: usize,
+    metrics: Metrics,
+    room: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl Writer {
+    fn run(mut self) {
+        while let Some(first) = self.rx.blocking_recv() {
+            let mut jobs = Vec::new();
+            let mut n = 0;
+            let mut retain = None;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Write(job) => {
+                        n += job.records.len();
+                        jobs.push(job);
+                    }
+                    // Retention runs after what was queued before it, before what follows.
+                    Msg::Retain { max_bytes, max_age } => {
+                        retain = Some((max_bytes, max_age));
+                        break;
+                    }
+                }
+                if n < self.batch_records {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            if !jobs.is_empty() {
+                self.commit(jobs);
+            }
+            if let Some((max_bytes, max_age)) = retain {
+                match self.retain(max_bytes, max_age) {
+                    Ok(deleted) => {
+                        self.metrics.retention_deleted.inc_by(deleted);
+                    }
+                    Err(err) => tracing::error!(error = %err, "Log retention failed."),
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, jobs: Vec<Job>) {
+        let result = insert(&mut self.conn, &jobs);
+        match &result {
+            Ok(()) => {
+                self.metrics.commits.inc();
+                for job in &jobs {
+                    for r in &job.records {
+                        self.metrics
+                            .stored
+                            .get_or_create(&InputLabels {
+                                input: r.input.clone(),
+                            })
+                            .inc();
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, records = jobs.iter().map(|j| j.records.len()).sum::<usize>(), "Log store commit failed; the senders get an error.");
+                for job in &jobs {
+                    if let Some(r) = job.records.first() {
+                        self.metrics.reject(
+                            &r.input,
+                            "store_error",
+                            u64::try_from(job.records.len()).unwrap_or(u64::MAX),
+                        );
+                    }
+                }
+            }
+        }
+        let result = result.map_err(|e| e.to_string());
+        for mut job in jobs {
+            let ack = job.ack.take();
+            // Queue room comes back after the commit and before the acknowledgement.
+            drop(job);
+            if let Some(ack) = ack {
+                let _ = ack.send(result.clone());
+            }
+        }
+        let depth = self.capacity - self.room.available_permits();
+        self.metrics
+            .queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    fn retain(&mut self, max_bytes: u64, max_age: Duration) -> Result<u64, rusqlite::Error> {
+        let now = crate::now_ns();
+        let cutoff = now.saturating_sub(i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX));
+        let mut deleted = 0u64;
+        loop {
+            let n = self.conn.execute(
+                "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE received_ns < ?1 ORDER BY id LIMIT ?2)",
+                params![cutoff, RETENTION_CHUNK],
+            )?;
+            deleted += n as u64;
+            if n < usize::try_from(RETENTION_CHUNK).unwrap_or(usize::MAX) {
+                break;
+            }
+        }
+        while used_bytes(&self.conn)? > max_bytes {
+            let n = self.conn.execute(
+                "DELETE FROM logs WHERE id IN (SELECT id FROM logs ORDER BY id LIMIT ?1)",
+                params![RETENTION_CHUNK / 5],
+            )?;
+            deleted += n as u64;
+            if n == 0 {
+                break;
+            }
+            // Deleted FTS rows only free pages after the index merges its segments.
+            self.conn
+                .execute("INSERT INTO logs_fts(logs_fts) VALUES ('optimize')", [])?;
+        }
+        if deleted > 0 {
+            self.conn.execute_batch("PRAGMA incremental_vacuum;")?;
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        Ok(deleted)
+    }
+}
+
+/// Database pages in use (not free), in bytes.
+fn used_bytes(conn: &Connection) -> Result<u64, rusqlite::Error> {
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    Ok(u64::try_from((pages - free) * page_size).unwrap_or(0))
+}
+
+fn insert(conn: &mut Connection, jobs: &[Job]) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO logs (received_ns, timestamp_ns, ts_ns, host, app, procid, msgid, facility, severity, message, structured_data, format, parse_error, input, peer)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        )?;
+        for r in jobs.iter().flat_map(|j| &j.records) {
+            stmt.execute(params![
+                r.received_ns,
+                r.timestamp_ns,
+                r.timestamp_ns.unwrap_or(r.received_ns),
+                r.host,
+                r.app,
+                r.procid,
+                r.msgid,
+                r.facility,
+                r.severity,
+                r.message,
+                r.structured_data,
+                r.format,
+                r.parse_error,
+                r.input,
+                r.peer,
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// A log query: every set filter must match.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Inclusive lower bound of the record time (sender's timestamp, else receive time), ns.
+    pub start_ns: Option<i64>,
+    /// Exclusive upper bound, ns.
+    pub end_ns: Option<i64>,
+    /// Exact host.
+    pub host: Option<String>,
+    /// Exact app.
+    pub app: Option<String>,
+    /// Severity at most this number (0 emergency … 7 debug): "this bad or worse".
+    pub max_severity: Option<u8>,
+    /// Exact facility.
+    pub facility: Option<u8>,
+    /// FTS5 query over the message text.
+    pub text: Option<String>,
+    /// Only records that did not parse.
+    pub parse_errors_only: bool,
+    /// Records with `id` below this (paging, newest first).
+    pub before_id: Option<i64>,
+    /// Most records returned.
+    pub limit: u32,
+}
+
+/// A stored record and its ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLog {
+    /// Row ID, increasing with insertion.
+    pub id: i64,
+    /// The record.
+    pub record: LogRecord,
+}
+
+fn run_query(path: &Path, q: &LogQuery) -> Result<Vec<StoredLog>, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mut sql = String::from(
+        "SELECT id, received_ns, timestamp_ns, host, app, procid, msgid, facility, severity, message, structured_data, format, parse_error, input, peer FROM logs WHERE 1=1",
+    );
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut add = |cond: &str, v: rusqlite::types::Value| {
+        args.push(v);
+        sql.push_str(&format!(" AND {cond} ?{}", args.len()));
+    };
+    use rusqlite::types::Value as V;
+    if let Some(v) = q.start_ns {
+        add("ts_ns >=", V::Integer(v));
+    }
+    if let Some(v) = q.end_ns {
+        add("ts_ns <", V::Integer(v));
+    }
+    if let Some(v) = &q.host {
+        add("host =", V::Text(v.clone()));
+    }
+    if let Some(v) = &q.app {
+        add("app =", V::Text(v.clone()));
+    }
+    if let Some(v) = q.max_severity {
+        add("severity <=", V::Integer(v.into()));
+    }
+    if let Some(v) = q.facility {
+        add("facility =", V::Integer(v.into()));
+    }
+    if let Some(v) = q.before_id {
+        add("id <", V::Integer(v));
+    }
+    if let Some(v) = &q.text {
+        add(
+            "id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH",
+            V::Text(v.clone()),
+        );
+        sql.push(')');
+    }
+    if q.parse_errors_only {
+        sql.push_str(" AND parse_error IS NOT NULL");
+    }
+    args.push(V::Integer(q.limit.into()));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+    let map_fts = |e: rusqlite::Error| match &e {
+        // The SQL is ours; a plain SQLITE_ERROR with a text filter is FTS5 rejecting it.
+        rusqlite::Error::SqliteFailure(f, Some(msg))
+            if q.text.is_some() && f.extended_code == rusqlite::ffi::SQLITE_ERROR =>
+        {
+            StoreError::BadText(msg.clone())
+        }
+        _ => StoreError::Sqlite(e),
+    };
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            Ok(StoredLog {
+                id: r.get(0)?,
+                record: LogRecord {
+                    received_ns: r.get(1)?,
+                    timestamp_ns: r.get(2)?,
+                    host: r.get(3)?,
+                    app: r.get(4)?,
+                    procid: r.get(5)?,
+                    msgid: r.get(6)?,
+                    facility: r.get(7)?,
+                    severity: r.get(8)?,
+                    message: r.get(9)?,
+                    structured_data: r.get(10)?,
+                    format: r.get(11)?,
+                    parse_error: r.get(12)?,
+                    input: r.get(13)?,
+                    peer: r.get(14)?,
+                },
+            })
+        })
+        .map_err(map_fts)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(map_fts)
+}
+
+#[cfg(test)]
+mod tests;
