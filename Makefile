@@ -19,6 +19,7 @@ deps:
 	bash scripts/install-build-deps.sh
 	bash scripts/install-probed-test-deps.sh
 	bash scripts/install-packetd-build-deps.sh
+	bash scripts/install-ingestd-test-deps.sh
 
 build: deps
 	$(CARGO) build --workspace --locked

@@ -130,13 +130,35 @@ impl Daemon for Ingestd {
             store: store.clone(),
             metrics: metrics.clone(),
             max_body_bytes: c.http.max_body_bytes,
-        });
+        })
+        .merge(
+            axum::Router::new()
+                .route(
+                    "/api/v1/write",
+                    axum::routing::post(crate::remote_write::write),
+                )
+                .with_state(crate::remote_write::WriteCtx {
+                    store: store.clone(),
+                    metrics: metrics.clone(),
+                    max_labels: c.store.max_labels_per_series,
+                }),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(c.http.max_body_bytes));
+        let query_routes = axum::Router::new()
+            .route(
+                "/api/v1/query_range",
+                axum::routing::get(crate::remote_write::query_range),
+            )
+            .with_state(store.clone());
+        *ctx.http_routes = std::mem::take(ctx.http_routes).merge(query_routes);
         for l in http_l {
             tasks.spawn(crate::http::serve(l, router.clone(), shutdown.clone()));
         }
         tasks.spawn(store.clone().retention_loop(shutdown));
         ctx.routes
             .add_service(crate::service::server(store.clone()));
+        ctx.routes
+            .add_service(crate::service::metrics_server(store.clone()));
         tracing::info!(listeners = ?bound, db = %store.path().display(), "Log ingest listening.");
         Ok(Self {
             store,

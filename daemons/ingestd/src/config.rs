@@ -37,6 +37,9 @@ pub const DEFAULT_BATCH_RECORDS: usize = 2_000;
 pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 /// Age bound of stored logs: a month covers an incident found late.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Labels per series: well above what exporters emit (a dozen), low enough to refuse
+/// cardinality accidents such as a request ID used as a label name.
+pub const DEFAULT_MAX_LABELS_PER_SERIES: usize = 64;
 /// How often retention runs.
 pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -139,6 +142,8 @@ pub struct StoreSection {
     /// How often retention runs.
     #[serde(with = "humantime_serde")]
     pub retention_interval: Duration,
+    /// Labels per remote_write series at most (`__name__` included).
+    pub max_labels_per_series: usize,
 }
 
 impl Default for StoreSection {
@@ -149,6 +154,7 @@ impl Default for StoreSection {
             max_bytes: DEFAULT_MAX_BYTES,
             max_age: DEFAULT_MAX_AGE,
             retention_interval: DEFAULT_RETENTION_INTERVAL,
+            max_labels_per_series: DEFAULT_MAX_LABELS_PER_SERIES,
         }
     }
 }
@@ -242,6 +248,13 @@ impl DaemonConfig for Config {
                 "store.retention-interval",
                 humantime::format_duration(st.retention_interval),
                 "between \"1s\" and \"1day\"",
+            ));
+        }
+        if !(1..=1024).contains(&st.max_labels_per_series) {
+            out.push(out_of_range(
+                "store.max-labels-per-series",
+                st.max_labels_per_series,
+                "1 to 1024",
             ));
         }
         // Two listeners of one kind on the same address cannot both bind.

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub received: Family<InputLabels, Counter>,
     /// Records committed to the store.
     pub stored: Family<InputLabels, Counter>,
+    /// Metric samples committed to the store (remote_write).
+    pub stored_samples: Counter,
     /// Records stored raw because they did not parse.
     pub parse_errors: Family<InputLabels, Counter>,
     /// Records (or connections, for `too_many_connections`) refused, by reason.
@@ -61,6 +63,11 @@ impl Metrics {
             "stored_records",
             "Log records committed to the store, by input",
             self.stored.clone(),
+        );
+        r.register(
+            "stored_samples",
+            "Metric samples committed to the store (remote_write)",
+            self.stored_samples.clone(),
         );
         r.register(
             "parse_errors",

@@ -1,7 +1,11 @@
-//! The `rookery.v1.Logs` gRPC service: log queries for apid and rookeryctl.
+//! The `rookery.v1.Logs` and `rookery.v1.Metrics` gRPC services: log and metric queries for
+//! apid and rookeryctl.
 
 use rookery_common::proto::logs_server::{Logs, LogsServer};
-use rookery_common::proto::{self as pb, QueryLogsRequest, QueryLogsResponse};
+use rookery_common::proto::metrics_server::{Metrics, MetricsServer};
+use rookery_common::proto::{
+    self as pb, QueryLogsRequest, QueryLogsResponse, QueryMetricsRequest, QueryMetricsResponse,
+};
 use tonic::{Request, Response, Status};
 
 use crate::store::{LogQuery, Store, StoreError};
@@ -103,5 +107,100 @@ impl Logs for Service {
             })
             .collect();
         Ok(Response::new(QueryLogsResponse { records }))
+    }
+}
+
+/// The `rookery.v1.Metrics` service over the store.
+pub struct MetricsService(Store);
+
+/// The tonic server of [`MetricsService`].
+pub fn metrics_server(store: Store) -> MetricsServer<MetricsService> {
+    MetricsServer::new(MetricsService(store))
+}
+
+/// Checks a metrics request and turns it into a query plus (start, end, step).
+pub fn to_metrics_query(
+    r: &QueryMetricsRequest,
+) -> Result<(crate::promql::Query, i64, i64, i64), Status> {
+    use crate::promql::{Function, LOOKBACK_MS, MatchOp, Matcher};
+    if r.name.is_empty() {
+        return Err(Status::invalid_argument("name: must not be empty"));
+    }
+    let mut matchers = Vec::new();
+    for (i, m) in r.matchers.iter().enumerate() {
+        let op = match pb::label_matcher::Op::try_from(m.op) {
+            Ok(pb::label_matcher::Op::Eq) => MatchOp::Eq,
+            Ok(pb::label_matcher::Op::Ne) => MatchOp::Ne,
+            Ok(pb::label_matcher::Op::Re) => MatchOp::Re,
+            Ok(pb::label_matcher::Op::NotRe) => MatchOp::NotRe,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "matchers[{i}].op: {} is not a known operator",
+                    m.op
+                )));
+            }
+        };
+        matchers.push(
+            Matcher::new(&m.name, op, &m.value)
+                .map_err(|e| Status::invalid_argument(format!("matchers[{i}]: {e}")))?,
+        );
+    }
+    let function = match pb::MetricFunction::try_from(r.function) {
+        Ok(pb::MetricFunction::Last) => Function::Last,
+        Ok(pb::MetricFunction::Rate) => Function::Rate,
+        Ok(pb::MetricFunction::AvgOverTime) => Function::Avg,
+        Ok(pb::MetricFunction::MinOverTime) => Function::Min,
+        Ok(pb::MetricFunction::MaxOverTime) => Function::Max,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "function: {} is not a known function",
+                r.function
+            )));
+        }
+    };
+    if r.range_ms < 0 {
+        return Err(Status::invalid_argument("range_ms: must not be negative"));
+    }
+    let q = crate::promql::Query {
+        name: r.name.clone(),
+        matchers,
+        function,
+        range_ms: if r.range_ms == 0 {
+            LOOKBACK_MS
+        } else {
+            r.range_ms
+        },
+        sum_by: r.sum.then(|| r.sum_by.clone()),
+    };
+    Ok((q, r.start_unix_ms, r.end_unix_ms, r.step_ms))
+}
+
+#[tonic::async_trait]
+impl Metrics for MetricsService {
+    async fn query_metrics(
+        &self,
+        req: Request<QueryMetricsRequest>,
+    ) -> Result<Response<QueryMetricsResponse>, Status> {
+        let (q, start, end, step) = to_metrics_query(req.get_ref())?;
+        let series = self
+            .0
+            .select_series(q.name.clone(), q.matchers.clone(), start - q.range_ms, end)
+            .await
+            .map_err(|e| Status::unavailable(rookery_common::error_chain(&e)))?;
+        let out =
+            crate::promql::eval(&q, &series, start, end, step).map_err(Status::invalid_argument)?;
+        Ok(Response::new(QueryMetricsResponse {
+            series: out
+                .into_iter()
+                .map(|o| pb::MetricSeries {
+                    labels: o.labels.into_iter().collect(),
+                    points: o
+                        .points
+                        .into_iter()
+                        .map(|(unix_ms, value)| pb::MetricPoint { unix_ms, value })
+                        .collect(),
+                })
+                .collect(),
+        }))
     }
 }

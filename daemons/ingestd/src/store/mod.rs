@@ -9,6 +9,7 @@
 //! thread, so it never races the writes. Queries open their own read connection (WAL lets
 //! them run beside the writer).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -56,8 +57,62 @@ pub struct OpenStoreError {
     source: rusqlite::Error,
 }
 
+/// Metric samples of one series, as remote_write delivers them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSamples {
+    /// Labels sorted by name, `__name__` included.
+    pub labels: Vec<(String, String)>,
+    /// (timestamp in ms since the Unix epoch, value).
+    pub samples: Vec<(i64, f64)>,
+}
+
+impl SeriesSamples {
+    /// The metric name (`__name__`), empty if absent.
+    pub fn name(&self) -> &str {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == "__name__")
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// Canonical text of the label set: the series' identity.
+    pub fn key(&self) -> String {
+        labels_key(&self.labels)
+    }
+}
+
+/// Canonical JSON object of sorted labels.
+pub fn labels_key(labels: &[(String, String)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+enum Payload {
+    Logs(Vec<LogRecord>),
+    Samples(Vec<SeriesSamples>),
+}
+
+impl Payload {
+    fn len(&self) -> usize {
+        match self {
+            Self::Logs(r) => r.len(),
+            Self::Samples(s) => s.iter().map(|s| s.samples.len()).sum(),
+        }
+    }
+
+    fn input(&self) -> &str {
+        match self {
+            Self::Logs(r) => r.first().map_or("", |r| r.input.as_str()),
+            Self::Samples(_) => "remote_write",
+        }
+    }
+}
+
 struct Job {
-    records: Vec<LogRecord>,
+    payload: Payload,
     ack: Option<oneshot::Sender<Result<(), String>>>,
     _permit: OwnedSemaphorePermit,
 }
@@ -113,6 +168,19 @@ CREATE INDEX IF NOT EXISTS logs_received ON logs(received_ns);
 CREATE INDEX IF NOT EXISTS logs_host_ts ON logs(host, ts_ns);
 CREATE INDEX IF NOT EXISTS logs_app_ts ON logs(app, ts_ns);
 CREATE VIRTUAL TABLE IF NOT EXISTS logs_fts USING fts5(message, content='logs', content_rowid='id');
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL UNIQUE
+);
+CREATE INDEX IF NOT EXISTS series_name ON series(name);
+CREATE TABLE IF NOT EXISTS samples (
+    series_id INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (series_id, ts_ms)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts_ms);
 CREATE TRIGGER IF NOT EXISTS logs_ai AFTER INSERT ON logs BEGIN
     INSERT INTO logs_fts(rowid, message) VALUES (new.id, new.message);
 END;
@@ -155,6 +223,7 @@ impl Store {
             .set(i64::try_from(queue_records).unwrap_or(i64::MAX));
         let writer = Writer {
             conn,
+            series_ids: HashMap::new(),
             rx,
             batch_records,
             metrics: metrics.clone(),
@@ -193,14 +262,14 @@ impl Store {
         self.capacity - self.room.available_permits()
     }
 
-    fn enqueue(&self, records: Vec<LogRecord>, permit: OwnedSemaphorePermit) -> Ack {
+    fn enqueue(&self, payload: Payload, permit: OwnedSemaphorePermit) -> Ack {
         let (ack_tx, ack_rx) = oneshot::channel();
         let depth = self.queue_depth();
         self.metrics
             .queue_depth
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
         let job = Job {
-            records,
+            payload,
             ack: Some(ack_tx),
             _permit: permit,
         };
@@ -212,17 +281,27 @@ impl Store {
 
     /// Queues `records`, waiting for room; the returned [`Ack`] resolves after the commit.
     pub async fn submit(&self, records: Vec<LogRecord>) -> Result<Ack, StoreError> {
-        let n = u32::try_from(records.len())
+        self.submit_payload(Payload::Logs(records)).await
+    }
+
+    /// Queues metric samples (counted in samples against the queue), waiting for room.
+    pub async fn submit_samples(&self, series: Vec<SeriesSamples>) -> Result<Ack, StoreError> {
+        self.submit_payload(Payload::Samples(series)).await
+    }
+
+    async fn submit_payload(&self, payload: Payload) -> Result<Ack, StoreError> {
+        let len = payload.len();
+        let n = u32::try_from(len)
             .ok()
             .filter(|n| (*n as usize) <= self.capacity)
-            .ok_or(StoreError::TooLarge(records.len(), self.capacity))?;
+            .ok_or(StoreError::TooLarge(len, self.capacity))?;
         let permit = self
             .room
             .clone()
             .acquire_many_owned(n)
             .await
             .map_err(|_| StoreError::Closed)?;
-        Ok(self.enqueue(records, permit))
+        Ok(self.enqueue(payload, permit))
     }
 
     /// Queues `records` if there is room now, without waiting.
@@ -236,7 +315,7 @@ impl Store {
             .clone()
             .try_acquire_many_owned(n)
             .map_err(|_| StoreError::QueueFull)?;
-        Ok(self.enqueue(records, permit))
+        Ok(self.enqueue(Payload::Logs(records), permit))
     }
 
     /// Current retention bounds.
@@ -304,6 +383,8 @@ impl Ack {
 
 struct Writer {
     conn: Connection,
+    /// Series ids by canonical labels: remote_write repeats the same series every scrape.
+    series_ids: HashMap<String, i64>,
     rx: mpsc::UnboundedReceiver<Msg>,
     batch_records: usize,
     metrics: Metrics,
@@ -321,7 +402,7 @@ impl Writer {
             while let Some(msg) = next.take() {
                 match msg {
                     Msg::Write(job) => {
-                        n += job.records.len();
+                        n += job.payload.len();
                         jobs.push(job);
                     }
                     // Retention runs after what was queued before it, before what follows.
@@ -349,31 +430,38 @@ impl Writer {
     }
 
     fn commit(&mut self, jobs: Vec<Job>) {
-        let result = insert(&mut self.conn, &jobs);
+        let result = insert(&mut self.conn, &jobs, &mut self.series_ids);
         match &result {
             Ok(()) => {
                 self.metrics.commits.inc();
                 for job in &jobs {
-                    for r in &job.records {
-                        self.metrics
-                            .stored
-                            .get_or_create(&InputLabels {
-                                input: r.input.clone(),
-                            })
-                            .inc();
+                    match &job.payload {
+                        Payload::Logs(records) => {
+                            for r in records {
+                                self.metrics
+                                    .stored
+                                    .get_or_create(&InputLabels {
+                                        input: r.input.clone(),
+                                    })
+                                    .inc();
+                            }
+                        }
+                        Payload::Samples(_) => {
+                            self.metrics.stored_samples.inc_by(job.payload.len() as u64);
+                        }
                     }
                 }
             }
             Err(err) => {
-                tracing::error!(error = %err, records = jobs.iter().map(|j| j.records.len()).sum::<usize>(), "Log store commit failed; the senders get an error.");
+                // A rolled-back transaction may have left ids of series that do not exist.
+                self.series_ids.clear();
+                tracing::error!(error = %err, records = jobs.iter().map(|j| j.payload.len()).sum::<usize>(), "Store commit failed; the senders get an error.");
                 for job in &jobs {
-                    if let Some(r) = job.records.first() {
-                        self.metrics.reject(
-                            &r.input,
-                            "store_error",
-                            u64::try_from(job.records.len()).unwrap_or(u64::MAX),
-                        );
-                    }
+                    self.metrics.reject(
+                        job.payload.input(),
+                        "store_error",
+                        job.payload.len() as u64,
+                    );
                 }
             }
         }
@@ -406,10 +494,18 @@ impl Writer {
                 break;
             }
         }
+        let cutoff_ms = cutoff / 1_000_000;
+        self.conn
+            .execute("DELETE FROM samples WHERE ts_ms < ?1", params![cutoff_ms])?;
         while used_bytes(&self.conn)? > max_bytes {
-            let n = self.conn.execute(
+            let mut n = self.conn.execute(
                 "DELETE FROM logs WHERE id IN (SELECT id FROM logs ORDER BY id LIMIT ?1)",
                 params![RETENTION_CHUNK / 5],
+            )?;
+            // Metrics share the bound: the oldest samples go too.
+            n += self.conn.execute(
+                "DELETE FROM samples WHERE ts_ms <= (SELECT ts_ms FROM samples ORDER BY ts_ms LIMIT 1 OFFSET ?1)",
+                params![RETENTION_CHUNK * 2],
             )?;
             deleted += n as u64;
             if n == 0 {
@@ -436,14 +532,55 @@ fn used_bytes(conn: &Connection) -> Result<u64, rusqlite::Error> {
     Ok(u64::try_from((pages - free) * page_size).unwrap_or(0))
 }
 
-fn insert(conn: &mut Connection, jobs: &[Job]) -> Result<(), rusqlite::Error> {
+fn insert(
+    conn: &mut Connection,
+    jobs: &[Job],
+    series_ids: &mut HashMap<String, i64>,
+) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction()?;
+    {
+        let mut find = tx.prepare_cached("SELECT id FROM series WHERE labels = ?1")?;
+        let mut add = tx.prepare_cached("INSERT INTO series (name, labels) VALUES (?1, ?2)")?;
+        let mut sample = tx.prepare_cached(
+            "INSERT OR REPLACE INTO samples (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
+        )?;
+        for job in jobs {
+            let Payload::Samples(series) = &job.payload else {
+                continue;
+            };
+            for s in series {
+                let key = s.key();
+                let id = match series_ids.get(&key) {
+                    Some(id) => *id,
+                    None => {
+                        let id = match find.query_row(params![key], |r| r.get::<_, i64>(0)) {
+                            Ok(id) => id,
+                            Err(rusqlite::Error::QueryReturnedNoRows) => {
+                                add.execute(params![s.name(), key])?;
+                                tx.last_insert_rowid()
+                            }
+                            Err(e) => return Err(e),
+                        };
+                        series_ids.insert(key, id);
+                        id
+                    }
+                };
+                for (ts, v) in &s.samples {
+                    sample.execute(params![id, ts, v])?;
+                }
+            }
+        }
+    }
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO logs (received_ns, timestamp_ns, ts_ns, host, app, procid, msgid, facility, severity, message, structured_data, format, parse_error, input, peer)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?;
-        for r in jobs.iter().flat_map(|j| &j.records) {
+        let logs = jobs.iter().filter_map(|j| match &j.payload {
+            Payload::Logs(r) => Some(r),
+            Payload::Samples(_) => None,
+        });
+        for r in logs.flatten() {
             stmt.execute(params![
                 r.received_ns,
                 r.timestamp_ns,
@@ -586,3 +723,49 @@ fn run_query(path: &Path, q: &LogQuery) -> Result<Vec<StoredLog>, StoreError> {
 
 #[cfg(test)]
 mod tests;
+
+impl Store {
+    /// Series named `name` that pass `matchers`, with their samples in `[start_ms, end_ms]`.
+    pub async fn select_series(
+        &self,
+        name: String,
+        matchers: Vec<crate::promql::Matcher>,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            let mut find = conn.prepare("SELECT id, labels FROM series WHERE name = ?1")?;
+            let mut samples = conn.prepare(
+                "SELECT ts_ms, value FROM samples WHERE series_id = ?1 AND ts_ms BETWEEN ?2 AND ?3 ORDER BY ts_ms",
+            )?;
+            let rows: Vec<(i64, String)> = find
+                .query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut out = Vec::new();
+            for (id, labels) in rows {
+                let map: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(&labels).unwrap_or_default();
+                let labels: Vec<(String, String)> = map
+                    .into_iter()
+                    .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
+                    .collect();
+                if !matchers.iter().all(|m| m.matches(&labels)) {
+                    continue;
+                }
+                let samples: Vec<(i64, f64)> = samples
+                    .query_map(params![id, start_ms, end_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                out.push(SeriesSamples { labels, samples });
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+}

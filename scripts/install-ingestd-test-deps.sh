@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs the real clients that rookery-ingestd's tests run against the daemon on loopback:
+# util-linux `logger` (syslog RFC 5424/3164 over UDP/TCP) and Debian's `prometheus` (remote_write).
+# Idempotent: quiet and fast when all is present. Needs root the first time (CI runs as root).
+# `make test` runs it from `deps`.
+set -euo pipefail
+
+need_pkgs=()
+want() {
+  local bin=$1
+  shift
+  [[ -x $bin ]] && return 0
+  need_pkgs+=("$@")
+}
+
+# util-linux is essential in Debian; bsdutils carries logger.
+want /usr/bin/logger bsdutils
+want /usr/bin/prometheus prometheus
+
+if ((${#need_pkgs[@]})); then
+  mapfile -t need_pkgs < <(printf '%s\n' "${need_pkgs[@]}" | sort -u)
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-ingestd-test-deps: missing Debian packages: ${need_pkgs[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "install-ingestd-test-deps: installing ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Tests start their own prometheus with their own config on loopback; the packaged service
+  # (and node exporter) must not start nor hold ports 9090/9100: policy-rc.d refuses starts.
+  policy=/usr/sbin/policy-rc.d
+  created_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    created_policy=1
+  fi
+  trap '[[ $created_policy -eq 1 ]] && rm -f "$policy"' EXIT
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+# Never let the packaged services run on the host (a policy-rc.d installed by someone else, or
+# a package installed before this script, may have let them start or enabled them).
+if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+  for unit in prometheus.service; do
+    if systemctl is-enabled --quiet "$unit" 2>/dev/null || systemctl is-active --quiet "$unit" 2>/dev/null; then
+      if [[ $(id -u) -eq 0 ]]; then
+        systemctl disable --now "$unit" >/dev/null 2>&1 || true
+      fi
+    fi
+  done
+fi
