@@ -116,7 +116,31 @@ impl Daemon for Ingestd {
             bound.insert(format!("http-{i}"), l.local_addr()?.to_string());
             http_l.push(l);
         }
+        let mut otlp_grpc = Vec::new();
+        for (i, a) in c.otlp.grpc.iter().enumerate() {
+            let l = bind_tcp(*a, "otlp.grpc").await?;
+            bound.insert(format!("otlp-grpc-{i}"), l.local_addr()?.to_string());
+            otlp_grpc.push(l);
+        }
+        let mut otlp_http = Vec::new();
+        for (i, a) in c.otlp.http.iter().enumerate() {
+            let l = bind_tcp(*a, "otlp.http").await?;
+            bound.insert(format!("otlp-http-{i}"), l.local_addr()?.to_string());
+            otlp_http.push(l);
+        }
         let mut tasks = JoinSet::new();
+        let octx = crate::otlp::OtlpCtx {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            max_labels: c.store.max_labels_per_series,
+        };
+        for l in otlp_grpc {
+            tasks.spawn(crate::otlp::serve_grpc(l, octx.clone(), shutdown.clone()));
+        }
+        let otlp_router = crate::otlp::http_router(octx, c.http.max_body_bytes);
+        for l in otlp_http {
+            tasks.spawn(crate::http::serve(l, otlp_router.clone(), shutdown.clone()));
+        }
         for s in udp {
             tasks.spawn(crate::syslog::serve_udp(s, sctx.clone()));
         }

@@ -20,6 +20,10 @@ pub const DEFAULT_SYSLOG_ADDR: &str = "0.0.0.0:514";
 pub const DEFAULT_SYSLOG_TLS_ADDR: &str = "0.0.0.0:6514";
 /// HTTP JSON/NDJSON log push (DESIGN.md): port 8088.
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8088";
+/// OTLP over gRPC: the IANA port 4317.
+pub const DEFAULT_OTLP_GRPC_ADDR: &str = "0.0.0.0:4317";
+/// OTLP over HTTP: the IANA port 4318.
+pub const DEFAULT_OTLP_HTTP_ADDR: &str = "0.0.0.0:4318";
 /// Longest syslog message accepted: RFC 5425 requires receivers to take 2048 octets and
 /// recommends 8192; 64 KiB also covers the stack traces applications put in one message.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -49,6 +53,7 @@ pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 pub struct Config {
     pub syslog: SyslogSection,
     pub http: HttpSection,
+    pub otlp: OtlpSection,
     pub store: StoreSection,
     pub grpc: GrpcSection,
     pub metrics: MetricsSection,
@@ -60,6 +65,7 @@ impl Default for Config {
         Self {
             syslog: SyslogSection::default(),
             http: HttpSection::default(),
+            otlp: OtlpSection::default(),
             store: StoreSection::default(),
             grpc: GrpcSection::for_daemon(Self::DAEMON),
             metrics: MetricsSection::loopback(DEFAULT_METRICS_PORT),
@@ -122,6 +128,25 @@ impl Default for HttpSection {
         Self {
             listen: vec![addr(DEFAULT_HTTP_ADDR)],
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// `[otlp]`: OpenTelemetry (OTLP) logs and metrics listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OtlpSection {
+    /// OTLP/gRPC listeners; empty = off.
+    pub grpc: Vec<SocketAddr>,
+    /// OTLP/HTTP (protobuf) listeners; empty = off.
+    pub http: Vec<SocketAddr>,
+}
+
+impl Default for OtlpSection {
+    fn default() -> Self {
+        Self {
+            grpc: vec![addr(DEFAULT_OTLP_GRPC_ADDR)],
+            http: vec![addr(DEFAULT_OTLP_HTTP_ADDR)],
         }
     }
 }
@@ -263,6 +288,8 @@ impl DaemonConfig for Config {
             ("syslog.tcp", &s.tcp),
             ("syslog.tls", &s.tls),
             ("http.listen", &self.http.listen),
+            ("otlp.grpc", &self.otlp.grpc),
+            ("otlp.http", &self.otlp.http),
         ] {
             for (i, a) in list.iter().enumerate() {
                 if a.port() != 0 && list[..i].contains(a) {
@@ -273,20 +300,25 @@ impl DaemonConfig for Config {
                 }
             }
         }
-        for (i, a) in s.tcp.iter().enumerate() {
-            if a.port() != 0 && (s.tls.contains(a) || self.http.listen.contains(a)) {
-                out.push(Invalid::new(
-                    format!("syslog.tcp[{i}]"),
-                    format!("{a} is also used by syslog.tls or http.listen"),
-                ));
-            }
-        }
-        for (i, a) in s.tls.iter().enumerate() {
-            if a.port() != 0 && self.http.listen.contains(a) {
-                out.push(Invalid::new(
-                    format!("syslog.tls[{i}]"),
-                    format!("{a} is also used by http.listen"),
-                ));
+        // TCP listeners of different kinds cannot share an address either.
+        let tcp_kinds = [
+            ("syslog.tcp", &s.tcp),
+            ("syslog.tls", &s.tls),
+            ("http.listen", &self.http.listen),
+            ("otlp.grpc", &self.otlp.grpc),
+            ("otlp.http", &self.otlp.http),
+        ];
+        for (k, (key, list)) in tcp_kinds.iter().enumerate() {
+            for (i, a) in list.iter().enumerate() {
+                if let Some((other, _)) = tcp_kinds[..k]
+                    .iter()
+                    .find(|(_, l)| a.port() != 0 && l.contains(a))
+                {
+                    out.push(Invalid::new(
+                        format!("{key}[{i}]"),
+                        format!("{a} is also used by {other}"),
+                    ));
+                }
             }
         }
         out.extend(self.grpc.validate("grpc"));
@@ -329,7 +361,7 @@ mod tests {
                 "syslog.tls-cert-file",
                 "syslog.tls-key-file",
                 "store.batch-records",
-                "syslog.tcp[0]",
+                "http.listen[0]",
             ]
         );
     }

@@ -15,6 +15,7 @@ pub mod app;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod otlp;
 pub mod promql;
 pub mod record;
 pub mod remote_write;
