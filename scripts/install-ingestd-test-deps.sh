@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real clients that rookery-ingestd's tests run against the daemon on loopback:
-# util-linux `logger` (syslog RFC 5424/3164 over UDP/TCP) and Debian's `prometheus` (remote_write).
+# util-linux `logger` (syslog RFC 5424/3164 over UDP/TCP), Debian's `prometheus` (remote_write)
+# and `rsyslog` (omfwd forwarding). The tests start their own instances with their own configs;
+# the packaged services are kept from starting and disabled, so nothing runs on the host.
 # Idempotent: quiet and fast when all is present. Needs root the first time (CI runs as root).
 # `make test` runs it from `deps`.
 set -euo pipefail
@@ -16,6 +18,7 @@ want() {
 # util-linux is essential in Debian; bsdutils carries logger.
 want /usr/bin/logger bsdutils
 want /usr/bin/prometheus prometheus
+want /usr/sbin/rsyslogd rsyslog
 
 if ((${#need_pkgs[@]})); then
   mapfile -t need_pkgs < <(printf '%s\n' "${need_pkgs[@]}" | sort -u)
@@ -37,16 +40,20 @@ if ((${#need_pkgs[@]})); then
   trap '[[ $created_policy -eq 1 ]] && rm -f "$policy"' EXIT
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
-fi
-
-# Never let the packaged services run on the host (a policy-rc.d installed by someone else, or
-# a package installed before this script, may have let them start or enabled them).
-if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
-  for unit in prometheus.service; do
-    if systemctl is-enabled --quiet "$unit" 2>/dev/null || systemctl is-active --quiet "$unit" 2>/dev/null; then
-      if [[ $(id -u) -eq 0 ]]; then
+  # The packages enable their services for the next boot: undo that (works without a
+  # running systemd too; only for what this run installed, so a host's own logger stays).
+  for pkg in "${need_pkgs[@]}"; do
+    case $pkg in
+      prometheus) units=(prometheus.service) ;;
+      rsyslog) units=(rsyslog.service syslog.socket) ;;
+      *) units=() ;;
+    esac
+    for unit in "${units[@]}"; do
+      if [[ -d /run/systemd/system ]]; then
         systemctl disable --now "$unit" >/dev/null 2>&1 || true
+      else
+        systemctl disable "$unit" >/dev/null 2>&1 || true
       fi
-    fi
+    done
   done
 fi
