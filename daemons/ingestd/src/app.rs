@@ -178,6 +178,16 @@ impl Daemon for Ingestd {
         for l in http_l {
             tasks.spawn(crate::http::serve(l, router.clone(), shutdown.clone()));
         }
+        if !c.scrape.targets.is_empty() {
+            tasks.spawn(crate::scrape::run(
+                store.clone(),
+                metrics.clone(),
+                c.scrape.targets.clone(),
+                c.scrape.interval,
+                c.scrape.timeout,
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(store.clone().retention_loop(shutdown));
         ctx.routes
             .add_service(crate::service::server(store.clone()));

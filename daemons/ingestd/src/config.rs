@@ -24,6 +24,10 @@ pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8088";
 pub const DEFAULT_OTLP_GRPC_ADDR: &str = "0.0.0.0:4317";
 /// OTLP over HTTP: the IANA port 4318.
 pub const DEFAULT_OTLP_HTTP_ADDR: &str = "0.0.0.0:4318";
+/// Scrape interval: Prometheus' default.
+pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(15);
+/// Scrape timeout: well under the interval; loopback targets answer in milliseconds.
+pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest syslog message accepted: RFC 5425 requires receivers to take 2048 octets and
 /// recommends 8192; 64 KiB also covers the stack traces applications put in one message.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -54,6 +58,7 @@ pub struct Config {
     pub syslog: SyslogSection,
     pub http: HttpSection,
     pub otlp: OtlpSection,
+    pub scrape: ScrapeSection,
     pub store: StoreSection,
     pub grpc: GrpcSection,
     pub metrics: MetricsSection,
@@ -66,6 +71,7 @@ impl Default for Config {
             syslog: SyslogSection::default(),
             http: HttpSection::default(),
             otlp: OtlpSection::default(),
+            scrape: ScrapeSection::default(),
             store: StoreSection::default(),
             grpc: GrpcSection::for_daemon(Self::DAEMON),
             metrics: MetricsSection::loopback(DEFAULT_METRICS_PORT),
@@ -147,6 +153,54 @@ impl Default for OtlpSection {
         Self {
             grpc: vec![addr(DEFAULT_OTLP_GRPC_ADDR)],
             http: vec![addr(DEFAULT_OTLP_HTTP_ADDR)],
+        }
+    }
+}
+
+/// `[scrape]`: the `/metrics` endpoints ingestd scrapes into its metric store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ScrapeSection {
+    /// How often every target is scraped.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Timeout of one scrape.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Targets; empty = no scraping. A list (not a table) so that a file replaces the
+    /// defaults instead of merging into them.
+    pub targets: Vec<ScrapeTarget>,
+}
+
+/// One `[[scrape.targets]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ScrapeTarget {
+    /// The `job` label of its samples.
+    pub job: String,
+    /// URL of its `/metrics`.
+    pub url: String,
+}
+
+impl Default for ScrapeSection {
+    fn default() -> Self {
+        Self {
+            interval: DEFAULT_SCRAPE_INTERVAL,
+            timeout: DEFAULT_SCRAPE_TIMEOUT,
+            // The other daemons' loopback /metrics (DESIGN.md ports); ingestd's own too.
+            targets: [
+                ("packetd", 9111),
+                ("ingestd", DEFAULT_METRICS_PORT),
+                ("apid", 9113),
+                ("licensed", 9114),
+                ("probed", 9115),
+            ]
+            .into_iter()
+            .map(|(job, port)| ScrapeTarget {
+                job: job.to_owned(),
+                url: format!("http://127.0.0.1:{port}/metrics"),
+            })
+            .collect(),
         }
     }
 }
@@ -281,6 +335,39 @@ impl DaemonConfig for Config {
                 st.max_labels_per_series,
                 "1 to 1024",
             ));
+        }
+        let sc = &self.scrape;
+        if sc.interval < Duration::from_secs(1) {
+            out.push(out_of_range(
+                "scrape.interval",
+                humantime::format_duration(sc.interval),
+                "at least \"1s\"",
+            ));
+        }
+        if sc.timeout.is_zero() || sc.timeout > sc.interval {
+            out.push(out_of_range(
+                "scrape.timeout",
+                humantime::format_duration(sc.timeout),
+                "more than 0 and at most scrape.interval",
+            ));
+        }
+        for (i, t) in sc.targets.iter().enumerate() {
+            let url = &t.url;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                out.push(Invalid::new(
+                    format!("scrape.targets[{i}].url"),
+                    format!("\"{url}\" is not an http(s) URL (expected e.g. \"http://127.0.0.1:9115/metrics\")"),
+                ));
+            }
+            if t.job.is_empty() || sc.targets[..i].iter().any(|o| o.job == t.job) {
+                out.push(Invalid::new(
+                    format!("scrape.targets[{i}].job"),
+                    format!(
+                        "\"{}\" is empty or used twice (expected a unique job name)",
+                        t.job
+                    ),
+                ));
+            }
         }
         // Two listeners of one kind on the same address cannot both bind.
         for (key, list) in [

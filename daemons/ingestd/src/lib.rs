@@ -19,6 +19,7 @@ pub mod otlp;
 pub mod promql;
 pub mod record;
 pub mod remote_write;
+pub mod scrape;
 pub mod service;
 pub mod store;
 pub mod syslog;

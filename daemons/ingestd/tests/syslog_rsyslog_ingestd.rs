@@ -45,7 +45,8 @@ async fn rsyslog_omfwd_octet_counted_tcp_delivers_every_message() {
              module(load=\"imudp\")\n\
              input(type=\"imudp\" address=\"127.0.0.1\" port=\"{udp_port}\")\n\
              action(type=\"omfwd\" target=\"127.0.0.1\" port=\"{}\" protocol=\"tcp\" \
-             TCP_Framing=\"octet-counted\" template=\"RSYSLOG_SyslogProtocol23Format\")\n",
+             TCP_Framing=\"octet-counted\" template=\"RSYSLOG_SyslogProtocol23Format\" \
+             action.resumeRetryCount=\"-1\" action.resumeInterval=\"1\")\n",
             work.display(),
             tcp.port()
         ),
@@ -59,7 +60,7 @@ async fn rsyslog_omfwd_octet_counted_tcp_delivers_every_message() {
             .arg("-i")
             .arg(tmp.path().join("rsyslog.pid"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(tmp.path().join("rsyslog.err")).unwrap())
             .spawn()
             .expect("rsyslogd is installed by scripts/install-ingestd-test-deps.sh"),
     );

@@ -39,6 +39,7 @@ pub fn write_config(dir: &Path, syslog_extra: &str, store_extra: &str) {
         "[syslog]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n{syslog_extra}\n\
          [http]\nlisten = [\"127.0.0.1:0\"]\n\n\
          [otlp]\ngrpc = [\"127.0.0.1:0\"]\nhttp = [\"127.0.0.1:0\"]\n\n\
+         [scrape]\ninterval = \"1s\"\ntimeout = \"1s\"\ntargets = []\n\n\
          [store]\n{store_extra}\n\
          [grpc]\nsocket = \"{}\"\n\n[metrics]\nlisten = \"127.0.0.1:{}\"\n\n[state]\ndirectory = \"{}\"\n",
         dir.join("ingestd.sock").display(),
