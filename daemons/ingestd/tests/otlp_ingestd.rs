@@ -244,3 +244,72 @@ async fn otlp_logs_and_metrics_over_grpc_and_http_are_queried_back() {
         "{m}"
     );
 }
+
+/// The Python virtualenv with the OpenTelemetry SDK (scripts/install-ingestd-test-deps.sh).
+const VENV_PYTHON: &str = "/opt/rookery-test-venv/bin/python3";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_opentelemetry_python_sdk_exports_logs_and_metrics_over_otlp_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_config(tmp.path(), "", "");
+    let d = Ingestd::start(tmp.path()).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/otlp_python.py");
+    let url = format!("http://{}", d.addr("otlp-http-0"));
+    // The daemon runs in its own process: blocking here only waits for the client.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(VENV_PYTHON)
+            .arg(script)
+            .arg(url)
+            .output()
+            .expect("the OpenTelemetry venv is installed by scripts/install-ingestd-test-deps.sh")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logs = d
+        .query(QueryLogsRequest {
+            app: Some("pyapp".into()),
+            ..QueryLogsRequest::default()
+        })
+        .await;
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let r = &logs[0];
+    assert_eq!(
+        (&*r.host, &*r.message, r.severity, &*r.input),
+        ("pyhost", "cache miss ratio high", Some(4), "otlp")
+    );
+    assert!(
+        r.structured_data.contains("\"cache\":\"sessions\""),
+        "{}",
+        r.structured_data
+    );
+    let ch = rookery_common::grpc::connect(&d.socket()).await.unwrap();
+    let mut client = MetricsClient::new(ch);
+    let now = i64::try_from(now_ns() / 1_000_000).unwrap();
+    for (name, label, value) in [
+        ("jobs_done", ("queue", "q1"), 5.0),
+        ("temperature", ("room", "lab"), 21.5),
+    ] {
+        let resp = client
+            .query_metrics(QueryMetricsRequest {
+                name: name.into(),
+                start_unix_ms: now,
+                end_unix_ms: now,
+                step_ms: 1000,
+                ..QueryMetricsRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(resp.series.len(), 1, "{name}: {resp:?}");
+        let s = &resp.series[0];
+        assert_eq!(s.labels["job"], "pyapp");
+        assert_eq!(s.labels[label.0], label.1);
+        assert_eq!(s.points[0].value, value);
+    }
+}
