@@ -30,6 +30,8 @@ fn retention(c: &Config) -> Retention {
         max_bytes: c.store.max_bytes,
         max_age: c.store.max_age,
         interval: c.store.retention_interval,
+        downsample_after: c.store.downsample_after,
+        downsample_step: c.store.downsample_step,
     }
 }
 
@@ -208,6 +210,8 @@ impl Daemon for Ingestd {
         live.store.max_bytes = config.store.max_bytes;
         live.store.max_age = config.store.max_age;
         live.store.retention_interval = config.store.retention_interval;
+        live.store.downsample_after = config.store.downsample_after;
+        live.store.downsample_step = config.store.downsample_step;
         if live != *config {
             tracing::warn!(
                 "Listener, limit and queue changes take effect at the next restart; retention applies now."

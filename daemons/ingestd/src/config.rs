@@ -48,6 +48,10 @@ pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Labels per series: well above what exporters emit (a dozen), low enough to refuse
 /// cardinality accidents such as a request ID used as a label name.
 pub const DEFAULT_MAX_LABELS_PER_SERIES: usize = 64;
+/// Full-resolution samples are kept for a week: recent incidents at scrape resolution.
+pub const DEFAULT_DOWNSAMPLE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Older samples at 5-minute resolution: a month of a series in ~8600 points.
+pub const DEFAULT_DOWNSAMPLE_STEP: Duration = Duration::from_secs(300);
 /// How often retention runs.
 pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -223,6 +227,12 @@ pub struct StoreSection {
     pub retention_interval: Duration,
     /// Labels per remote_write series at most (`__name__` included).
     pub max_labels_per_series: usize,
+    /// Metric samples older than this are downsampled.
+    #[serde(with = "humantime_serde")]
+    pub downsample_after: Duration,
+    /// Resolution of downsampled samples: the last sample per series and step is kept.
+    #[serde(with = "humantime_serde")]
+    pub downsample_step: Duration,
 }
 
 impl Default for StoreSection {
@@ -234,6 +244,8 @@ impl Default for StoreSection {
             max_age: DEFAULT_MAX_AGE,
             retention_interval: DEFAULT_RETENTION_INTERVAL,
             max_labels_per_series: DEFAULT_MAX_LABELS_PER_SERIES,
+            downsample_after: DEFAULT_DOWNSAMPLE_AFTER,
+            downsample_step: DEFAULT_DOWNSAMPLE_STEP,
         }
     }
 }
@@ -368,6 +380,22 @@ impl DaemonConfig for Config {
                     ),
                 ));
             }
+        }
+        if st.downsample_step < Duration::from_secs(1)
+            || st.downsample_step > Duration::from_secs(24 * 3600)
+        {
+            out.push(out_of_range(
+                "store.downsample-step",
+                humantime::format_duration(st.downsample_step),
+                "between \"1s\" and \"1day\"",
+            ));
+        }
+        if st.downsample_after < st.downsample_step {
+            out.push(out_of_range(
+                "store.downsample-after",
+                humantime::format_duration(st.downsample_after),
+                "at least store.downsample-step",
+            ));
         }
         // Two listeners of one kind on the same address cannot both bind.
         for (key, list) in [

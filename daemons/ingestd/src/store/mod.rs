@@ -119,7 +119,7 @@ struct Job {
 
 enum Msg {
     Write(Job),
-    Retain { max_bytes: u64, max_age: Duration },
+    Retain(Retention),
 }
 
 /// Retention bounds, changeable by reload.
@@ -131,6 +131,10 @@ pub struct Retention {
     pub max_age: Duration,
     /// How often retention runs.
     pub interval: Duration,
+    /// Samples older than this are downsampled.
+    pub downsample_after: Duration,
+    /// One sample (the last) is kept per series and step of this length.
+    pub downsample_step: Duration,
 }
 
 /// Handle of the store; cheap to clone.
@@ -336,11 +340,7 @@ impl Store {
 
     /// Runs retention now, in the writer thread, and waits until it is queued.
     pub fn retain_now(&self) {
-        let r = self.retention();
-        let _ = self.tx.send(Msg::Retain {
-            max_bytes: r.max_bytes,
-            max_age: r.max_age,
-        });
+        let _ = self.tx.send(Msg::Retain(self.retention()));
     }
 
     /// Runs retention every interval until `shutdown`.
@@ -406,8 +406,8 @@ impl Writer {
                         jobs.push(job);
                     }
                     // Retention runs after what was queued before it, before what follows.
-                    Msg::Retain { max_bytes, max_age } => {
-                        retain = Some((max_bytes, max_age));
+                    Msg::Retain(r) => {
+                        retain = Some(r);
                         break;
                     }
                 }
@@ -418,8 +418,11 @@ impl Writer {
             if !jobs.is_empty() {
                 self.commit(jobs);
             }
-            if let Some((max_bytes, max_age)) = retain {
-                match self.retain(max_bytes, max_age) {
+            if let Some(r) = retain {
+                if let Err(err) = self.downsample(r.downsample_after, r.downsample_step) {
+                    tracing::error!(error = %err, "Metric downsampling failed.");
+                }
+                match self.retain(r.max_bytes, r.max_age) {
                     Ok(deleted) => {
                         self.metrics.retention_deleted.inc_by(deleted);
                     }
@@ -478,6 +481,23 @@ impl Writer {
         self.metrics
             .queue_depth
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// Keeps, for samples older than `after`, only the last sample of each series per `step`
+    /// (the last, not the mean: counters stay monotonic, so `rate` stays right).
+    fn downsample(&mut self, after: Duration, step: Duration) -> Result<u64, rusqlite::Error> {
+        let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX).max(1);
+        let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        // Only whole steps before the cutoff: a step still receiving samples is left alone.
+        let cutoff = (crate::now_ns() / 1_000_000).saturating_sub(after_ms) / step_ms * step_ms;
+        let n = self.conn.execute(
+            "DELETE FROM samples WHERE ts_ms < ?1 AND ts_ms < (
+                 SELECT max(s2.ts_ms) FROM samples AS s2
+                 WHERE s2.series_id = samples.series_id
+                   AND s2.ts_ms BETWEEN (samples.ts_ms / ?2) * ?2 AND (samples.ts_ms / ?2) * ?2 + ?2 - 1)",
+            params![cutoff, step_ms],
+        )?;
+        Ok(n as u64)
     }
 
     fn retain(&mut self, max_bytes: u64, max_age: Duration) -> Result<u64, rusqlite::Error> {

@@ -24,6 +24,8 @@ const KEEP: Retention = Retention {
     max_bytes: u64::MAX,
     max_age: Duration::from_secs(3600),
     interval: Duration::from_secs(3600),
+    downsample_after: Duration::from_secs(7 * 24 * 3600),
+    downsample_step: Duration::from_secs(300),
 };
 
 #[tokio::test]
@@ -213,4 +215,51 @@ async fn retention_deletes_records_older_than_max_age() {
         .await
         .unwrap();
     assert!(got.is_empty(), "the FTS index forgot the deleted row");
+}
+
+#[tokio::test]
+async fn old_samples_are_downsampled_to_the_last_per_step_and_recent_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 10_000, KEEP);
+    let now_ms = crate::now_ns() / 1_000_000;
+    // One hour of a counter every 10 s, two days old, aligned to 5 minutes; and recent samples.
+    let start = (now_ms - 2 * 86_400_000) / 300_000 * 300_000;
+    let old: Vec<(i64, f64)> = (0..360).map(|i| (start + i * 10_000, i as f64)).collect();
+    let recent: Vec<(i64, f64)> = (0..30)
+        .map(|i| (now_ms - 300_000 + i * 10_000, 1.0))
+        .collect();
+    let labels = vec![("__name__".to_owned(), "c_total".to_owned())];
+    let mut samples = old.clone();
+    samples.extend(&recent);
+    store
+        .submit_samples(vec![SeriesSamples { labels, samples }])
+        .await
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+    store.set_retention(Retention {
+        downsample_after: Duration::from_secs(86_400),
+        max_age: Duration::from_secs(30 * 86_400),
+        ..KEEP
+    });
+    store.retain_now();
+    store
+        .submit(vec![rec(1, "h", "a", 1, "sync")])
+        .await
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+    let got = store
+        .select_series("c_total".into(), Vec::new(), 0, i64::MAX)
+        .await
+        .unwrap();
+    let got = &got[0].samples;
+    // 12 five-minute steps, each keeping its last sample (29, 59, …, 359), then the recent 30.
+    let want_old: Vec<(i64, f64)> = (0..12)
+        .map(|k| (start + (k * 30 + 29) * 10_000, (k * 30 + 29) as f64))
+        .collect();
+    assert_eq!(&got[..12], &want_old[..]);
+    assert_eq!(&got[12..], &recent[..]);
 }
