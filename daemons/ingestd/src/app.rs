@@ -1,6 +1,7 @@
 //! Wiring of ingestd into the shared daemon runner: opens the store, binds every listener
-//! (so `READY=1` means they all accept), serves the `Logs` gRPC service and applies reloads
-//! (retention applies live; listeners, limits and the queue at restart).
+//! (so `READY=1` means they all accept), starts the scraper and retention, serves the `Logs`
+//! and `Metrics` gRPC services and `/api/v1/query_range`, and applies reloads (retention and
+//! downsampling apply live; listeners, limits, scrape targets and the queue at restart).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

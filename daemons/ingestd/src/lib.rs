@@ -1,15 +1,16 @@
-//! rookery-ingestd: the log ingester of the appliance.
+//! rookery-ingestd: the log and metrics ingester of the appliance.
 //!
-//! It receives syslog (RFC 5424 and RFC 3164) over UDP, TCP (octet counting or LF framing)
-//! and TLS, and JSON/NDJSON logs pushed over HTTP, stores them in SQLite (WAL, FTS5 index of
-//! the message text) with batched commits and acknowledges only after the commit, bounds its
-//! memory with a write queue (backpressure for TCP and HTTP, counted rejections for UDP) and
-//! its disk with retention (max bytes, max age), and answers log queries over gRPC
-//! (`rookery.v1.Logs`) on `/run/rookery/ingestd.sock`.
+//! Inputs: syslog (RFC 5424 and RFC 3164) over UDP, TCP (octet counting or LF framing) and
+//! TLS ([`syslog`]); JSON/NDJSON logs pushed over HTTP ([`http`]); Prometheus remote_write
+//! ([`remote_write`]); OTLP logs and metrics over gRPC and HTTP/protobuf ([`otlp`]); and a
+//! scraper of the daemons' `/metrics` ([`scrape`]). Everything goes through one bounded write
+//! queue to the SQLite store ([`store`]: WAL, FTS5 over log messages, series + samples,
+//! batched commits, retention and downsampling), and is acknowledged only after the commit.
+//! Queries: `rookery.v1.Logs` and `rookery.v1.Metrics` over gRPC on
+//! `/run/rookery/ingestd.sock` ([`service`]) and `/api/v1/query_range` ([`promql`]).
 //!
-//! The entry point is [`app::Ingestd`] (the daemon) and [`run`] (in-process, for tests).
-//! Parsing and framing are pure ([`syslog::parse`], [`syslog::framing`]); sockets live in
-//! [`syslog`] and [`http`], SQLite in [`store`].
+//! The entry point is [`app::Ingestd`] (the daemon) and [`run`] (in-process). Parsing,
+//! framing and query evaluation are pure ([`syslog::parse`], [`syslog::framing`], [`promql`]).
 
 pub mod app;
 pub mod config;
