@@ -215,7 +215,7 @@ impl Daemon for Ingestd {
         live.store.downsample_step = config.store.downsample_step;
         if live != *config {
             tracing::warn!(
-                "Listener, limit and queue changes take effect at the next restart; retention applies now."
+                "Listener, limit, scrape and queue changes take effect at the next restart; retention applies now."
             );
         }
         self.store.set_retention(retention(config));
