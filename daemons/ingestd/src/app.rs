@@ -191,6 +191,17 @@ impl Daemon for Ingestd {
                 shutdown.clone(),
             ));
         }
+        if !c.forward.remote_write_url.is_empty() {
+            store.set_forwarding(true);
+            tasks.spawn(crate::forward::run(
+                store.clone(),
+                metrics.clone(),
+                c.forward.remote_write_url.clone(),
+                c.forward.batch_samples,
+                c.forward.timeout,
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(store.clone().retention_loop(shutdown));
         ctx.routes
             .add_service(crate::service::server(store.clone()));

@@ -28,6 +28,10 @@ pub const DEFAULT_OTLP_HTTP_ADDR: &str = "0.0.0.0:4318";
 pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(15);
 /// Scrape timeout: well under the interval; loopback targets answer in milliseconds.
 pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Samples per forwarded request: Prometheus' own max_samples_per_send default range.
+pub const DEFAULT_FORWARD_BATCH: u32 = 2000;
+/// Timeout of one forwarded request: a slow uplink still gets a chance.
+pub const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest syslog message accepted: RFC 5425 requires receivers to take 2048 octets and
 /// recommends 8192; 64 KiB also covers the stack traces applications put in one message.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -63,6 +67,7 @@ pub struct Config {
     pub http: HttpSection,
     pub otlp: OtlpSection,
     pub scrape: ScrapeSection,
+    pub forward: ForwardSection,
     pub store: StoreSection,
     pub grpc: GrpcSection,
     pub metrics: MetricsSection,
@@ -76,6 +81,7 @@ impl Default for Config {
             http: HttpSection::default(),
             otlp: OtlpSection::default(),
             scrape: ScrapeSection::default(),
+            forward: ForwardSection::default(),
             store: StoreSection::default(),
             grpc: GrpcSection::for_daemon(Self::DAEMON),
             metrics: MetricsSection::loopback(DEFAULT_METRICS_PORT),
@@ -205,6 +211,29 @@ impl Default for ScrapeSection {
                 url: format!("http://127.0.0.1:{port}/metrics"),
             })
             .collect(),
+        }
+    }
+}
+
+/// `[forward]`: forwarding of metric samples to a remote_write endpoint, spooled on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ForwardSection {
+    /// Prometheus remote_write URL; empty = no forwarding.
+    pub remote_write_url: String,
+    /// Samples per request at most.
+    pub batch_samples: u32,
+    /// Timeout of one request.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for ForwardSection {
+    fn default() -> Self {
+        Self {
+            remote_write_url: String::new(),
+            batch_samples: DEFAULT_FORWARD_BATCH,
+            timeout: DEFAULT_FORWARD_TIMEOUT,
         }
     }
 }
@@ -395,6 +424,31 @@ impl DaemonConfig for Config {
                 "store.downsample-after",
                 humantime::format_duration(st.downsample_after),
                 "at least store.downsample-step",
+            ));
+        }
+        let f = &self.forward;
+        let url = &f.remote_write_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            out.push(Invalid::new(
+                "forward.remote-write-url",
+                format!(
+                    "\"{}\" is not an http(s) URL (expected e.g. \"https://metrics.example.com/api/v1/write\")",
+                    f.remote_write_url
+                ),
+            ));
+        }
+        if !(1..=100_000).contains(&f.batch_samples) {
+            out.push(out_of_range(
+                "forward.batch-samples",
+                f.batch_samples,
+                "1 to 100000",
+            ));
+        }
+        if f.timeout < Duration::from_secs(1) || f.timeout > Duration::from_secs(600) {
+            out.push(out_of_range(
+                "forward.timeout",
+                humantime::format_duration(f.timeout),
+                "between \"1s\" and \"10m\"",
             ));
         }
         // Two listeners of one kind on the same address cannot both bind.

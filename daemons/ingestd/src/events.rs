@@ -48,6 +48,13 @@ pub struct Metrics {
     pub retention_deleted: Counter,
     /// Open TCP/TLS syslog connections.
     pub connections: Gauge,
+    /// Samples delivered by remote_write forwarding.
+    pub forwarded: Counter,
+    /// Failed forwarding attempts (retried).
+    pub forward_failures: Counter,
+    /// Samples dropped from the forwarding outbox: refused by the remote (4xx) or older than
+    /// the retention bounds.
+    pub forward_dropped: Counter,
 }
 
 impl Metrics {
@@ -98,6 +105,21 @@ impl Metrics {
             "retention_deleted_records",
             "Log records deleted by retention (age or size)",
             self.retention_deleted.clone(),
+        );
+        r.register(
+            "forwarded_samples",
+            "Samples delivered by remote_write forwarding",
+            self.forwarded.clone(),
+        );
+        r.register(
+            "forward_failures",
+            "Failed forwarding attempts, retried",
+            self.forward_failures.clone(),
+        );
+        r.register(
+            "forward_dropped_samples",
+            "Samples dropped from the forwarding outbox (refused by the remote or past retention)",
+            self.forward_dropped.clone(),
         );
         r.register(
             "syslog_connections",

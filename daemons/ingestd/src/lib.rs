@@ -15,6 +15,7 @@
 pub mod app;
 pub mod config;
 pub mod events;
+pub mod forward;
 pub mod http;
 pub mod otlp;
 pub mod promql;

@@ -120,6 +120,8 @@ struct Job {
 enum Msg {
     Write(Job),
     Retain(Retention),
+    /// The forwarder delivered the outbox up to this sequence number.
+    Forwarded(i64, oneshot::Sender<Result<(), String>>),
 }
 
 /// Retention bounds, changeable by reload.
@@ -141,6 +143,7 @@ pub struct Retention {
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::UnboundedSender<Msg>,
+    forward: Arc<std::sync::atomic::AtomicBool>,
     room: Arc<Semaphore>,
     capacity: usize,
     path: PathBuf,
@@ -185,6 +188,12 @@ CREATE TABLE IF NOT EXISTS samples (
     PRIMARY KEY (series_id, ts_ms)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts_ms);
+CREATE TABLE IF NOT EXISTS forward_outbox (
+    seq INTEGER PRIMARY KEY,
+    series_id INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    value REAL NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS logs_ai AFTER INSERT ON logs BEGIN
     INSERT INTO logs_fts(rowid, message) VALUES (new.id, new.message);
 END;
@@ -225,8 +234,10 @@ impl Store {
         metrics
             .queue_capacity
             .set(i64::try_from(queue_records).unwrap_or(i64::MAX));
+        let forward = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = Writer {
             conn,
+            forward: forward.clone(),
             series_ids: HashMap::new(),
             rx,
             batch_records,
@@ -243,6 +254,7 @@ impl Store {
             })?;
         Ok(Self {
             tx,
+            forward,
             room,
             capacity: queue_records,
             path,
@@ -383,6 +395,8 @@ impl Ack {
 
 struct Writer {
     conn: Connection,
+    /// Copy committed samples into the forwarding outbox.
+    forward: Arc<std::sync::atomic::AtomicBool>,
     /// Series ids by canonical labels: remote_write repeats the same series every scrape.
     series_ids: HashMap<String, i64>,
     rx: mpsc::UnboundedReceiver<Msg>,
@@ -404,6 +418,14 @@ impl Writer {
                     Msg::Write(job) => {
                         n += job.payload.len();
                         jobs.push(job);
+                    }
+                    Msg::Forwarded(seq, ack) => {
+                        let r = self
+                            .conn
+                            .execute("DELETE FROM forward_outbox WHERE seq <= ?1", params![seq])
+                            .map(|_| ())
+                            .map_err(|e| e.to_string());
+                        let _ = ack.send(r);
                     }
                     // Retention runs after what was queued before it, before what follows.
                     Msg::Retain(r) => {
@@ -433,7 +455,8 @@ impl Writer {
     }
 
     fn commit(&mut self, jobs: Vec<Job>) {
-        let result = insert(&mut self.conn, &jobs, &mut self.series_ids);
+        let forward = self.forward.load(std::sync::atomic::Ordering::Relaxed);
+        let result = insert(&mut self.conn, &jobs, &mut self.series_ids, forward);
         match &result {
             Ok(()) => {
                 self.metrics.commits.inc();
@@ -517,11 +540,23 @@ impl Writer {
         let cutoff_ms = cutoff / 1_000_000;
         self.conn
             .execute("DELETE FROM samples WHERE ts_ms < ?1", params![cutoff_ms])?;
+        // An uplink outage longer than max-age: the undelivered samples go, counted.
+        let dropped = self.conn.execute(
+            "DELETE FROM forward_outbox WHERE ts_ms < ?1",
+            params![cutoff_ms],
+        )?;
+        self.metrics.forward_dropped.inc_by(dropped as u64);
         while used_bytes(&self.conn)? > max_bytes {
             let mut n = self.conn.execute(
                 "DELETE FROM logs WHERE id IN (SELECT id FROM logs ORDER BY id LIMIT ?1)",
                 params![RETENTION_CHUNK / 5],
             )?;
+            let dropped = self.conn.execute(
+                "DELETE FROM forward_outbox WHERE seq IN (SELECT seq FROM forward_outbox ORDER BY seq LIMIT ?1)",
+                params![RETENTION_CHUNK],
+            )?;
+            self.metrics.forward_dropped.inc_by(dropped as u64);
+            n += dropped;
             // Metrics share the bound: the oldest samples go too.
             n += self.conn.execute(
                 "DELETE FROM samples WHERE ts_ms <= (SELECT ts_ms FROM samples ORDER BY ts_ms LIMIT 1 OFFSET ?1)",
@@ -556,6 +591,7 @@ fn insert(
     conn: &mut Connection,
     jobs: &[Job],
     series_ids: &mut HashMap<String, i64>,
+    forward: bool,
 ) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction()?;
     {
@@ -563,6 +599,9 @@ fn insert(
         let mut add = tx.prepare_cached("INSERT INTO series (name, labels) VALUES (?1, ?2)")?;
         let mut sample = tx.prepare_cached(
             "INSERT OR REPLACE INTO samples (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut outbox = tx.prepare_cached(
+            "INSERT INTO forward_outbox (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
         )?;
         for job in jobs {
             let Payload::Samples(series) = &job.payload else {
@@ -587,6 +626,9 @@ fn insert(
                 };
                 for (ts, v) in &s.samples {
                     sample.execute(params![id, ts, v])?;
+                    if forward {
+                        outbox.execute(params![id, ts, v])?;
+                    }
                 }
             }
         }
@@ -787,5 +829,76 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl Store {
+    /// Turns the copy of committed samples into the forwarding outbox on or off.
+    pub fn set_forwarding(&self, on: bool) {
+        self.forward.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The oldest undelivered samples of the outbox (at most `limit`), grouped by series, and
+    /// the highest sequence number among them.
+    pub async fn outbox(
+        &self,
+        limit: u32,
+    ) -> Result<Option<(i64, Vec<SeriesSamples>)>, StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            let mut stmt = conn.prepare(
+                "SELECT o.seq, s.labels, o.ts_ms, o.value FROM forward_outbox AS o
+                 JOIN series AS s ON s.id = o.series_id ORDER BY o.seq LIMIT ?1",
+            )?;
+            let rows: Vec<(i64, String, i64, f64)> = stmt
+                .query_map(params![limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            let Some(max_seq) = rows.iter().map(|r| r.0).max() else {
+                return Ok(None);
+            };
+            let mut by_series: std::collections::BTreeMap<String, Vec<(i64, f64)>> =
+                std::collections::BTreeMap::new();
+            for (_, labels, ts, v) in rows {
+                by_series.entry(labels).or_default().push((ts, v));
+            }
+            let series = by_series
+                .into_iter()
+                .map(|(labels, mut samples)| {
+                    let map: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(&labels).unwrap_or_default();
+                    samples.sort_by_key(|s| s.0);
+                    SeriesSamples {
+                        labels: map
+                            .into_iter()
+                            .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
+                            .collect(),
+                        samples,
+                    }
+                })
+                .collect();
+            Ok(Some((max_seq, series)))
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Deletes the outbox up to `seq` (delivered), in the writer.
+    pub async fn outbox_delivered(&self, seq: i64) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Forwarded(seq, tx))
+            .map_err(|_| StoreError::Closed)?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Commit(e)),
+            Err(_) => Err(StoreError::Closed),
+        }
     }
 }
