@@ -196,9 +196,7 @@ impl Daemon for Ingestd {
             tasks.spawn(crate::forward::run(
                 store.clone(),
                 metrics.clone(),
-                c.forward.remote_write_url.clone(),
-                c.forward.batch_samples,
-                c.forward.timeout,
+                c.forward.clone(),
                 shutdown.clone(),
             ));
         }

@@ -32,6 +32,8 @@ pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_FORWARD_BATCH: u32 = 2000;
 /// Timeout of one forwarded request: a slow uplink still gets a chance.
 pub const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Licence re-check of forwarding: a revoked or newly bought licence takes effect within it.
+pub const DEFAULT_LICENCE_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// Longest syslog message accepted: RFC 5425 requires receivers to take 2048 octets and
 /// recommends 8192; 64 KiB also covers the stack traces applications put in one message.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -226,6 +228,11 @@ pub struct ForwardSection {
     /// Timeout of one request.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// licensed's socket, asked for the `central-forwarding` feature.
+    pub licensed_socket: PathBuf,
+    /// How often the licence is re-checked.
+    #[serde(with = "humantime_serde")]
+    pub licence_check_interval: Duration,
 }
 
 impl Default for ForwardSection {
@@ -234,6 +241,8 @@ impl Default for ForwardSection {
             remote_write_url: String::new(),
             batch_samples: DEFAULT_FORWARD_BATCH,
             timeout: DEFAULT_FORWARD_TIMEOUT,
+            licensed_socket: rookery_common::grpc::socket_path("licensed"),
+            licence_check_interval: DEFAULT_LICENCE_CHECK_INTERVAL,
         }
     }
 }
@@ -449,6 +458,22 @@ impl DaemonConfig for Config {
                 "forward.timeout",
                 humantime::format_duration(f.timeout),
                 "between \"1s\" and \"10m\"",
+            ));
+        }
+        if f.licence_check_interval < Duration::from_secs(1) {
+            out.push(out_of_range(
+                "forward.licence-check-interval",
+                humantime::format_duration(f.licence_check_interval),
+                "at least \"1s\"",
+            ));
+        }
+        if !f.licensed_socket.is_absolute() {
+            out.push(Invalid::new(
+                "forward.licensed-socket",
+                format!(
+                    "\"{}\" is not an absolute path",
+                    f.licensed_socket.display()
+                ),
             ));
         }
         // Two listeners of one kind on the same address cannot both bind.

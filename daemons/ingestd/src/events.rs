@@ -50,6 +50,8 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Samples delivered by remote_write forwarding.
     pub forwarded: Counter,
+    /// 1 while licensed grants `central-forwarding`.
+    pub forward_licensed: Gauge,
     /// Failed forwarding attempts (retried).
     pub forward_failures: Counter,
     /// Samples dropped from the forwarding outbox: refused by the remote (4xx) or older than
@@ -110,6 +112,11 @@ impl Metrics {
             "forwarded_samples",
             "Samples delivered by remote_write forwarding",
             self.forwarded.clone(),
+        );
+        r.register(
+            "forward_licensed",
+            "1 while licensed grants central-forwarding, else 0 (samples stay spooled)",
+            self.forward_licensed.clone(),
         );
         r.register(
             "forward_failures",

@@ -7,6 +7,10 @@
 //! and retries with backoff: an uplink outage loses nothing (up to the retention bounds, past
 //! which samples are dropped and counted). A 4xx other than 429 means the remote will never
 //! take the batch: it is dropped and counted, so one bad batch cannot block the spool.
+//!
+//! Forwarding is the enterprise feature `central-forwarding`: licensed is asked at start and
+//! every `licence-check-interval`. Until it says yes (always, with release mode off) the
+//! samples stay spooled; an unreachable licensed keeps the last answer (DESIGN.md).
 
 use std::time::Duration;
 
@@ -81,15 +85,41 @@ async fn send(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Outcome {
     }
 }
 
-/// Sends the outbox to `url` until `shutdown`.
+/// Name of the licensed feature that gates forwarding.
+pub const FEATURE: &str = "central-forwarding";
+
+/// Asks licensed whether `feature` is enabled: `Some(answer)`, or `None` if unreachable.
+async fn ask(socket: &std::path::Path) -> Option<(bool, String)> {
+    use rookery_common::proto::CheckFeatureRequest;
+    use rookery_common::proto::licensing_client::LicensingClient;
+    let channel = rookery_common::grpc::connect(socket).await.ok()?;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        LicensingClient::new(channel).check_feature(CheckFeatureRequest {
+            name: FEATURE.to_owned(),
+        }),
+    )
+    .await
+    .ok()?
+    .ok()?
+    .into_inner();
+    Some((reply.enabled, reply.reason))
+}
+
+/// Sends the outbox per `cfg` until `shutdown`.
 pub async fn run(
     store: Store,
     metrics: Metrics,
-    url: String,
-    batch: u32,
-    timeout: Duration,
+    cfg: crate::config::ForwardSection,
     shutdown: CancellationToken,
 ) {
+    let crate::config::ForwardSection {
+        remote_write_url: url,
+        batch_samples: batch,
+        timeout,
+        licensed_socket,
+        licence_check_interval,
+    } = cfg;
     let client = match reqwest::Client::builder().timeout(timeout).build() {
         Ok(c) => c,
         Err(err) => {
@@ -98,7 +128,34 @@ pub async fn run(
         }
     };
     let mut backoff = BACKOFF_MIN;
+    let mut licensed: Option<bool> = None;
+    let mut next_check = tokio::time::Instant::now();
     loop {
+        if tokio::time::Instant::now() >= next_check {
+            next_check = tokio::time::Instant::now() + licence_check_interval;
+            match ask(&licensed_socket).await {
+                Some((enabled, reason)) => {
+                    if licensed != Some(enabled) {
+                        tracing::info!(feature = FEATURE, enabled, reason = %reason, "Forwarding licence answer.");
+                    }
+                    licensed = Some(enabled);
+                }
+                // Unreachable: keep the last answer.
+                None if licensed.is_none() => {
+                    tracing::warn!(socket = %licensed_socket.display(), "licensed not reachable; samples stay spooled until it answers.");
+                }
+                None => {}
+            }
+            metrics
+                .forward_licensed
+                .set(i64::from(licensed == Some(true)));
+        }
+        if licensed != Some(true) {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep_until(next_check) => continue,
+            }
+        }
         let wait = match store.outbox(batch).await {
             Ok(None) => IDLE,
             Ok(Some((seq, series))) => {

@@ -1,6 +1,7 @@
 //! Forwarding by remote_write with an on-disk spool: ingestd A forwards every sample it
 //! stores to ingestd B. B goes down (an uplink outage), A keeps acknowledging and spooling,
 //! A is even killed with -9 and restarted; when B is back, every sample arrives, exactly once.
+//! Forwarding waits until the real licensed (in-process) grants `central-forwarding`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -99,21 +100,54 @@ async fn an_uplink_outage_and_a_kill_9_lose_no_forwarded_sample() {
     let mut b = Ingestd::start(b_dir.path()).await;
 
     let a_dir = tempfile::tempdir().unwrap();
+    let lic_sock = a_dir.path().join("licensed.sock");
     write_config(a_dir.path(), "", "");
     let cfg = std::fs::read_to_string(a_dir.path().join("ingestd.toml")).unwrap();
     std::fs::write(
         a_dir.path().join("ingestd.toml"),
-        format!("{cfg}\n[forward]\nremote-write-url = \"http://127.0.0.1:{b_port}/api/v1/write\"\nbatch-samples = 30\n"),
+        format!(
+            "{cfg}\n[forward]\nremote-write-url = \"http://127.0.0.1:{b_port}/api/v1/write\"\nbatch-samples = 30\n\
+             licensed-socket = \"{}\"\nlicence-check-interval = \"1s\"\n",
+            lic_sock.display()
+        ),
     )
     .unwrap();
     let mut a = Ingestd::start(a_dir.path()).await;
 
+    // No licensed yet: nothing says forwarding is licensed, so the samples stay spooled.
     post_rw(&a, &batch(1));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(samples_in(b_dir.path()), 0);
+    assert_eq!(metric(&a, "rookery_ingestd_forward_licensed"), 0);
+
+    // The real licensed, release mode off (every feature on), answers: forwarding starts.
+    let lic_dir = a_dir.path().join("licensed");
+    std::fs::create_dir(&lic_dir).unwrap();
+    std::fs::write(
+        lic_dir.join("licensed.toml"),
+        format!(
+            "[grpc]\nsocket = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{}\"\n[state]\ndirectory = \"{}\"\n",
+            lic_sock.display(),
+            free_port(),
+            lic_dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    let lic_control = rookery_common::daemon::Control::default();
+    let licensed = tokio::spawn(rookery_licensed::run(
+        rookery_common::config::Sources::new(
+            "licensed",
+            Some(&lic_dir.join("licensed.toml")),
+            Vec::new(),
+        ),
+        lic_control.clone(),
+    ));
     let total = i64::try_from(SERIES * PER_SERIES).unwrap();
-    wait("the first batch reaches B", || {
+    wait("the first batch reaches B once licensed", || {
         samples_in(b_dir.path()) == total
     })
     .await;
+    assert_eq!(metric(&a, "rookery_ingestd_forward_licensed"), 1);
 
     // Outage: B stops; A still acknowledges (commits locally) and keeps the samples spooled.
     b.stop();
@@ -154,4 +188,6 @@ async fn an_uplink_outage_and_a_kill_9_lose_no_forwarded_sample() {
         0
     );
     drop(b);
+    lic_control.shutdown.cancel();
+    licensed.await.unwrap().unwrap();
 }
