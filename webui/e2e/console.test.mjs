@@ -2,36 +2,28 @@
 // browser) against real apid, probed and licensed on loopback. Each step also writes a
 // screenshot of its page to docs/screenshots/.
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { chromium } from "playwright-core";
-import { REPO, readText, startStack, step, totp } from "./harness.mjs";
+import { REPO, changePassword, launchBrowser, readText, signIn as login, startStack, step, totp } from "./harness.mjs";
 
 const FIRST_PW = "first-boot-Secret-42";
 const ADMIN_PW = "rookery-console-passphrase-9";
 const VIEWER_PW = "viewer-reads-only-passphrase-3";
 const SHOTS = join(REPO, "docs/screenshots");
-const CHROMIUM = process.env.ROOKERY_CHROMIUM ?? "/usr/bin/chromium";
-const TIMEOUT = 15_000;
 
 let stack;
-let context;
+let browser;
 let page;
-let profile;
 let totpSecret;
+/** Console messages about the Content Security Policy (a refused script or style). */
+const cspViolations = [];
 
 async function shot(name) {
   await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true, animations: "disabled" });
 }
 
-async function signIn(username, password) {
-  await page.goto(stack.base + "/");
-  await page.getByLabel("Username").fill(username);
-  await page.getByLabel("Password", { exact: true }).fill(password);
-  await page.getByRole("button", { name: "Sign in" }).click();
-}
+const signIn = (username, password) => login(page, stack.base, username, password);
 
 async function signOut() {
   await page.getByRole("button", { name: "Sign out" }).click();
@@ -42,31 +34,15 @@ describe("web console", { timeout: 240_000 }, () => {
   before(async () => {
     mkdirSync(SHOTS, { recursive: true });
     stack = await startStack({ adminPassword: FIRST_PW });
-    profile = mkdtempSync(join(tmpdir(), "rookery-chromium-"));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      ignoreHTTPSErrors: true,
-      viewport: { width: 1280, height: 860 },
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
+    browser = await launchBrowser();
+    page = browser.page;
+    page.on("console", (m) => {
+      if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
     });
-    context.setDefaultTimeout(TIMEOUT);
-    page = context.pages()[0] ?? (await context.newPage());
-    page.on("pageerror", (err) => console.error("page error:", err.message));
   });
 
   after(async () => {
-    await context?.close();
-    if (profile) rmSync(profile, { recursive: true, force: true });
+    await browser?.close();
     await stack?.stop();
   });
 
@@ -82,10 +58,7 @@ describe("web console", { timeout: 240_000 }, () => {
     await signIn("admin", FIRST_PW);
     await page.getByRole("heading", { name: "Choose a new password" }).waitFor();
     await shot("password-change");
-    await page.getByLabel("Current password").fill(FIRST_PW);
-    await page.getByLabel("New password", { exact: true }).fill(ADMIN_PW);
-    await page.getByLabel("New password again").fill(ADMIN_PW);
-    await page.getByRole("button", { name: "Change password" }).click();
+    await changePassword(page, FIRST_PW, ADMIN_PW);
     await page.getByRole("heading", { name: "Dashboard" }).waitFor();
   });
 
@@ -98,6 +71,9 @@ describe("web console", { timeout: 240_000 }, () => {
     await probes.getByRole("row", { name: /web.*ok/ }).waitFor();
     await probes.getByRole("row", { name: /closed-port.*refused/ }).waitFor();
     await probes.getByRole("img", { name: /web: last [1-9]\d* probe times/ }).waitFor();
+    const escalations = page.getByRole("region", { name: "Recent escalations" });
+    await escalations.getByText(/No tier change recorded|→/).first().waitFor();
+    assert.equal(await escalations.getByRole("alert").count(), 0);
     await shot("dashboard");
   });
 
@@ -231,5 +207,9 @@ describe("web console", { timeout: 240_000 }, () => {
     assert.equal(answer.body.error, "forbidden");
     assert.match(answer.body.message, /maintainer/);
     assert.doesNotMatch(readText(stack.path("etc/probed.toml")), /viewer was here/);
+  });
+
+  it("ran every page under the console's CSP without a violation", () => {
+    assert.deepEqual(cspViolations, []);
   });
 });

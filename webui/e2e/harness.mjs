@@ -90,7 +90,7 @@ export function totp(secretB32, step) {
 export const step = () => Math.floor(Date.now() / 1000 / 30);
 
 /** The daemons, running until `stop()`. */
-export async function startStack({ adminPassword }) {
+export async function startStack({ adminPassword, extraTargets = 0 }) {
   const bin = resolve(process.env.ROOKERY_BIN_DIR ?? join(REPO, "target/debug"));
   for (const b of ["rookery-apid", "rookery-probed", "rookery-licensed"]) {
     if (!existsSync(join(bin, b))) {
@@ -143,6 +143,11 @@ export async function startStack({ adminPassword }) {
       `address = "127.0.0.1:${closedPort}"`,
       'interval = "1s"',
       "",
+      // Many more targets, probed rarely (start times spread over the hour), for scale tests.
+      ...Array.from({ length: extraTargets }, (_, i) => {
+        const n = String(i + 1).padStart(5, "0");
+        return `[[targets]]\nname = "t${n}"\nmodule = "tcp"\naddress = "127.0.0.1:${closedPort}"\ninterval = "1h"\nlabels = { site = "site-${i % 50}" }\n`;
+      }),
     ].join("\n"),
   );
   writeFileSync(p("initial-admin"), `username=admin\npassword=${adminPassword}\n`);
@@ -232,6 +237,56 @@ export async function startStack({ adminPassword }) {
     throw err;
   }
   return stack;
+}
+
+/** Debian's Chromium with a fresh profile, headless, never reaching out (see docs/webui.md). */
+export async function launchBrowser() {
+  const { chromium } = await import("playwright-core");
+  const profile = mkdtempSync(join(tmpdir(), "rookery-chromium-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.ROOKERY_CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    ignoreHTTPSErrors: true,
+    viewport: { width: 1280, height: 860 },
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+  context.setDefaultTimeout(15_000);
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on("pageerror", (err) => console.error("page error:", err.message));
+  return {
+    context,
+    page,
+    async close() {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Signs in through the sign-in page (no second factor). */
+export async function signIn(page, base, username, password) {
+  await page.goto(base + "/");
+  await page.getByLabel("Username").fill(username);
+  await page.getByLabel("Password", { exact: true }).fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+}
+
+/** The forced password change of a first sign-in, through the console. */
+export async function changePassword(page, current, next) {
+  await page.getByRole("heading", { name: "Choose a new password" }).waitFor();
+  await page.getByLabel("Current password").fill(current);
+  await page.getByLabel("New password", { exact: true }).fill(next);
+  await page.getByLabel("New password again").fill(next);
+  await page.getByRole("button", { name: "Change password" }).click();
 }
 
 export function readText(path) {

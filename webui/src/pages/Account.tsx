@@ -19,6 +19,7 @@ export function Account() {
       </p>
       <div className="panel">
         <PasswordForm
+          username={user?.username ?? ""}
           title="Change password"
           busy={pwBusy}
           error={pwError}

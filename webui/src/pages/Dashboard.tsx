@@ -1,5 +1,7 @@
 // Daemon health, licence and probe status with a sparkline per target.
+import { useQuery } from "@tanstack/react-query";
 import { useMemo, useState } from "react";
+import { api, unwrap } from "../api/client";
 import { Link } from "react-router";
 import { Sparkline } from "../components/Chart";
 import { ErrorNote, Loading, Pager, StatusBadge } from "../components/ui";
@@ -14,6 +16,12 @@ export function Dashboard() {
   const licence = useLicence();
   const targets = useTargets();
   const results = useResults(undefined, SPARK_RESULTS);
+  const escalations = useQuery({
+    queryKey: ["probes", "tier-events", "*"],
+    queryFn: () => unwrap(api.GET("/api/v1/probes/tier-events", { params: { query: { limit: 10 } } })),
+    refetchInterval: 10_000,
+    retry: false,
+  });
   const [page, setPage] = useState(0);
   const grouped = useMemo(() => byTarget(results.data ?? []), [results.data]);
   const list = targets.data ?? [];
@@ -105,6 +113,29 @@ export function Dashboard() {
             </table>
             {shown.pages > 1 && <Pager label="Targets" page={shown.page} pages={shown.pages} onPage={setPage} />}
           </>
+        )}
+      </section>
+
+      <section aria-labelledby="escalations-h">
+        <h2 id="escalations-h">Recent escalations</h2>
+        <ErrorNote error={escalations.error} />
+        {escalations.data && escalations.data.length === 0 && <p className="muted">No tier change recorded.</p>}
+        {escalations.data && escalations.data.length > 0 && (
+          <table>
+            <thead>
+              <tr><th scope="col">When</th><th scope="col">Target</th><th scope="col">Tier</th><th scope="col">Reason</th></tr>
+            </thead>
+            <tbody>
+              {escalations.data.map((e) => (
+                <tr key={`${e.target}-${e.at_unix_ms}-${e.to_tier}`}>
+                  <td>{new Date(e.at_unix_ms).toLocaleString()}</td>
+                  <th scope="row"><Link to={`/probes?target=${encodeURIComponent(e.target)}`}>{e.target}</Link></th>
+                  <td>{e.from_tier} → {e.to_tier}</td>
+                  <td>{e.reason}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
         )}
       </section>
     </>

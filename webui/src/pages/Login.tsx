@@ -99,6 +99,7 @@ export function ForcedPasswordChange() {
     <main className="login">
       <h1>Rookery</h1>
       <PasswordForm
+        username={user?.username ?? ""}
         title="Choose a new password"
         intro={`${user?.username ?? "This account"} must change its password before using the console.`}
         busy={busy}
@@ -124,12 +125,15 @@ export function ForcedPasswordChange() {
 
 /** Current password, new password twice; checks the two match before calling `onSubmit`. */
 export function PasswordForm({
+  username,
   title,
   intro,
   busy,
   error,
   onSubmit,
 }: {
+  /** For password managers (a hidden username field beside the new password). */
+  username: string;
   title: string;
   intro?: string;
   busy: boolean;
@@ -155,6 +159,7 @@ export function PasswordForm({
     >
       <h2>{title}</h2>
       {intro && <p>{intro}</p>}
+      <input type="text" name="username" autoComplete="username" value={username} readOnly hidden />
       <Field label="Current password">
         {(id) => (
           <input id={id} type="password" autoComplete="current-password" required
