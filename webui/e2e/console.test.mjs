@@ -175,8 +175,19 @@ describe("web console", { timeout: 240_000 }, () => {
   });
 
   it("shows a viewer no edit control, and apid refuses the viewer's edit", async () => {
-    await signIn("vera", VIEWER_PW);
+    // With the keyboard alone: the username field has the focus, Tab, Enter.
+    await page.goto(stack.base + "/");
+    await page.getByLabel("Username").waitFor();
+    await page.keyboard.type("vera");
+    await page.keyboard.press("Tab");
+    await page.keyboard.type(VIEWER_PW);
+    await page.keyboard.press("Enter");
     await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+    // Tab: the skip link, then the navigation (Dashboard, Probes); Enter follows the link.
+    for (let i = 0; i < 3; i++) await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement?.textContent), "Probes");
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Probes", exact: true }).waitFor();
     const nav = page.getByRole("navigation", { name: "Main" });
     assert.equal(await nav.getByRole("link", { name: "Users" }).count(), 0);
     assert.equal(await nav.getByRole("link", { name: "Audit log" }).count(), 0);

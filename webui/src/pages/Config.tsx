@@ -10,6 +10,7 @@ import { ErrorNote, Field, Loading } from "../components/ui";
 import { changed, lineDiff, type DiffLine } from "../lib/diff";
 import { atLeast } from "../lib/roles";
 import { lineCount, offsetOf } from "../lib/text";
+import { useSystem } from "../queries";
 
 /** A daemon whose config apid edits (its `EDITABLE`, an enum in the OpenAPI document). */
 export type Daemon = operations["get_config__daemon_"]["parameters"]["path"]["daemon"];
@@ -56,6 +57,8 @@ function DaemonConfig({ daemon }: { daemon: Daemon }) {
     queryKey: ["config", daemon, "history"],
     queryFn: () => unwrap(api.GET("/api/v1/config/{daemon}/history", { params: { path: { daemon } } })),
   });
+  const system = useSystem();
+  const status = system.data?.daemons.find((d) => d.name === daemon);
   const [text, setText] = useState<string | null>(null);
   const [issues, setIssues] = useState<ConfigIssue[]>([]);
   const [showDiff, setShowDiff] = useState(false);
@@ -128,6 +131,18 @@ function DaemonConfig({ daemon }: { daemon: Daemon }) {
       <h2 id="file-h">
         {file.data.path} {file.data.exists ? "" : <span className="muted">(absent: compiled defaults apply)</span>}
       </h2>
+      {status && (
+        <p className="muted">
+          rookery-{daemon}: {status.state}
+          {status.config_digest && `, running config ${status.config_digest.slice(0, 12)}`}. Changes are compared with
+          the file in place, which is what the daemon runs unless a reload was refused.
+        </p>
+      )}
+      {status?.last_reload_error && (
+        <p className="error" role="alert">
+          The daemon refused the last reload and runs an older config: {status.last_reload_error}
+        </p>
+      )}
       {!canEdit && <p className="muted">Your role can read this file; a maintainer or admin can change it.</p>}
       <div className="editor">
         <div className="gutter" aria-hidden="true">
