@@ -1,7 +1,8 @@
 //! Forwarding by remote_write with an on-disk spool: ingestd A forwards every sample it
 //! stores to ingestd B. B goes down (an uplink outage), A keeps acknowledging and spooling,
 //! A is even killed with -9 and restarted; when B is back, every sample arrives, exactly once.
-//! Forwarding waits until the real licensed (in-process) grants `central-forwarding`.
+//! Forwarding waits until the real licensed (in-process) grants `central-forwarding`: not
+//! while it is unreachable, nor while its release mode is on without a key.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -120,19 +121,18 @@ async fn an_uplink_outage_and_a_kill_9_lose_no_forwarded_sample() {
     assert_eq!(samples_in(b_dir.path()), 0);
     assert_eq!(metric(&a, "rookery_ingestd_forward_licensed"), 0);
 
-    // The real licensed, release mode off (every feature on), answers: forwarding starts.
+    // The real licensed in release mode without a key: central-forwarding (enterprise) is
+    // refused, so the samples still stay spooled.
     let lic_dir = a_dir.path().join("licensed");
     std::fs::create_dir(&lic_dir).unwrap();
-    std::fs::write(
-        lic_dir.join("licensed.toml"),
+    let lic_config = |release: bool| {
         format!(
-            "[grpc]\nsocket = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{}\"\n[state]\ndirectory = \"{}\"\n",
+            "[licence]\nrelease-mode = {release}\n[grpc]\nsocket = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[state]\ndirectory = \"{}\"\n",
             lic_sock.display(),
-            free_port(),
             lic_dir.join("state").display()
-        ),
-    )
-    .unwrap();
+        )
+    };
+    std::fs::write(lic_dir.join("licensed.toml"), lic_config(true)).unwrap();
     let lic_control = rookery_common::daemon::Control::default();
     let licensed = tokio::spawn(rookery_licensed::run(
         rookery_common::config::Sources::new(
@@ -142,6 +142,14 @@ async fn an_uplink_outage_and_a_kill_9_lose_no_forwarded_sample() {
         ),
         lic_control.clone(),
     ));
+    wait("licensed answers", || lic_sock.exists()).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(samples_in(b_dir.path()), 0, "forwarded without a licence");
+    assert_eq!(metric(&a, "rookery_ingestd_forward_licensed"), 0);
+
+    // Release mode off (every feature on), applied by a reload: forwarding starts.
+    std::fs::write(lic_dir.join("licensed.toml"), lic_config(false)).unwrap();
+    lic_control.reload.notify_one();
     let total = i64::try_from(SERIES * PER_SERIES).unwrap();
     wait("the first batch reaches B once licensed", || {
         samples_in(b_dir.path()) == total
