@@ -5,8 +5,8 @@ VERSION := $(shell cat .version)
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all deps build test test-rust fmt-check clippy doc lockfile-check test-ci-script \
-        ci-selftest-pass ci-selftest-fail help bench
+.PHONY: all deps build test test-rust webui-build webui-test fmt-check clippy doc lockfile-check \
+        test-ci-script ci-selftest-pass ci-selftest-fail help bench
 
 all: build
 
@@ -20,6 +20,8 @@ deps:
 	bash scripts/install-build-deps.sh
 	bash scripts/install-probed-test-deps.sh
 	bash scripts/install-packetd-build-deps.sh
+	bash scripts/install-ingestd-test-deps.sh
+	bash scripts/install-webui-deps.sh
 
 build: deps
 	$(CARGO) build --workspace --locked
@@ -36,6 +38,17 @@ doc: deps
 test-rust: deps
 	$(CARGO) test --workspace --locked
 
+# The web console (webui/): type-check against apid's OpenAPI document and bundle into webui/dist.
+webui-build: deps
+	cd webui && npm run build
+
+# Unit tests (vitest), then Debian's Chromium against real apid, probed and licensed on
+# loopback (the binaries are built once here and reused); writes docs/screenshots/*.png.
+webui-test: webui-build
+	$(CARGO) build --locked -p rookery-apid -p rookery-probed -p rookery-licensed --bins
+	cd webui && npm test
+	cd webui && npm run e2e
+
 # The build must not have changed Cargo.lock (a stale lock would drift in CI).
 lockfile-check:
 	git diff --exit-code -- Cargo.lock
@@ -51,7 +64,7 @@ ci-selftest-pass:
 ci-selftest-fail:
 	@echo "ci-selftest-fail: failing on purpose" >&2; false
 
-test: deps fmt-check clippy doc test-rust lockfile-check test-ci-script
+test: deps fmt-check clippy doc test-rust webui-test lockfile-check test-ci-script
 	@echo "make test: all steps passed"
 
 # Benchmarks: each bench/*.sh runs one daemon and its peer in one run and prints ratios.

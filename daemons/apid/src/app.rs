@@ -134,7 +134,11 @@ impl Running {
                 addr: config.http.listen,
                 source,
             })?;
-        let router = api::router(api.clone(), config.http.body_limit);
+        let router = api::router(
+            api.clone(),
+            config.http.body_limit,
+            config.webui.directory.clone(),
+        );
         let stop = shutdown.clone();
         let mut tasks = vec![tokio::spawn(async move {
             let served = axum::serve(

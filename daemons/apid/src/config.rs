@@ -54,6 +54,7 @@ pub struct Config {
     pub tls: TlsSection,
     pub auth: AuthSection,
     pub daemons: DaemonsSection,
+    pub webui: WebuiSection,
     pub grpc: GrpcSection,
     pub metrics: MetricsSection,
     pub state: StateSection,
@@ -66,6 +67,7 @@ impl Default for Config {
             tls: TlsSection::default(),
             auth: AuthSection::default(),
             daemons: DaemonsSection::default(),
+            webui: WebuiSection::default(),
             grpc: GrpcSection::for_daemon(Self::DAEMON),
             metrics: MetricsSection::loopback(DEFAULT_METRICS_PORT),
             state: StateSection::for_daemon(Self::DAEMON),
@@ -181,6 +183,23 @@ impl Default for DaemonsSection {
             run_dir: PathBuf::from(rookery_common::RUN_DIR),
             config_dir: PathBuf::from(rookery_common::CONFIG_DIR),
             rpc_timeout: DEFAULT_RPC_TIMEOUT,
+        }
+    }
+}
+
+/// `[webui]`: the web console apid serves outside `/api/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WebuiSection {
+    /// Directory of the built console (`index.html` and `assets/`); when it is missing,
+    /// console paths answer 404 saying so and the API is unaffected.
+    pub directory: PathBuf,
+}
+
+impl Default for WebuiSection {
+    fn default() -> Self {
+        Self {
+            directory: PathBuf::from(crate::webui::DEFAULT_DIRECTORY),
         }
     }
 }
@@ -309,6 +328,7 @@ impl DaemonConfig for Config {
             Duration::from_millis(100),
             Duration::from_secs(60),
         );
+        absolute(&mut out, "webui.directory", &self.webui.directory);
         out.extend(self.grpc.validate("grpc"));
         out.extend(self.metrics.validate("metrics"));
         out.extend(self.state.validate("state"));

@@ -8,7 +8,8 @@
 //! and change is written to the journal and to the audit table in SQLite.
 //!
 //! The entry point is [`app::Apid`] (the daemon) and [`app::Running`] (the listeners, which
-//! tests start directly); [`bootstrap`] holds the first-boot admin and the console reset.
+//! tests start directly); [`bootstrap`] holds the first-boot admin and the console reset;
+//! [`webui`] serves the built web console on every path outside `/api/`.
 
 pub mod api;
 pub mod app;
@@ -17,5 +18,6 @@ pub mod config;
 pub mod crypto;
 pub mod store;
 pub mod tls;
+pub mod webui;
 
 pub use config::Config;

@@ -388,8 +388,14 @@ impl Api {
     }
 }
 
-/// The `/api/v1` router over `api`, with bodies limited to `body_limit` bytes.
-pub fn router(api: Arc<Api>, body_limit: usize) -> axum::Router {
+/// Whether a request path belongs to the API (everything else is the web console).
+fn is_api(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
+}
+
+/// The `/api/v1` router over `api`, with bodies limited to `body_limit` bytes; other paths
+/// serve the web console built into `webui` ([`crate::webui`]).
+pub fn router(api: Arc<Api>, body_limit: usize, webui: std::path::PathBuf) -> axum::Router {
     axum::Router::new()
         .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/api/v1/auth/login", post(auth::login))
@@ -437,7 +443,13 @@ pub fn router(api: Arc<Api>, body_limit: usize) -> axum::Router {
         .route("/api/v1/audit", get(audit::query))
         .route("/api/v1/audit/export", get(audit::export))
         .route_layer(middleware::from_fn_with_state(api.clone(), authorize))
-        .fallback(|| async { ApiError::not_found("no such route") })
+        .fallback(move |method: Method, uri: axum::http::Uri| async move {
+            if is_api(uri.path()) {
+                ApiError::not_found("no such route").into_response()
+            } else {
+                crate::webui::serve(webui, method, uri.path().to_owned()).await
+            }
+        })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -488,6 +500,7 @@ fn code_for(status: StatusCode) -> &'static str {
 /// Request ID, security headers, and the DESIGN.md body on every error response.
 async fn context(State(api): State<Arc<Api>>, mut req: Request, next: Next) -> Response {
     let id = request_id(req.headers());
+    let console = !is_api(req.uri().path());
     let source = req
         .extensions()
         .get::<axum::extract::ConnectInfo<Peer>>()
@@ -551,6 +564,13 @@ async fn context(State(api): State<Arc<Api>>, mut req: Request, next: Next) -> R
         h.insert(HeaderName::from_static("x-request-id"), v);
     }
     for (name, value) in SECURITY_HEADERS {
+        let value = match name {
+            // The console's pages load their own scripts and styles and call the API.
+            "content-security-policy" if console => crate::webui::CONSOLE_CSP,
+            // Console files set their own caching (hashed assets are immutable).
+            "cache-control" if console && h.contains_key(header::CACHE_CONTROL) => continue,
+            _ => value,
+        };
         h.insert(
             HeaderName::from_static(name),
             HeaderValue::from_static(value),

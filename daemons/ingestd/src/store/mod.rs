@@ -1,0 +1,904 @@
+//! The log store: SQLite in WAL mode (`logs.sqlite` in the state directory), a `logs` table
+//! with an FTS5 index of the message text, written by one writer thread.
+//!
+//! Inputs hand records to [`Store::submit`] (waits for queue room: TCP and HTTP are held
+//! back, which is the backpressure) or [`Store::try_submit`] (UDP: a full queue is a counted
+//! rejection). The queue is bounded in records by a semaphore; the writer takes what is
+//! queued, up to `batch-records`, commits it in one transaction and only then acknowledges
+//! each submission and frees its queue room. Retention (max age, max bytes) runs in the same
+//! thread, so it never races the writes. Queries open their own read connection (WAL lets
+//! them run beside the writer).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, params};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use crate::events::{InputLabels, Metrics};
+use crate::record::LogRecord;
+
+/// File name of the log database inside the state directory.
+pub const DB_FILE: &str = "logs.sqlite";
+/// Rows deleted per retention step: small steps keep the writer responsive.
+const RETENTION_CHUNK: i64 = 5_000;
+
+/// Why a submission or query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The queue has no room (only from [`Store::try_submit`]).
+    #[error("the write queue is full")]
+    QueueFull,
+    /// More records in one submission than the queue holds.
+    #[error("{0} records in one submission exceed the write queue ({1} records)")]
+    TooLarge(usize, usize),
+    /// The writer has stopped (shutdown or a fatal database error).
+    #[error("the store writer has stopped")]
+    Closed,
+    /// SQLite failed.
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The commit of this submission failed; nothing of it was stored.
+    #[error("commit failed: {0}")]
+    Commit(String),
+    /// A full-text query SQLite could not parse.
+    #[error("bad full-text query: {0}")]
+    BadText(String),
+}
+
+/// Cannot open the store.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the log store {path}")]
+pub struct OpenStoreError {
+    path: PathBuf,
+    #[source]
+    source: rusqlite::Error,
+}
+
+/// Metric samples of one series, as remote_write delivers them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSamples {
+    /// Labels sorted by name, `__name__` included.
+    pub labels: Vec<(String, String)>,
+    /// (timestamp in ms since the Unix epoch, value).
+    pub samples: Vec<(i64, f64)>,
+}
+
+impl SeriesSamples {
+    /// The metric name (`__name__`), empty if absent.
+    pub fn name(&self) -> &str {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == "__name__")
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// Canonical text of the label set: the series' identity.
+    pub fn key(&self) -> String {
+        labels_key(&self.labels)
+    }
+}
+
+/// Canonical JSON object of sorted labels.
+pub fn labels_key(labels: &[(String, String)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+enum Payload {
+    Logs(Vec<LogRecord>),
+    Samples(Vec<SeriesSamples>),
+}
+
+impl Payload {
+    fn len(&self) -> usize {
+        match self {
+            Self::Logs(r) => r.len(),
+            Self::Samples(s) => s.iter().map(|s| s.samples.len()).sum(),
+        }
+    }
+
+    fn input(&self) -> &str {
+        match self {
+            Self::Logs(r) => r.first().map_or("", |r| r.input.as_str()),
+            Self::Samples(_) => "remote_write",
+        }
+    }
+}
+
+struct Job {
+    payload: Payload,
+    ack: Option<oneshot::Sender<Result<(), String>>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+enum Msg {
+    Write(Job),
+    Retain(Retention),
+    /// The forwarder delivered the outbox up to this sequence number.
+    Forwarded(i64, oneshot::Sender<Result<(), String>>),
+}
+
+/// Retention bounds, changeable by reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Database pages in use at most, in bytes.
+    pub max_bytes: u64,
+    /// Records older than this (by receive time) are deleted.
+    pub max_age: Duration,
+    /// How often retention runs.
+    pub interval: Duration,
+    /// Samples older than this are downsampled.
+    pub downsample_after: Duration,
+    /// One sample (the last) is kept per series and step of this length.
+    pub downsample_step: Duration,
+}
+
+/// Handle of the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::UnboundedSender<Msg>,
+    forward: Arc<std::sync::atomic::AtomicBool>,
+    room: Arc<Semaphore>,
+    capacity: usize,
+    path: PathBuf,
+    metrics: Metrics,
+    retention: Arc<Mutex<Retention>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS logs (
+    id INTEGER PRIMARY KEY,
+    received_ns INTEGER NOT NULL,
+    timestamp_ns INTEGER,
+    ts_ns INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    app TEXT NOT NULL,
+    procid TEXT NOT NULL,
+    msgid TEXT NOT NULL,
+    facility INTEGER,
+    severity INTEGER,
+    message TEXT NOT NULL,
+    structured_data TEXT NOT NULL,
+    format TEXT NOT NULL,
+    parse_error TEXT,
+    input TEXT NOT NULL,
+    peer TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_ts ON logs(ts_ns);
+CREATE INDEX IF NOT EXISTS logs_received ON logs(received_ns);
+CREATE INDEX IF NOT EXISTS logs_host_ts ON logs(host, ts_ns);
+CREATE INDEX IF NOT EXISTS logs_app_ts ON logs(app, ts_ns);
+CREATE VIRTUAL TABLE IF NOT EXISTS logs_fts USING fts5(message, content='logs', content_rowid='id');
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL UNIQUE
+);
+CREATE INDEX IF NOT EXISTS series_name ON series(name);
+CREATE TABLE IF NOT EXISTS samples (
+    series_id INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (series_id, ts_ms)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts_ms);
+CREATE TABLE IF NOT EXISTS forward_outbox (
+    seq INTEGER PRIMARY KEY,
+    series_id INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    value REAL NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS logs_ai AFTER INSERT ON logs BEGIN
+    INSERT INTO logs_fts(rowid, message) VALUES (new.id, new.message);
+END;
+CREATE TRIGGER IF NOT EXISTS logs_ad AFTER DELETE ON logs BEGIN
+    INSERT INTO logs_fts(logs_fts, rowid, message) VALUES ('delete', old.id, old.message);
+END;
+";
+
+fn open_db(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    // auto_vacuum must be set before the first table exists; incremental lets retention
+    // return freed pages without a full VACUUM.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a commit survives power loss, and acknowledgements come after commits.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens (creating if needed) `dir/logs.sqlite` and starts the writer thread.
+    pub fn open(
+        dir: &Path,
+        queue_records: usize,
+        batch_records: usize,
+        retention: Retention,
+        metrics: Metrics,
+    ) -> Result<Self, OpenStoreError> {
+        let path = dir.join(DB_FILE);
+        let conn = open_db(&path).map_err(|source| OpenStoreError {
+            path: path.clone(),
+            source,
+        })?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let room = Arc::new(Semaphore::new(queue_records));
+        metrics
+            .queue_capacity
+            .set(i64::try_from(queue_records).unwrap_or(i64::MAX));
+        let forward = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = Writer {
+            conn,
+            forward: forward.clone(),
+            series_ids: HashMap::new(),
+            rx,
+            batch_records,
+            metrics: metrics.clone(),
+            room: room.clone(),
+            capacity: queue_records,
+        };
+        std::thread::Builder::new()
+            .name("ingestd-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| OpenStoreError {
+                path: path.clone(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        Ok(Self {
+            tx,
+            forward,
+            room,
+            capacity: queue_records,
+            path,
+            metrics,
+            retention: Arc::new(Mutex::new(retention)),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Capacity of the write queue in records: the most one submission may hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Records waiting for the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.capacity - self.room.available_permits()
+    }
+
+    fn enqueue(&self, payload: Payload, permit: OwnedSemaphorePermit) -> Ack {
+        let (ack_tx, ack_rx) = oneshot::channel();
+        let depth = self.queue_depth();
+        self.metrics
+            .queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        let job = Job {
+            payload,
+            ack: Some(ack_tx),
+            _permit: permit,
+        };
+        if self.tx.send(Msg::Write(job)).is_err() {
+            return Ack(None);
+        }
+        Ack(Some(ack_rx))
+    }
+
+    /// Queues `records`, waiting for room; the returned [`Ack`] resolves after the commit.
+    pub async fn submit(&self, records: Vec<LogRecord>) -> Result<Ack, StoreError> {
+        self.submit_payload(Payload::Logs(records)).await
+    }
+
+    /// Queues metric samples (counted in samples against the queue), waiting for room.
+    pub async fn submit_samples(&self, series: Vec<SeriesSamples>) -> Result<Ack, StoreError> {
+        self.submit_payload(Payload::Samples(series)).await
+    }
+
+    async fn submit_payload(&self, payload: Payload) -> Result<Ack, StoreError> {
+        let len = payload.len();
+        let n = u32::try_from(len)
+            .ok()
+            .filter(|n| (*n as usize) <= self.capacity)
+            .ok_or(StoreError::TooLarge(len, self.capacity))?;
+        let permit = self
+            .room
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(self.enqueue(payload, permit))
+    }
+
+    /// Queues `records` if there is room now, without waiting.
+    pub fn try_submit(&self, records: Vec<LogRecord>) -> Result<Ack, StoreError> {
+        let n = u32::try_from(records.len())
+            .ok()
+            .filter(|n| (*n as usize) <= self.capacity)
+            .ok_or(StoreError::TooLarge(records.len(), self.capacity))?;
+        let permit = self
+            .room
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| StoreError::QueueFull)?;
+        Ok(self.enqueue(Payload::Logs(records), permit))
+    }
+
+    /// Current retention bounds.
+    pub fn retention(&self) -> Retention {
+        *self
+            .retention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replaces the retention bounds (reload).
+    pub fn set_retention(&self, r: Retention) {
+        *self
+            .retention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = r;
+    }
+
+    /// Runs retention now, in the writer thread, and waits until it is queued.
+    pub fn retain_now(&self) {
+        let _ = self.tx.send(Msg::Retain(self.retention()));
+    }
+
+    /// Runs retention every interval until `shutdown`.
+    pub async fn retention_loop(self, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            let interval = self.retention().interval;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => self.retain_now(),
+            }
+        }
+    }
+
+    /// Runs `query` on a read connection.
+    pub async fn query(&self, query: LogQuery) -> Result<Vec<StoredLog>, StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || run_query(&path, &query))
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Resolves once the submission is committed (or failed to commit).
+#[must_use = "the submission is acknowledged only once this resolves"]
+pub struct Ack(Option<oneshot::Receiver<Result<(), String>>>);
+
+impl Ack {
+    /// Waits for the commit.
+    pub async fn committed(self) -> Result<(), StoreError> {
+        match self.0 {
+            None => Err(StoreError::Closed),
+            Some(rx) => match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(StoreError::Commit(e)),
+                Err(_) => Err(StoreError::Closed),
+            },
+        }
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    /// Copy committed samples into the forwarding outbox.
+    forward: Arc<std::sync::atomic::AtomicBool>,
+    /// Series ids by canonical labels: remote_write repeats the same series every scrape.
+    series_ids: HashMap<String, i64>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    batch_records: usize,
+    metrics: Metrics,
+    room: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl Writer {
+    fn run(mut self) {
+        while let Some(first) = self.rx.blocking_recv() {
+            let mut jobs = Vec::new();
+            let mut n = 0;
+            let mut retain = None;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Write(job) => {
+                        n += job.payload.len();
+                        jobs.push(job);
+                    }
+                    Msg::Forwarded(seq, ack) => {
+                        let r = self
+                            .conn
+                            .execute("DELETE FROM forward_outbox WHERE seq <= ?1", params![seq])
+                            .map(|_| ())
+                            .map_err(|e| e.to_string());
+                        let _ = ack.send(r);
+                    }
+                    // Retention runs after what was queued before it, before what follows.
+                    Msg::Retain(r) => {
+                        retain = Some(r);
+                        break;
+                    }
+                }
+                if n < self.batch_records {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            if !jobs.is_empty() {
+                self.commit(jobs);
+            }
+            if let Some(r) = retain {
+                if let Err(err) = self.downsample(r.downsample_after, r.downsample_step) {
+                    tracing::error!(error = %err, "Metric downsampling failed.");
+                }
+                match self.retain(r.max_bytes, r.max_age) {
+                    Ok(deleted) => {
+                        self.metrics.retention_deleted.inc_by(deleted);
+                    }
+                    Err(err) => tracing::error!(error = %err, "Log retention failed."),
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, jobs: Vec<Job>) {
+        let forward = self.forward.load(std::sync::atomic::Ordering::Relaxed);
+        let result = insert(&mut self.conn, &jobs, &mut self.series_ids, forward);
+        match &result {
+            Ok(()) => {
+                self.metrics.commits.inc();
+                for job in &jobs {
+                    match &job.payload {
+                        Payload::Logs(records) => {
+                            for r in records {
+                                self.metrics
+                                    .stored
+                                    .get_or_create(&InputLabels {
+                                        input: r.input.clone(),
+                                    })
+                                    .inc();
+                            }
+                        }
+                        Payload::Samples(_) => {
+                            self.metrics.stored_samples.inc_by(job.payload.len() as u64);
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                // A rolled-back transaction may have left ids of series that do not exist.
+                self.series_ids.clear();
+                tracing::error!(error = %err, records = jobs.iter().map(|j| j.payload.len()).sum::<usize>(), "Store commit failed; the senders get an error.");
+                for job in &jobs {
+                    self.metrics.reject(
+                        job.payload.input(),
+                        "store_error",
+                        job.payload.len() as u64,
+                    );
+                }
+            }
+        }
+        let result = result.map_err(|e| e.to_string());
+        for mut job in jobs {
+            let ack = job.ack.take();
+            // Queue room comes back after the commit and before the acknowledgement.
+            drop(job);
+            if let Some(ack) = ack {
+                let _ = ack.send(result.clone());
+            }
+        }
+        let depth = self.capacity - self.room.available_permits();
+        self.metrics
+            .queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// Keeps, for samples older than `after`, only the last sample of each series per `step`
+    /// (the last, not the mean: counters stay monotonic, so `rate` stays right).
+    fn downsample(&mut self, after: Duration, step: Duration) -> Result<u64, rusqlite::Error> {
+        let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX).max(1);
+        let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        // Only whole steps before the cutoff: a step still receiving samples is left alone.
+        let cutoff = (crate::now_ns() / 1_000_000).saturating_sub(after_ms) / step_ms * step_ms;
+        let n = self.conn.execute(
+            "DELETE FROM samples WHERE ts_ms < ?1 AND ts_ms < (
+                 SELECT max(s2.ts_ms) FROM samples AS s2
+                 WHERE s2.series_id = samples.series_id
+                   AND s2.ts_ms BETWEEN (samples.ts_ms / ?2) * ?2 AND (samples.ts_ms / ?2) * ?2 + ?2 - 1)",
+            params![cutoff, step_ms],
+        )?;
+        Ok(n as u64)
+    }
+
+    fn retain(&mut self, max_bytes: u64, max_age: Duration) -> Result<u64, rusqlite::Error> {
+        let now = crate::now_ns();
+        let cutoff = now.saturating_sub(i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX));
+        let mut deleted = 0u64;
+        loop {
+            let n = self.conn.execute(
+                "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE received_ns < ?1 ORDER BY id LIMIT ?2)",
+                params![cutoff, RETENTION_CHUNK],
+            )?;
+            deleted += n as u64;
+            if n < usize::try_from(RETENTION_CHUNK).unwrap_or(usize::MAX) {
+                break;
+            }
+        }
+        let cutoff_ms = cutoff / 1_000_000;
+        self.conn
+            .execute("DELETE FROM samples WHERE ts_ms < ?1", params![cutoff_ms])?;
+        // An uplink outage longer than max-age: the undelivered samples go, counted.
+        let dropped = self.conn.execute(
+            "DELETE FROM forward_outbox WHERE ts_ms < ?1",
+            params![cutoff_ms],
+        )?;
+        self.metrics.forward_dropped.inc_by(dropped as u64);
+        while used_bytes(&self.conn)? > max_bytes {
+            let mut n = self.conn.execute(
+                "DELETE FROM logs WHERE id IN (SELECT id FROM logs ORDER BY id LIMIT ?1)",
+                params![RETENTION_CHUNK / 5],
+            )?;
+            let dropped = self.conn.execute(
+                "DELETE FROM forward_outbox WHERE seq IN (SELECT seq FROM forward_outbox ORDER BY seq LIMIT ?1)",
+                params![RETENTION_CHUNK],
+            )?;
+            self.metrics.forward_dropped.inc_by(dropped as u64);
+            n += dropped;
+            // Metrics share the bound: the oldest samples go too.
+            n += self.conn.execute(
+                "DELETE FROM samples WHERE ts_ms <= (SELECT ts_ms FROM samples ORDER BY ts_ms LIMIT 1 OFFSET ?1)",
+                params![RETENTION_CHUNK * 2],
+            )?;
+            deleted += n as u64;
+            if n == 0 {
+                break;
+            }
+            // Deleted FTS rows only free pages after the index merges its segments.
+            self.conn
+                .execute("INSERT INTO logs_fts(logs_fts) VALUES ('optimize')", [])?;
+        }
+        if deleted > 0 {
+            self.conn.execute_batch("PRAGMA incremental_vacuum;")?;
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        Ok(deleted)
+    }
+}
+
+/// Database pages in use (not free), in bytes.
+fn used_bytes(conn: &Connection) -> Result<u64, rusqlite::Error> {
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    Ok(u64::try_from((pages - free) * page_size).unwrap_or(0))
+}
+
+fn insert(
+    conn: &mut Connection,
+    jobs: &[Job],
+    series_ids: &mut HashMap<String, i64>,
+    forward: bool,
+) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    {
+        let mut find = tx.prepare_cached("SELECT id FROM series WHERE labels = ?1")?;
+        let mut add = tx.prepare_cached("INSERT INTO series (name, labels) VALUES (?1, ?2)")?;
+        let mut sample = tx.prepare_cached(
+            "INSERT OR REPLACE INTO samples (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut outbox = tx.prepare_cached(
+            "INSERT INTO forward_outbox (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
+        )?;
+        for job in jobs {
+            let Payload::Samples(series) = &job.payload else {
+                continue;
+            };
+            for s in series {
+                let key = s.key();
+                let id = match series_ids.get(&key) {
+                    Some(id) => *id,
+                    None => {
+                        let id = match find.query_row(params![key], |r| r.get::<_, i64>(0)) {
+                            Ok(id) => id,
+                            Err(rusqlite::Error::QueryReturnedNoRows) => {
+                                add.execute(params![s.name(), key])?;
+                                tx.last_insert_rowid()
+                            }
+                            Err(e) => return Err(e),
+                        };
+                        series_ids.insert(key, id);
+                        id
+                    }
+                };
+                for (ts, v) in &s.samples {
+                    sample.execute(params![id, ts, v])?;
+                    if forward {
+                        outbox.execute(params![id, ts, v])?;
+                    }
+                }
+            }
+        }
+    }
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO logs (received_ns, timestamp_ns, ts_ns, host, app, procid, msgid, facility, severity, message, structured_data, format, parse_error, input, peer)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        )?;
+        let logs = jobs.iter().filter_map(|j| match &j.payload {
+            Payload::Logs(r) => Some(r),
+            Payload::Samples(_) => None,
+        });
+        for r in logs.flatten() {
+            stmt.execute(params![
+                r.received_ns,
+                r.timestamp_ns,
+                r.timestamp_ns.unwrap_or(r.received_ns),
+                r.host,
+                r.app,
+                r.procid,
+                r.msgid,
+                r.facility,
+                r.severity,
+                r.message,
+                r.structured_data,
+                r.format,
+                r.parse_error,
+                r.input,
+                r.peer,
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// A log query: every set filter must match.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Inclusive lower bound of the record time (sender's timestamp, else receive time), ns.
+    pub start_ns: Option<i64>,
+    /// Exclusive upper bound, ns.
+    pub end_ns: Option<i64>,
+    /// Exact host.
+    pub host: Option<String>,
+    /// Exact app.
+    pub app: Option<String>,
+    /// Severity at most this number (0 emergency … 7 debug): "this bad or worse".
+    pub max_severity: Option<u8>,
+    /// Exact facility.
+    pub facility: Option<u8>,
+    /// FTS5 query over the message text.
+    pub text: Option<String>,
+    /// Only records that did not parse.
+    pub parse_errors_only: bool,
+    /// Records with `id` below this (paging, newest first).
+    pub before_id: Option<i64>,
+    /// Most records returned.
+    pub limit: u32,
+}
+
+/// A stored record and its ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLog {
+    /// Row ID, increasing with insertion.
+    pub id: i64,
+    /// The record.
+    pub record: LogRecord,
+}
+
+fn run_query(path: &Path, q: &LogQuery) -> Result<Vec<StoredLog>, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mut sql = String::from(
+        "SELECT id, received_ns, timestamp_ns, host, app, procid, msgid, facility, severity, message, structured_data, format, parse_error, input, peer FROM logs WHERE 1=1",
+    );
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut add = |cond: &str, v: rusqlite::types::Value| {
+        args.push(v);
+        sql.push_str(&format!(" AND {cond} ?{}", args.len()));
+    };
+    use rusqlite::types::Value as V;
+    if let Some(v) = q.start_ns {
+        add("ts_ns >=", V::Integer(v));
+    }
+    if let Some(v) = q.end_ns {
+        add("ts_ns <", V::Integer(v));
+    }
+    if let Some(v) = &q.host {
+        add("host =", V::Text(v.clone()));
+    }
+    if let Some(v) = &q.app {
+        add("app =", V::Text(v.clone()));
+    }
+    if let Some(v) = q.max_severity {
+        add("severity <=", V::Integer(v.into()));
+    }
+    if let Some(v) = q.facility {
+        add("facility =", V::Integer(v.into()));
+    }
+    if let Some(v) = q.before_id {
+        add("id <", V::Integer(v));
+    }
+    if let Some(v) = &q.text {
+        add(
+            "id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH",
+            V::Text(v.clone()),
+        );
+        sql.push(')');
+    }
+    if q.parse_errors_only {
+        sql.push_str(" AND parse_error IS NOT NULL");
+    }
+    args.push(V::Integer(q.limit.into()));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+    let map_fts = |e: rusqlite::Error| match &e {
+        // The SQL is ours; a plain SQLITE_ERROR with a text filter is FTS5 rejecting it.
+        rusqlite::Error::SqliteFailure(f, Some(msg))
+            if q.text.is_some() && f.extended_code == rusqlite::ffi::SQLITE_ERROR =>
+        {
+            StoreError::BadText(msg.clone())
+        }
+        _ => StoreError::Sqlite(e),
+    };
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            Ok(StoredLog {
+                id: r.get(0)?,
+                record: LogRecord {
+                    received_ns: r.get(1)?,
+                    timestamp_ns: r.get(2)?,
+                    host: r.get(3)?,
+                    app: r.get(4)?,
+                    procid: r.get(5)?,
+                    msgid: r.get(6)?,
+                    facility: r.get(7)?,
+                    severity: r.get(8)?,
+                    message: r.get(9)?,
+                    structured_data: r.get(10)?,
+                    format: r.get(11)?,
+                    parse_error: r.get(12)?,
+                    input: r.get(13)?,
+                    peer: r.get(14)?,
+                },
+            })
+        })
+        .map_err(map_fts)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(map_fts)
+}
+
+#[cfg(test)]
+mod tests;
+
+impl Store {
+    /// Series named `name` that pass `matchers`, with their samples in `[start_ms, end_ms]`.
+    pub async fn select_series(
+        &self,
+        name: String,
+        matchers: Vec<crate::promql::Matcher>,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            let mut find = conn.prepare("SELECT id, labels FROM series WHERE name = ?1")?;
+            let mut samples = conn.prepare(
+                "SELECT ts_ms, value FROM samples WHERE series_id = ?1 AND ts_ms BETWEEN ?2 AND ?3 ORDER BY ts_ms",
+            )?;
+            let rows: Vec<(i64, String)> = find
+                .query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut out = Vec::new();
+            for (id, labels) in rows {
+                let map: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(&labels).unwrap_or_default();
+                let labels: Vec<(String, String)> = map
+                    .into_iter()
+                    .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
+                    .collect();
+                if !matchers.iter().all(|m| m.matches(&labels)) {
+                    continue;
+                }
+                let samples: Vec<(i64, f64)> = samples
+                    .query_map(params![id, start_ms, end_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                out.push(SeriesSamples { labels, samples });
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl Store {
+    /// Turns the copy of committed samples into the forwarding outbox on or off.
+    pub fn set_forwarding(&self, on: bool) {
+        self.forward.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The oldest undelivered samples of the outbox (at most `limit`), grouped by series, and
+    /// the highest sequence number among them.
+    pub async fn outbox(
+        &self,
+        limit: u32,
+    ) -> Result<Option<(i64, Vec<SeriesSamples>)>, StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            let mut stmt = conn.prepare(
+                "SELECT o.seq, s.labels, o.ts_ms, o.value FROM forward_outbox AS o
+                 JOIN series AS s ON s.id = o.series_id ORDER BY o.seq LIMIT ?1",
+            )?;
+            let rows: Vec<(i64, String, i64, f64)> = stmt
+                .query_map(params![limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            let Some(max_seq) = rows.iter().map(|r| r.0).max() else {
+                return Ok(None);
+            };
+            let mut by_series: std::collections::BTreeMap<String, Vec<(i64, f64)>> =
+                std::collections::BTreeMap::new();
+            for (_, labels, ts, v) in rows {
+                by_series.entry(labels).or_default().push((ts, v));
+            }
+            let series = by_series
+                .into_iter()
+                .map(|(labels, mut samples)| {
+                    let map: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(&labels).unwrap_or_default();
+                    samples.sort_by_key(|s| s.0);
+                    SeriesSamples {
+                        labels: map
+                            .into_iter()
+                            .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
+                            .collect(),
+                        samples,
+                    }
+                })
+                .collect();
+            Ok(Some((max_seq, series)))
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Deletes the outbox up to `seq` (delivered), in the writer.
+    pub async fn outbox_delivered(&self, seq: i64) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Forwarded(seq, tx))
+            .map_err(|_| StoreError::Closed)?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Commit(e)),
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+}

@@ -1,0 +1,265 @@
+use super::*;
+
+fn rec(i: i64, host: &str, app: &str, sev: u8, msg: &str) -> LogRecord {
+    LogRecord {
+        received_ns: crate::now_ns(),
+        timestamp_ns: Some(1_000 + i),
+        host: host.into(),
+        app: app.into(),
+        severity: Some(sev),
+        facility: Some(1),
+        message: msg.into(),
+        format: "rfc5424".into(),
+        input: "tcp".into(),
+        peer: "127.0.0.1:1".into(),
+        ..LogRecord::default()
+    }
+}
+
+fn open(dir: &Path, queue: usize, r: Retention) -> Store {
+    Store::open(dir, queue, 100, r, Metrics::default()).unwrap()
+}
+
+const KEEP: Retention = Retention {
+    max_bytes: u64::MAX,
+    max_age: Duration::from_secs(3600),
+    interval: Duration::from_secs(3600),
+    downsample_after: Duration::from_secs(7 * 24 * 3600),
+    downsample_step: Duration::from_secs(300),
+};
+
+#[tokio::test]
+async fn committed_records_are_queried_by_every_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 100, KEEP);
+    let batch = vec![
+        rec(1, "a", "sshd", 3, "login failed for root"),
+        rec(2, "b", "sshd", 6, "login ok for alice"),
+        rec(3, "a", "nginx", 4, "upstream timed out"),
+    ];
+    store
+        .submit(batch)
+        .await
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+    let q = |f: fn(&mut LogQuery)| {
+        let mut q = LogQuery {
+            limit: 10,
+            ..LogQuery::default()
+        };
+        f(&mut q);
+        let store = store.clone();
+        async move {
+            store
+                .query(q)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.record.message)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(q(|_| {}).await.len(), 3);
+    assert_eq!(
+        q(|q| q.host = Some("a".into())).await,
+        ["upstream timed out", "login failed for root"]
+    );
+    assert_eq!(
+        q(|q| q.app = Some("sshd".into())).await,
+        ["login ok for alice", "login failed for root"]
+    );
+    assert_eq!(
+        q(|q| q.max_severity = Some(4)).await,
+        ["upstream timed out", "login failed for root"]
+    );
+    assert_eq!(
+        q(|q| q.text = Some("login AND root".into())).await,
+        ["login failed for root"]
+    );
+    assert_eq!(
+        q(|q| {
+            q.start_ns = Some(1_002);
+            q.end_ns = Some(1_003);
+        })
+        .await,
+        ["login ok for alice"]
+    );
+    let bad = store
+        .query(LogQuery {
+            text: Some("\"unbalanced".into()),
+            limit: 1,
+            ..LogQuery::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(bad, StoreError::BadText(_)), "{bad:?}");
+}
+
+#[tokio::test]
+async fn an_oversized_submission_is_refused_and_room_returns_after_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 2, KEEP);
+    let err = store
+        .try_submit(vec![rec(1, "h", "a", 1, "x"); 3])
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::TooLarge(3, 2)), "{err:?}");
+    let ack = store.try_submit(vec![rec(1, "h", "a", 1, "x"); 2]).unwrap();
+    // The room comes back only after the commit.
+    ack.committed().await.unwrap();
+    assert_eq!(store.queue_depth(), 0);
+    store
+        .try_submit(vec![rec(1, "h", "a", 1, "x")])
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn retention_keeps_the_store_under_max_bytes_deleting_the_oldest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 10_000, KEEP);
+    let body = "x".repeat(500);
+    for i in 0..20 {
+        let batch = (0..500)
+            .map(|j| rec(i * 500 + j, "h", "a", 1, &format!("{} {body}", i * 500 + j)))
+            .collect();
+        store
+            .submit(batch)
+            .await
+            .unwrap()
+            .committed()
+            .await
+            .unwrap();
+    }
+    let conn = Connection::open(store.path()).unwrap();
+    let before = used_bytes(&conn).unwrap();
+    assert!(before > 4_000_000, "{before}");
+    let max = 2 * 1024 * 1024;
+    store.set_retention(Retention {
+        max_bytes: max,
+        ..KEEP
+    });
+    store.retain_now();
+    // A write after the retention request is committed after it (one writer, in order).
+    store
+        .submit(vec![rec(99_999, "h", "a", 1, "after")])
+        .await
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+    let after = used_bytes(&conn).unwrap();
+    assert!(after <= max + 64 * 1024, "{after} > {max}");
+    let oldest: i64 = conn
+        .query_row("SELECT min(timestamp_ns) FROM logs", [], |r| r.get(0))
+        .unwrap();
+    let count: i64 = conn
+        .query_row("SELECT count(*) FROM logs", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        oldest > 1_000 && count < 10_000,
+        "oldest {oldest}, count {count}"
+    );
+    let newest: String = conn
+        .query_row(
+            "SELECT message FROM logs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(newest, "after");
+}
+
+#[tokio::test]
+async fn retention_deletes_records_older_than_max_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 100, KEEP);
+    let mut old = rec(1, "h", "a", 1, "old");
+    old.received_ns -= 7_200_000_000_000;
+    store
+        .submit(vec![old, rec(2, "h", "a", 1, "new")])
+        .await
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+    store.retain_now();
+    store
+        .submit(vec![rec(3, "h", "a", 1, "newer")])
+        .await
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+    let got: Vec<String> = store
+        .query(LogQuery {
+            limit: 10,
+            ..LogQuery::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.record.message)
+        .collect();
+    assert_eq!(got, ["newer", "new"]);
+    let got = store
+        .query(LogQuery {
+            text: Some("old".into()),
+            limit: 10,
+            ..LogQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(got.is_empty(), "the FTS index forgot the deleted row");
+}
+
+#[tokio::test]
+async fn old_samples_are_downsampled_to_the_last_per_step_and_recent_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 10_000, KEEP);
+    let now_ms = crate::now_ns() / 1_000_000;
+    // One hour of a counter every 10 s, two days old, aligned to 5 minutes; and recent samples.
+    let start = (now_ms - 2 * 86_400_000) / 300_000 * 300_000;
+    let old: Vec<(i64, f64)> = (0..360).map(|i| (start + i * 10_000, i as f64)).collect();
+    let recent: Vec<(i64, f64)> = (0..30)
+        .map(|i| (now_ms - 300_000 + i * 10_000, 1.0))
+        .collect();
+    let labels = vec![("__name__".to_owned(), "c_total".to_owned())];
+    let mut samples = old.clone();
+    samples.extend(&recent);
+    store
+        .submit_samples(vec![SeriesSamples { labels, samples }])
+        .await
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+    store.set_retention(Retention {
+        downsample_after: Duration::from_secs(86_400),
+        max_age: Duration::from_secs(30 * 86_400),
+        ..KEEP
+    });
+    store.retain_now();
+    store
+        .submit(vec![rec(1, "h", "a", 1, "sync")])
+        .await
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+    let got = store
+        .select_series("c_total".into(), Vec::new(), 0, i64::MAX)
+        .await
+        .unwrap();
+    let got = &got[0].samples;
+    // 12 five-minute steps, each keeping its last sample (29, 59, …, 359), then the recent 30.
+    let want_old: Vec<(i64, f64)> = (0..12)
+        .map(|k| (start + (k * 30 + 29) * 10_000, (k * 30 + 29) as f64))
+        .collect();
+    assert_eq!(&got[..12], &want_old[..]);
+    assert_eq!(&got[12..], &recent[..]);
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Installs the real clients that rookery-ingestd's tests run against the daemon on loopback:
+# util-linux `logger` (syslog RFC 5424/3164 over UDP/TCP), Debian's `prometheus` (remote_write)
+# and `rsyslog` (omfwd forwarding), and a Python virtualenv with the OpenTelemetry SDK and
+# its OTLP/HTTP exporter (PyPI) in /opt/rookery-test-venv. The tests start their own
+# instances with their own configs; the packaged services are kept from starting and
+# disabled, so nothing runs on the host.
+# Idempotent: quiet and fast when all is present. Needs root the first time (CI runs as root).
+# `make test` runs it from `deps`.
+set -euo pipefail
+
+need_pkgs=()
+want() {
+  local bin=$1
+  shift
+  [[ -x $bin ]] && return 0
+  need_pkgs+=("$@")
+}
+
+# util-linux is essential in Debian; bsdutils carries logger.
+want /usr/bin/logger bsdutils
+want /usr/bin/prometheus prometheus
+want /usr/sbin/rsyslogd rsyslog
+
+VENV=/opt/rookery-test-venv
+# Pinned: the test's client script uses the SDK's logs API, which is still marked unstable.
+OTEL_PKGS=(opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-http==1.45.2)
+venv_ok() {
+  "$VENV/bin/python3" -c 'import opentelemetry.sdk._logs, opentelemetry.exporter.otlp.proto.http' 2>/dev/null &&
+    "$VENV/bin/pip" freeze 2>/dev/null | grep -qx 'opentelemetry-sdk==1.45.2'
+}
+# Debian's python3 creates venvs only with python3-venv (it carries ensurepip's wheels).
+if ! venv_ok && ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q 'ok installed'; then
+  need_pkgs+=(python3-venv)
+fi
+
+if ((${#need_pkgs[@]})); then
+  mapfile -t need_pkgs < <(printf '%s\n' "${need_pkgs[@]}" | sort -u)
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-ingestd-test-deps: missing Debian packages: ${need_pkgs[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "install-ingestd-test-deps: installing ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Tests start their own prometheus with their own config on loopback; the packaged service
+  # (and node exporter) must not start nor hold ports 9090/9100: policy-rc.d refuses starts.
+  policy=/usr/sbin/policy-rc.d
+  created_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    created_policy=1
+  fi
+  trap '[[ $created_policy -eq 1 ]] && rm -f "$policy"' EXIT
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  # The packages enable their services for the next boot: undo that (works without a
+  # running systemd too; only for what this run installed, so a host's own logger stays).
+  for pkg in "${need_pkgs[@]}"; do
+    case $pkg in
+      prometheus) units=(prometheus.service) ;;
+      rsyslog) units=(rsyslog.service syslog.socket) ;;
+      *) units=() ;;
+    esac
+    for unit in "${units[@]}"; do
+      if [[ -d /run/systemd/system ]]; then
+        systemctl disable --now "$unit" >/dev/null 2>&1 || true
+      else
+        systemctl disable "$unit" >/dev/null 2>&1 || true
+      fi
+    done
+  done
+fi
+
+if ! venv_ok; then
+  if [[ $(id -u) -ne 0 && ! -w $(dirname "$VENV") ]]; then
+    echo "install-ingestd-test-deps: missing $VENV (run as root to create it)" >&2
+    exit 1
+  fi
+  echo "install-ingestd-test-deps: creating $VENV with ${OTEL_PKGS[*]}"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${OTEL_PKGS[@]}"
+  venv_ok
+fi

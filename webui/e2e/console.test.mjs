@@ -1,0 +1,226 @@
+// The console end to end: Debian's Chromium (driven by playwright-core, never a downloaded
+// browser) against real apid, probed and licensed on loopback. Each step also writes a
+// screenshot of its page to docs/screenshots/.
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { REPO, changePassword, launchBrowser, readText, signIn as login, startStack, step, totp } from "./harness.mjs";
+
+const FIRST_PW = "first-boot-Secret-42";
+const ADMIN_PW = "rookery-console-passphrase-9";
+const VIEWER_PW = "viewer-reads-only-passphrase-3";
+const SHOTS = join(REPO, "docs/screenshots");
+
+let stack;
+let browser;
+let page;
+let totpSecret;
+/** Console messages about the Content Security Policy (a refused script or style). */
+const cspViolations = [];
+
+async function shot(name) {
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true, animations: "disabled" });
+}
+
+const signIn = (username, password) => login(page, stack.base, username, password);
+
+async function signOut() {
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+}
+
+describe("web console", { timeout: 240_000 }, () => {
+  before(async () => {
+    mkdirSync(SHOTS, { recursive: true });
+    stack = await startStack({ adminPassword: FIRST_PW });
+    browser = await launchBrowser();
+    page = browser.page;
+    page.on("console", (m) => {
+      if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
+    });
+  });
+
+  after(async () => {
+    await browser?.close();
+    await stack?.stop();
+  });
+
+  it("serves the console on a deep link, with its CSP and no inline code", async () => {
+    const r = await page.goto(stack.base + "/config/probed");
+    assert.equal(r.status(), 200);
+    assert.match(r.headers()["content-security-policy"], /script-src 'self'/);
+    await page.getByRole("heading", { name: "Sign in" }).waitFor();
+    await shot("login");
+  });
+
+  it("makes the one-time admin change the password first", async () => {
+    await signIn("admin", FIRST_PW);
+    await page.getByRole("heading", { name: "Choose a new password" }).waitFor();
+    await shot("password-change");
+    await changePassword(page, FIRST_PW, ADMIN_PW);
+    await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+  });
+
+  it("shows daemon health, the licence and probe status with sparklines", async () => {
+    const daemons = page.getByRole("region", { name: "Daemons" });
+    await daemons.getByRole("row", { name: /probed.*serving/ }).waitFor();
+    await daemons.getByRole("row", { name: /licensed.*serving/ }).waitFor();
+    await page.getByRole("region", { name: "Licence" }).getByText("release mode off").waitFor();
+    const probes = page.getByRole("region", { name: "Probes" });
+    await probes.getByRole("row", { name: /web.*ok/ }).waitFor();
+    await probes.getByRole("row", { name: /closed-port.*refused/ }).waitFor();
+    await probes.getByRole("img", { name: /web: last [1-9]\d* probe times/ }).waitFor();
+    const escalations = page.getByRole("region", { name: "Recent escalations" });
+    await escalations.getByText(/No tier change recorded|→/).first().waitFor();
+    assert.equal(await escalations.getByRole("alert").count(), 0);
+    await shot("dashboard");
+  });
+
+  it("shows a probe result appearing, its timing chart, and runs it now", async () => {
+    await page.getByRole("link", { name: "Probes" }).click();
+    await page.getByRole("button", { name: "web", exact: true }).click();
+    await page.getByRole("heading", { name: "Target web" }).waitFor();
+    await page.getByRole("img", { name: "Probe timing of web, per phase, in milliseconds" }).locator("canvas").first().waitFor();
+    const before = await page.getByRole("region", { name: "Target web" }).getByRole("row").count();
+    await page.getByRole("button", { name: "Run now" }).click();
+    await page.getByRole("status").filter({ hasText: "Run now:" }).filter({ hasText: "ok" }).waitFor();
+    assert.ok(before > 1, "results are listed");
+    await page.getByLabel("Filter targets").fill("closed");
+    await page.getByRole("button", { name: "web", exact: true }).waitFor({ state: "detached" });
+    await page.getByLabel("Filter targets").fill("");
+    await shot("probes");
+  });
+
+  it("enrols TOTP, then signs in with the code", async () => {
+    await page.getByRole("link", { name: "Account" }).click();
+    await page.getByRole("button", { name: "Start enrolment" }).click();
+    totpSecret = (await page.getByTestId("totp-secret").textContent()).trim();
+    await page.getByLabel("Code from the app").fill(totp(totpSecret, step()));
+    await page.getByRole("button", { name: "Confirm" }).click();
+    await page.getByText("Two-factor sign-in is on").waitFor();
+    await shot("account");
+    await signOut();
+
+    await signIn("admin", ADMIN_PW);
+    await page.getByLabel("Authenticator code").waitFor();
+    await shot("login-totp");
+    await page.getByLabel("Authenticator code").fill("000000" === totp(totpSecret, step() + 1) ? "111111" : "000000");
+    await page.getByRole("button", { name: "Verify" }).click();
+    await page.getByRole("alert").filter({ hasText: "invalid_totp" }).waitFor();
+    // The enrolment spent this step's code; the next step's is accepted (one step of skew).
+    await page.getByLabel("Authenticator code").fill(totp(totpSecret, step() + 1));
+    await page.getByRole("button", { name: "Verify" }).click();
+    await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+  });
+
+  it("shows a config error at its line, then applies the fix", async () => {
+    await page.goto(stack.base + "/config/probed");
+    const editor = page.getByLabel("probed.toml", { exact: true });
+    await editor.waitFor();
+    const running = await editor.inputValue();
+    assert.match(running, /name = "web"/);
+    const broken = running.replace('interval = "1s"', 'interval = "sometimes"');
+    const badLine = broken.split("\n").findIndex((l) => l.includes('"sometimes"')) + 1;
+    await editor.fill(broken);
+    await page.getByRole("button", { name: "Apply", exact: true }).click();
+    const issues = page.locator("#config-issues");
+    await issues.getByText(`line ${badLine}, column`).waitFor();
+    assert.match(await issues.textContent(), /interval/);
+    assert.equal(await page.locator(`.gutter [data-line="${badLine}"]`).getAttribute("class"), "bad");
+    assert.equal(readText(stack.path("etc/probed.toml")), running, "a rejected file is not written");
+    await shot("config-error");
+
+    const fixed = running.replace('interval = "1s"', 'interval = "2s"');
+    await editor.fill(fixed);
+    await page.getByRole("button", { name: "Show changes" }).click();
+    await page.getByLabel("edits against the running file").getByText('interval = "2s"').waitFor();
+    await page.getByRole("button", { name: "Apply", exact: true }).click();
+    await page.getByRole("status").filter({ hasText: "Applied" }).waitFor();
+    assert.equal(readText(stack.path("etc/probed.toml")), fixed);
+    await page.getByRole("button", { name: /^View #\d+$/ }).first().waitFor();
+    await shot("config");
+  });
+
+  it("lets an admin manage users, API keys, the audit log and see the licence", async () => {
+    await page.getByRole("link", { name: "Users" }).click();
+    const form = page.getByRole("form", { name: "New user" });
+    await form.getByLabel("Username").fill("vera");
+    await form.getByLabel("Initial password").fill(VIEWER_PW);
+    await form.getByLabel("Role").selectOption("viewer");
+    await form.getByLabel("Must change the password at first sign-in").uncheck();
+    await form.getByRole("button", { name: "Create user" }).click();
+    await page.getByRole("row", { name: /vera/ }).waitFor();
+    await shot("users");
+
+    await page.getByRole("link", { name: "API keys" }).click();
+    const keyForm = page.getByRole("form", { name: "New API key" });
+    await keyForm.getByLabel("Name").fill("grafana");
+    await keyForm.getByRole("button", { name: "Create key" }).click();
+    await page.getByText(/^rk_/).waitFor();
+    await page.getByRole("row", { name: /grafana/ }).waitFor();
+    await shot("api-keys");
+
+    await page.getByRole("link", { name: "Audit log" }).click();
+    await page.getByRole("row", { name: /config\.probed\.apply/ }).first().waitFor();
+    await page.getByLabel("Action").fill("login");
+    await page.getByRole("button", { name: "Filter" }).click();
+    await page.getByRole("row", { name: /admin.*login.*success/ }).first().waitFor();
+    await shot("audit");
+
+    await page.getByRole("link", { name: "Licence" }).click();
+    await page.getByRole("heading", { name: "Set the licence key" }).waitFor();
+    await shot("licence");
+    await signOut();
+  });
+
+  it("shows a viewer no edit control, and apid refuses the viewer's edit", async () => {
+    // With the keyboard alone: the username field has the focus, Tab, Enter.
+    await page.goto(stack.base + "/");
+    await page.getByLabel("Username").waitFor();
+    await page.keyboard.type("vera");
+    await page.keyboard.press("Tab");
+    await page.keyboard.type(VIEWER_PW);
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+    // Tab: the skip link, then the navigation (Dashboard, Probes); Enter follows the link.
+    for (let i = 0; i < 3; i++) await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement?.textContent), "Probes");
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Probes", exact: true }).waitFor();
+    const nav = page.getByRole("navigation", { name: "Main" });
+    assert.equal(await nav.getByRole("link", { name: "Users" }).count(), 0);
+    assert.equal(await nav.getByRole("link", { name: "Audit log" }).count(), 0);
+
+    await page.goto(stack.base + "/config/probed");
+    const editor = page.getByLabel("probed.toml", { exact: true });
+    await editor.waitFor();
+    assert.equal(await editor.getAttribute("readonly"), "");
+    assert.equal(await page.getByRole("button", { name: "Apply", exact: true }).count(), 0);
+    assert.equal(await page.getByRole("button", { name: /^Restore/ }).count(), 0);
+    await page.getByText("a maintainer or admin can change it").waitFor();
+    await shot("config-viewer");
+
+    await page.goto(stack.base + "/probes?target=web");
+    await page.getByRole("heading", { name: "Target web" }).waitFor();
+    assert.equal(await page.getByRole("button", { name: "Run now" }).count(), 0);
+
+    // The server enforces it too: the same session, with its CSRF token, gets 403.
+    const answer = await page.evaluate(async () => {
+      const r = await fetch("/api/v1/config/probed", {
+        method: "PUT",
+        headers: { "content-type": "application/json", "x-csrf-token": sessionStorage.getItem("rookery.csrf") ?? "" },
+        body: JSON.stringify({ text: "# viewer was here\n" }),
+      });
+      return { status: r.status, body: await r.json() };
+    });
+    assert.equal(answer.status, 403, JSON.stringify(answer.body));
+    assert.equal(answer.body.error, "forbidden");
+    assert.match(answer.body.message, /maintainer/);
+    assert.doesNotMatch(readText(stack.path("etc/probed.toml")), /viewer was here/);
+  });
+
+  it("ran every page under the console's CSP without a violation", () => {
+    assert.deepEqual(cspViolations, []);
+  });
+});
