@@ -6,13 +6,14 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: all deps build test test-rust fmt-check clippy doc lockfile-check test-ci-script \
-        ci-selftest-pass ci-selftest-fail help
+        ci-selftest-pass ci-selftest-fail help bench
 
 all: build
 
 help:
 	@echo "make vm    build the appliance image for this machine and boot it in QEMU"
 	@echo "make test  everything CI runs: installs, fmt, clippy, docs, tests"
+	@echo "make bench our daemons against their named peers, side by side (see docs/benchmarks.md)"
 
 # Idempotent installer of what a fresh Debian machine lacks (needs root the first time).
 deps:
@@ -52,5 +53,11 @@ ci-selftest-fail:
 
 test: deps fmt-check clippy doc test-rust lockfile-check test-ci-script
 	@echo "make test: all steps passed"
+
+# Benchmarks: each bench/*.sh runs one daemon and its peer in one run and prints ratios.
+# Never part of `make test` (timings belong here, not in tests).
+bench: deps
+	bash scripts/install-bench-deps.sh
+	@for b in bench/*.sh; do echo "== $$b"; bash "$$b"; done
 
 include image/image.mk

@@ -409,6 +409,16 @@ fn check_file<C: DaemonConfig>(
         if let Some((list, _)) = key.split_once('[') {
             shifted.push(list.to_owned());
         }
+        if is_cascade(&key, err.message(), &problems) {
+            // "missing field `x`" because an earlier round blanked the bad `x`: said already.
+            if let Some((_, ranges)) = found.filter(|(_, r)| !r.is_empty()) {
+                for r in ranges {
+                    blank_lines(&mut work, r);
+                }
+                continue;
+            }
+            break;
+        }
         problems.push((
             at,
             Problem {
@@ -433,6 +443,23 @@ fn check_file<C: DaemonConfig>(
         problems.into_iter().map(|(_, p)| p).collect(),
         shifted,
     )
+}
+
+/// Whether `message` at `key` only reports the absence of an entry already reported as wrong.
+fn is_cascade(key: &str, message: &str, reported: &[(usize, Problem)]) -> bool {
+    let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field)
+    else {
+        return false;
+    };
+    let missing = join(key, field);
+    reported.iter().any(|(_, p)| {
+        p.key == missing
+            || p.key.starts_with(&format!("{missing}."))
+            || p.key.starts_with(&format!("{missing}["))
+    })
 }
 
 fn file_location(path: &Path, text: &str, at: usize) -> Location {
@@ -534,11 +561,14 @@ fn find_entry(table: &DeTable<'_>, text: &str, at: usize, prefix: &str) -> Optio
         let vspan = v.span();
         match v.get_ref() {
             DeValue::Table(t) if is_header(text, &vspan) => {
-                if contains(&kspan) || contains(&vspan) {
-                    return Some((path, extent(&kspan, v)));
-                }
+                // The deepest entry first: a header table's span can cover its sub-tables
+                // (`[modules]` spans `[modules.a.http]`), and blaming the parent would blank
+                // every sibling along with the one bad key.
                 if let Some(found) = find_entry(t, text, at, &path) {
                     return Some(found);
+                }
+                if contains(&kspan) || contains(&vspan) {
+                    return Some((path, extent(&kspan, v)));
                 }
             }
             DeValue::Array(a) if a.iter().next().is_some_and(|e| is_header(text, &e.span())) => {
@@ -562,6 +592,14 @@ fn find_entry(table: &DeTable<'_>, text: &str, at: usize, prefix: &str) -> Optio
             }
             _ => {
                 let whole = extent(&kspan, v);
+                if let DeValue::Table(t) = v.get_ref()
+                    && !contains(&kspan)
+                    && let Some(found) = find_entry(t, text, at, &path)
+                {
+                    // An implicit table (`modules` of `[modules.a]`, or `a` of `a.b = 1`):
+                    // blank only the entry inside it, not its siblings.
+                    return Some(found);
+                }
                 if contains(&kspan) || whole.iter().any(contains) {
                     // Name the deepest key, but blank the whole key = value entry.
                     let deeper = match v.get_ref() {

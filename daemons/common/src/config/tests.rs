@@ -9,7 +9,25 @@ struct TestConfig {
     server: ServerSection,
     limits: LimitsSection,
     targets: Vec<Target>,
+    modules: BTreeMap<String, Module>,
     metrics: MetricsSection,
+}
+
+/// A map of named tables with nested sub-tables, like probed's `[modules.<name>.http]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Module {
+    prober: String,
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    http: Option<HttpOptions>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct HttpOptions {
+    method: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +58,7 @@ impl Default for TestConfig {
             server: ServerSection::default(),
             limits: LimitsSection::default(),
             targets: Vec::new(),
+            modules: BTreeMap::new(),
             metrics: MetricsSection::loopback(9999),
         }
     }
@@ -356,7 +375,7 @@ fn line_col_counts_characters() {
 
 #[test]
 fn factory_file_check_catches_wrong_values_and_missing_keys() {
-    let good = "#targets = []\n#[server]\n# The name.\n#name = \"probe\"\n#port = 8080\n#timeout = \"5s\"\n#[limits]\n#max-items = 100\n#[metrics]\n#listen = \"127.0.0.1:9999\"\n";
+    let good = "#targets = []\n#[server]\n# The name.\n#name = \"probe\"\n#port = 8080\n#timeout = \"5s\"\n#[limits]\n#max-items = 100\n#[modules]\n#[metrics]\n#listen = \"127.0.0.1:9999\"\n";
     assert_eq!(
         factory_file_problems::<TestConfig>(good),
         Vec::<String>::new()
@@ -367,5 +386,26 @@ fn factory_file_check_catches_wrong_values_and_missing_keys() {
     assert_eq!(
         factory_file_problems::<TestConfig>(&missing),
         vec!["keys not documented: server.timeout".to_owned()]
+    );
+}
+
+#[test]
+fn errors_in_nested_map_tables_are_each_reported_and_siblings_kept() {
+    let f = Fixture::new();
+    f.write_main(
+        "[modules.good]\nprober = \"http\"\n\n[modules.bad]\nprober = \"http\"\ntimeout = \"banana\"\n\n[modules.bad.http]\nmethod = 5\n",
+    );
+    let errs = f.errors(&[]);
+    let main = f.main().display().to_string();
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(&format!("{main}:6:11: modules.bad.timeout:")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].starts_with(&format!(
+            "{main}:9:10: modules.bad.http.method: invalid type"
+        )),
+        "{errs:#?}"
     );
 }

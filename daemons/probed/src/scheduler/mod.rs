@@ -460,7 +460,9 @@ impl Scheduler {
                 };
                 last_start = Some(tokio::time::Instant::now());
                 // Not cancelled midway: a probe that started is finished and recorded.
-                let outcome = probe::run(&module, &s.target.address, s.timeout).await;
+                // Boxed (here and below): the probe's future is large (every prober's state)
+                // and would otherwise be part of every idle target's task, ~10 KB each.
+                let outcome = Box::pin(probe::run(&module, &s.target.address, s.timeout)).await;
                 drop(permit);
                 let verdict = s.target.tiers.as_ref().map(|p| tiers::breach(p, &outcome));
                 sink.record(&s.target, outcome);
@@ -468,11 +470,11 @@ impl Scheduler {
                 if let (Some(policy), Some(verdict)) = (&s.target.tiers, verdict) {
                     if let Some(t) = tier.observe(policy, verdict.as_deref()) {
                         let diagnostics = if t.to > t.from {
-                            diagnose(&module, &s, t.to, &semaphore).await
+                            Box::pin(diagnose(&module, &s, t.to, &semaphore)).await
                         } else {
                             String::new()
                         };
-                        sink.tier_changed(&s.target, &t, diagnostics).await;
+                        Box::pin(sink.tier_changed(&s.target, &t, diagnostics)).await;
                     } else {
                         sink.metrics.set_tier(&s.target, tier.tier(), false);
                     }

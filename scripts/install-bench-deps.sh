@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs the peers `make bench` runs our daemons against: Debian's prometheus-blackbox-exporter
+# (probed's peer), nginx (the HTTP targets) and python3 (the fixed-rate load driver).
+# Packaged services are not started: the benchmark starts its own instances.
+# Idempotent: quiet and fast when all is present.
+# Needs root the first time. `make bench` runs it.
+set -euo pipefail
+
+need_pkgs=()
+# want BINARY PACKAGE...: the first package that apt knows is installed when BINARY is missing.
+want() {
+  local bin=$1
+  shift
+  [[ -x $bin ]] && return 0
+  need_pkgs+=("$@")
+}
+
+want /usr/sbin/nginx nginx
+want /usr/bin/prometheus-blackbox-exporter prometheus-blackbox-exporter
+want /usr/bin/python3 python3
+
+if ((${#need_pkgs[@]})); then
+  mapfile -t need_pkgs < <(printf '%s\n' "${need_pkgs[@]}" | sort -u)
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-bench-deps: missing Debian packages: ${need_pkgs[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "install-bench-deps: installing ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # The benchmark starts its own instances; the packaged services must not start (nor hold
+  # ports 80/9115), so policy-rc.d refuses service starts meanwhile.
+  policy=/usr/sbin/policy-rc.d
+  created_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    created_policy=1
+  fi
+  trap '[[ $created_policy -eq 1 ]] && rm -f "$policy"' EXIT
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
