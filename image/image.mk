@@ -1,7 +1,7 @@
 # The appliance image: included by the root Makefile.
 #   make image [ARCH=x86-64|arm64]   build rookery-$(VERSION)-$(ARCH).raw (+ .raw.zst, SHA256SUMS)
 #   make images                      both architectures
-#   make vm                          build for this machine and boot it in QEMU
+#   make vm                          boot this machine's image in QEMU (built if missing)
 #   make test-qemu                   build both and run tests/qemu/ against each
 HOST_ARCH := $(shell uname -m | sed 's/x86_64/x86-64/; s/aarch64/arm64/')
 ARCH ?= $(HOST_ARCH)
@@ -56,7 +56,9 @@ image-%: stage-%
 image: image-$(ARCH)
 images: image-x86-64 image-arm64
 
-vm: image-$(HOST_ARCH)
+# Builds the image only when it is missing (`make image` rebuilds it); host tools always.
+vm: image-deps
+	[ -f $(IMAGE_OUT)/rookery-$(VERSION)-$(HOST_ARCH).raw ] || $(MAKE) image-$(HOST_ARCH)
 	bash tests/qemu/vm.sh $(IMAGE_OUT)/rookery-$(VERSION)-$(HOST_ARCH).raw $(HOST_ARCH)
 
 test-qemu: image-x86-64 image-arm64

@@ -23,17 +23,24 @@ cat <<MSG
 vm: booting $(basename "$image") under QEMU (TCG: allow about a minute).
 vm: console (HTTPS, self-signed first-boot certificate): https://127.0.0.1:$port/
 MSG
-if ! ls "$(dirname "$image")"/../image/build/"$arch"/usr/bin/rookery-apid >/dev/null 2>&1; then
-  echo "vm: note: apid (the web console and REST API) is not part of this image yet, so nothing answers on port $port until it lands."
-fi
-# Print the one-time admin password when first boot shows it on the console.
-( for _ in $(seq 600); do
-    if line=$(grep -a -m1 'One-time admin login:' "$serial" 2>/dev/null); then
+# Print the one-time admin password when first boot shows it on the console, then say when
+# the console answers on the forwarded port.
+( shown=""
+  for _ in $(seq 900); do
+    if [ -z "$shown" ] && line=$(grep -a -m1 'One-time admin login:' "$serial" 2>/dev/null); then
       echo; echo "vm: one-time admin password: ${line##*admin / }  (user admin; change it at first login)"; echo
+      shown=1
+    fi
+    # A real TLS handshake and an HTTP status line (QEMU's port forward alone accepts any
+    # connection).
+    if [ -n "$shown" ] && printf 'GET / HTTP/1.0\r\nHost: localhost\r\n\r\n' |
+         timeout 20 openssl s_client -connect "127.0.0.1:$port" -quiet 2>/dev/null | head -n1 | grep -q '^HTTP/1'; then
+      echo; echo "vm: the console answers on https://127.0.0.1:$port/ (log in as admin with the password above)"; echo
       exit 0
     fi
     sleep 1
-  done ) &
+  done
+  echo "vm: the console did not answer on port $port within 15 minutes; see $serial" ) &
 watcher=$!
 trap 'kill $watcher 2>/dev/null || true' EXIT
 # shellcheck disable=SC2046
