@@ -25,7 +25,7 @@ image-deps:
 	bash scripts/install-image-deps.sh
 
 # Cross-built daemons, their units and the factory config, as an extra tree for mkosi.
-stage-%: deps image-deps
+stage-%: deps image-deps webui-build
 	$(CARGO) build --release --locked --target $(RUST_TARGET_$*) \
 	  $(foreach d,$(IMAGE_DAEMONS),-p rookery-$(d)) -p rookeryctl
 	rm -rf image/build/$*
@@ -41,6 +41,10 @@ stage-%: deps image-deps
 	    > image/build/$*/usr/lib/sysusers.d/rookery-$$d.conf; \
 	done
 	install -m 0644 docs/*.md image/build/$*/usr/share/doc/rookery/
+	# The web console (architecture-independent), where apid's [webui] directory expects it.
+	install -d image/build/$*/usr/share/rookery/webui
+	cp -r webui/dist/. image/build/$*/usr/share/rookery/webui/
+	chmod -R u=rwX,go=rX image/build/$*/usr/share/rookery/webui
 
 image-%: stage-%
 	mkdir -p $(IMAGE_OUT) $(IMAGE_CACHE)/cache $(IMAGE_CACHE)/packages
