@@ -3,51 +3,15 @@ import { keepPreviousData, useQuery } from "@tanstack/react-query";
 import { useState, type FormEvent } from "react";
 import { api, unwrap } from "../api/client";
 import { ErrorNote, Field, Loading } from "../components/ui";
+import { EMPTY_FILTER, SEVERITIES, logQuery, type LogFilter } from "../lib/ingest";
 
-const PAGE = 100;
-/** Severity names, 0 (emergency) to 7 (debug). */
-export const SEVERITIES = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"];
 /** Live tail refresh. */
 const TAIL_MS = 2000;
 
-interface Filter {
-  q: string;
-  host: string;
-  app: string;
-  severity: string;
-  facility: string;
-  since: string;
-  until: string;
-}
-
-const EMPTY: Filter = { q: "", host: "", app: "", severity: "", facility: "", since: "", until: "" };
-
-/** A `datetime-local` value as RFC 3339 (the browser's zone), or undefined when empty. */
-function rfc3339(local: string): string | undefined {
-  if (!local) return undefined;
-  const d = new Date(local);
-  return Number.isNaN(d.getTime()) ? undefined : d.toISOString();
-}
-
-/** The query string of a filter and a page cursor. */
-export function logQuery(f: Filter, before: number | undefined) {
-  const out: Record<string, string | number> = { limit: PAGE };
-  if (f.q.trim()) out.q = f.q.trim();
-  if (f.host.trim()) out.host = f.host.trim();
-  if (f.app.trim()) out.app = f.app.trim();
-  if (f.severity) out.severity = Number(f.severity);
-  if (f.facility.trim()) out.facility = Number(f.facility.trim());
-  const since = rfc3339(f.since);
-  const until = rfc3339(f.until);
-  if (since) out.since = since;
-  if (until) out.until = until;
-  if (before !== undefined) out.before = before;
-  return out;
-}
 
 export function Logs() {
-  const [draft, setDraft] = useState<Filter>(EMPTY);
-  const [filter, setFilter] = useState<Filter>(EMPTY);
+  const [draft, setDraft] = useState<LogFilter>(EMPTY_FILTER);
+  const [filter, setFilter] = useState<LogFilter>(EMPTY_FILTER);
   // Cursors of the pages before this one (newest first); empty on the first page.
   const [cursors, setCursors] = useState<number[]>([]);
   const [tail, setTail] = useState(false);
@@ -63,7 +27,7 @@ export function Logs() {
     setFilter(draft);
     setCursors([]);
   };
-  const set = (k: keyof Filter) => (e: { target: { value: string } }) => setDraft({ ...draft, [k]: e.target.value });
+  const set = (k: keyof LogFilter) => (e: { target: { value: string } }) => setDraft({ ...draft, [k]: e.target.value });
   const next = logs.data?.next_before ?? undefined;
 
   return (

@@ -2,11 +2,11 @@
 // chart of the series picked from the answer.
 import { keepPreviousData, useQuery } from "@tanstack/react-query";
 import { useMemo, useState, type FormEvent } from "react";
-import { api, unwrap, type Schemas } from "../api/client";
+import { api, unwrap } from "../api/client";
 import { PALETTE, TimeChart, type Series } from "../components/Chart";
 import { ErrorNote, Field, Loading } from "../components/ui";
+import { align, seriesLabel } from "../lib/ingest";
 
-type SeriesView = Schemas["SeriesView"];
 type Fn = "last" | "rate" | "avg_over_time" | "min_over_time" | "max_over_time";
 
 /** Ranges offered, in minutes. */
@@ -21,26 +21,6 @@ interface Form {
   match: string;
   fn: Fn;
   minutes: number;
-}
-
-/** `{job="x", instance="y"}` of a series (without `__name__`). */
-export function seriesLabel(labels: Record<string, string>): string {
-  const parts = Object.entries(labels)
-    .filter(([k]) => k !== "__name__")
-    .map(([k, v]) => `${k}="${v}"`);
-  return `{${parts.join(", ")}}`;
-}
-
-/** The x axis (unix s) shared by every series, and each series' value at each x (null = gap). */
-export function align(series: SeriesView[]): { x: number[]; values: (number | null)[][] } {
-  const xs = [...new Set(series.flatMap((s) => s.points.map((p) => p.unix_ms)))].sort((a, b) => a - b);
-  const at = new Map(xs.map((x, i) => [x, i]));
-  const values = series.map((s) => {
-    const v: (number | null)[] = xs.map(() => null);
-    for (const p of s.points) v[at.get(p.unix_ms) ?? 0] = p.value;
-    return v;
-  });
-  return { x: xs.map((x) => x / 1000), values };
 }
 
 export function Metrics() {
