@@ -33,8 +33,8 @@ export function Logs() {
   return (
     <>
       <h1>Logs</h1>
-      <form onSubmit={submit} aria-label="Search the logs" className="filters">
-        <Field label="Search">
+      <form onSubmit={submit} aria-label="Log filters" className="filters">
+        <Field label="Full-text search">
           {(id) => <input id={id} type="search" value={draft.q} onChange={set("q")} placeholder='words, "a phrase", AND, OR, NOT' />}
         </Field>
         <Field label="Host">{(id) => <input id={id} value={draft.host} onChange={set("host")} />}</Field>
