@@ -19,6 +19,13 @@
 //  * Replies swap MAC, IP addresses and UDP ports and leave with TTL / hop limit 255 (STAMP) or 64
 //    (echo). The UDP checksum is updated incrementally over the rewritten words (the pseudo
 //    header and UDP header sums do not change under a swap); an IPv4 UDP checksum of 0 stays 0.
+//  * Source allowlist: a packet to a served port whose source address is not in the LPM tries
+//    `packetd_allow4` / `packetd_allow6` (filled by userspace from [xdp] allow-sources, or from
+//    the on-link prefixes of the attached interfaces) is not answered: XDP_PASS, counted as
+//    denied. An empty trie answers nobody.
+//  * Per-source rate bound: with max_pps_per_source > 0, each source address (LRU map
+//    `packetd_rate`) is answered at most that many times per one-second window; the excess is
+//    XDP_PASS'ed and counted as rate_limited. The window count is approximate across CPUs.
 //  * Never answered (XDP_PASS, counted as passed): not IPv4/IPv6, IPv4 with options or
 //    fragments, IPv6 extension headers, source port equal to the destination port (two
 //    reflectors would ping-pong), multicast/broadcast destinations.
@@ -44,7 +51,9 @@ enum counter {
 	C_ECHOED = 1,
 	C_MALFORMED = 2,
 	C_PASSED = 3,
-	C_MAX = 4,
+	C_DENIED = 4,
+	C_RATE_LIMITED = 5,
+	C_MAX = 6,
 };
 
 // Written by userspace (daemons/packetd/src/xdp.rs, `XdpConfig`): keep the layouts identical.
@@ -54,7 +63,50 @@ struct packetd_cfg {
 	__u16 stamp_port;       // host order; 0 = STAMP off
 	__u16 echo_port;        // host order; 0 = echo off
 	__u16 _pad;
+	__u32 max_pps_per_source; // 0 = no per-source bound
+	__u32 _pad2;
 };
+
+struct lpm4_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct lpm6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+#define ALLOW_MAX 1024
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, ALLOW_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm4_key);
+	__type(value, __u8);
+} packetd_allow4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, ALLOW_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm6_key);
+	__type(value, __u8);
+} packetd_allow6 SEC(".maps");
+
+// Per-source window: IPv4 sources are keyed as IPv4-mapped IPv6 addresses.
+struct rate_val {
+	__u64 window_start_ns;
+	__u64 count;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct in6_addr);
+	__type(value, struct rate_val);
+} packetd_rate SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -163,9 +215,58 @@ static __always_inline int reflect_stamp(struct udphdr *udp, void *data_end, __u
 	return 0;
 }
 
+// 1 when the source may be answered (allowlist), else 0.
+static __always_inline int source_allowed(const void *saddr, int is_v6)
+{
+	if (is_v6) {
+		struct lpm6_key k = {.prefixlen = 128};
+		__builtin_memcpy(k.addr, saddr, 16);
+		return bpf_map_lookup_elem(&packetd_allow6, &k) != 0;
+	}
+	struct lpm4_key k = {.prefixlen = 32};
+	__builtin_memcpy(k.addr, saddr, 4);
+	return bpf_map_lookup_elem(&packetd_allow4, &k) != 0;
+}
+
+// 1 when the source is still within its per-second budget (and charges it), else 0.
+static __always_inline int source_within_rate(const void *saddr, int is_v6, __u64 now_ns,
+					      const struct packetd_cfg *cfg)
+{
+	__u32 limit = cfg->max_pps_per_source;
+	if (!limit)
+		return 1;
+	struct in6_addr key;
+	__builtin_memset(&key, 0, sizeof(key));
+	if (is_v6) {
+		__builtin_memcpy(&key, saddr, 16);
+	} else {
+		key.in6_u.u6_addr8[10] = 0xff;
+		key.in6_u.u6_addr8[11] = 0xff;
+		__builtin_memcpy(&key.in6_u.u6_addr8[12], saddr, 4);
+	}
+	struct rate_val *v = bpf_map_lookup_elem(&packetd_rate, &key);
+	if (!v) {
+		struct rate_val init = {.window_start_ns = now_ns, .count = 1};
+		bpf_map_update_elem(&packetd_rate, &key, &init, BPF_ANY);
+		return 1;
+	}
+	if (now_ns - v->window_start_ns >= NSEC_PER_SEC) {
+		v->window_start_ns = now_ns;
+		v->count = 1;
+		return 1;
+	}
+	if (v->count >= limit)
+		return 0;
+	__sync_fetch_and_add(&v->count, 1);
+	return 1;
+}
+
+#define R_DENIED 3
+#define R_RATE_LIMITED 4
+
 static __always_inline int handle_udp(struct udphdr *udp, void *data_end, __u16 ip_payload_len,
 				      __u8 ttl, __u64 rx_ns, const struct packetd_cfg *cfg,
-				      int is_v6)
+				      int is_v6, const void *saddr)
 {
 	if ((void *)(udp + 1) > data_end)
 		return -1;
@@ -181,9 +282,13 @@ static __always_inline int handle_udp(struct udphdr *udp, void *data_end, __u16 
 		return -1;
 	if (is_v6 && udp->check == 0)
 		return -1;
+	if (stamp && ulen - sizeof(*udp) < STAMP_LEN)
+		return -1;
+	if (!source_allowed(saddr, is_v6))
+		return R_DENIED;
+	if (!source_within_rate(saddr, is_v6, rx_ns, cfg))
+		return R_RATE_LIMITED;
 	if (stamp) {
-		if (ulen - sizeof(*udp) < STAMP_LEN)
-			return -1;
 		if (reflect_stamp(udp, data_end, ttl, rx_ns, cfg))
 			return -1;
 		swap_ports(udp);
@@ -224,9 +329,14 @@ int packetd(struct xdp_md *ctx)
 		__u16 tot = bpf_ntohs(ip->tot_len);
 		if (tot < sizeof(*ip))
 			return count(C_MALFORMED, XDP_PASS);
-		r = handle_udp((void *)(ip + 1), data_end, tot - sizeof(*ip), ip->ttl, rx_ns, cfg, 0);
+		r = handle_udp((void *)(ip + 1), data_end, tot - sizeof(*ip), ip->ttl, rx_ns, cfg, 0,
+			       &ip->saddr);
 		if (r < 0)
 			return count(C_MALFORMED, XDP_PASS);
+		if (r == R_DENIED)
+			return count(C_DENIED, XDP_PASS);
+		if (r == R_RATE_LIMITED)
+			return count(C_RATE_LIMITED, XDP_PASS);
 		if (r == 0)
 			return count(C_PASSED, XDP_PASS);
 		ip->daddr = ip->saddr;
@@ -240,9 +350,13 @@ int packetd(struct xdp_md *ctx)
 		if (ip6->nexthdr != IPPROTO_UDP || ip6->daddr.in6_u.u6_addr8[0] == 0xff)
 			return count(C_PASSED, XDP_PASS);
 		r = handle_udp((void *)(ip6 + 1), data_end, bpf_ntohs(ip6->payload_len),
-			       ip6->hop_limit, rx_ns, cfg, 1);
+			       ip6->hop_limit, rx_ns, cfg, 1, &ip6->saddr);
 		if (r < 0)
 			return count(C_MALFORMED, XDP_PASS);
+		if (r == R_DENIED)
+			return count(C_DENIED, XDP_PASS);
+		if (r == R_RATE_LIMITED)
+			return count(C_RATE_LIMITED, XDP_PASS);
 		if (r == 0)
 			return count(C_PASSED, XDP_PASS);
 		struct in6_addr tmp = ip6->daddr;

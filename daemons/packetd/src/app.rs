@@ -14,8 +14,11 @@ use rookery_common::daemon::{BoxError, Daemon, StartContext};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, XdpSection};
-use crate::xdp::{Attached, Counters, Reflector};
+use crate::allow::Allowlist;
+use crate::config::{Config, Mode, XdpSection};
+use crate::sessions::Sessions;
+use crate::userspace::{Settings, UserspaceReflector};
+use crate::xdp::{AttachMode, Attached, Counters, Reflector, error_chain};
 
 type Labels = Vec<(String, String)>;
 
@@ -23,39 +26,125 @@ type Labels = Vec<(String, String)>;
 struct Metrics {
     packets: Family<Labels, Counter>,
     attached: Family<Labels, Gauge>,
+    sessions_running: Gauge,
+}
+
+/// What answers packets: the XDP program, the userspace reflector, or both (on different
+/// interfaces), with the allowlist both enforce.
+#[derive(Default)]
+struct Backends {
+    reflector: Option<Reflector>,
+    userspace: Option<UserspaceReflector>,
+    attached: Vec<Attached>,
+    allow: Allowlist,
+}
+
+impl Backends {
+    fn counters(&self) -> Result<Counters, crate::xdp::XdpError> {
+        let x = match &self.reflector {
+            Some(r) => r.counters()?,
+            None => Counters::default(),
+        };
+        let u = self
+            .userspace
+            .as_ref()
+            .map(UserspaceReflector::counters)
+            .unwrap_or_default();
+        Ok(Counters {
+            reflected: x.reflected + u.reflected,
+            echoed: x.echoed + u.echoed,
+            malformed: x.malformed + u.malformed,
+            passed: x.passed + u.passed,
+            denied: x.denied + u.denied,
+            rate_limited: x.rate_limited + u.rate_limited,
+        })
+    }
 }
 
 struct Running {
     section: XdpSection,
-    reflector: Option<Reflector>,
-    attached: Vec<Attached>,
+    backends: Backends,
     last: Counters,
 }
 
 struct Shared {
     running: Mutex<Running>,
     metrics: Metrics,
+    sessions: Arc<Sessions>,
 }
 
 /// The running packet tester.
 pub struct Packetd {
     shared: Arc<Shared>,
+    sessions: Arc<Sessions>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// Loads the program and attaches it to every interface of `section` (none: nothing loaded).
-fn bring_up(section: &XdpSection) -> Result<(Option<Reflector>, Vec<Attached>), BoxError> {
+/// Starts answering on every interface of `section` (none: nothing runs): XDP per the mode,
+/// and the userspace reflector for `mode = "userspace"` or where `auto` could not attach XDP.
+fn bring_up(section: &XdpSection) -> Result<Backends, BoxError> {
     if section.interfaces.is_empty() {
-        return Ok((None, Vec::new()));
+        return Ok(Backends::default());
     }
-    let mut refl = Reflector::load(section.stamp_port, section.echo_port)?;
-    let mut attached = Vec::new();
-    for iface in &section.interfaces {
-        let a = refl.attach(iface, section.mode.policy())?;
-        crate::events::attached(&a);
-        attached.push(a);
+    let allow = Allowlist::effective(&section.allow_sources, &section.interfaces);
+    let mut b = Backends {
+        allow: allow.clone(),
+        ..Backends::default()
+    };
+    let mut fallback: Vec<(String, Option<String>)> = Vec::new();
+    match section.mode.policy() {
+        None => fallback.extend(section.interfaces.iter().map(|i| (i.clone(), None))),
+        Some(policy) => match Reflector::load(section.stamp_port, section.echo_port) {
+            Ok(mut refl) => {
+                refl.set_allowlist(&allow)?;
+                refl.set_max_pps_per_source(section.max_pps_per_source)?;
+                for iface in &section.interfaces {
+                    match refl.attach(iface, policy) {
+                        Ok(a) => {
+                            crate::events::attached(&a);
+                            b.attached.push(a);
+                        }
+                        Err(e) if section.mode == Mode::Auto => {
+                            fallback.push((iface.clone(), Some(error_chain(&e))));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                if !b.attached.is_empty() {
+                    b.reflector = Some(refl);
+                }
+            }
+            Err(e) if section.mode == Mode::Auto => {
+                let reason = error_chain(&e);
+                fallback.extend(
+                    section
+                        .interfaces
+                        .iter()
+                        .map(|i| (i.clone(), Some(reason.clone()))),
+                );
+            }
+            Err(e) => return Err(e.into()),
+        },
     }
-    Ok((Some(refl), attached))
+    if !fallback.is_empty() {
+        let settings = Settings {
+            interfaces: fallback.iter().map(|(i, _)| i.clone()).collect(),
+            stamp_port: section.stamp_port,
+            echo_port: section.echo_port,
+            max_pps_per_source: section.max_pps_per_source,
+        };
+        b.userspace = Some(UserspaceReflector::start(&settings, allow)?);
+        for (iface, reason) in fallback {
+            let a = Attached {
+                iface,
+                mode: AttachMode::Userspace,
+                native_error: reason,
+            };
+            crate::events::attached(&a);
+            b.attached.push(a);
+        }
+    }
+    Ok(b)
 }
 
 impl Shared {
@@ -65,26 +154,41 @@ impl Shared {
 
     /// Refreshes the program's clock and moves counter deltas into the metrics.
     fn tick(&self) {
+        self.metrics
+            .sessions_running
+            .set(i64::try_from(self.sessions.running()).unwrap_or(i64::MAX));
         let mut g = self.lock();
-        let Some(refl) = g.reflector.as_mut() else {
+        if g.section.interfaces.is_empty() {
             return;
-        };
-        if let Err(err) = refl.refresh_clock() {
+        }
+        // With no configured prefixes the allowlist follows the interfaces' addresses.
+        if g.section.allow_sources.is_empty() {
+            let now = Allowlist::effective(&[], &g.section.interfaces);
+            if now != g.backends.allow {
+                crate::events::allowlist_changed(&now);
+                if let Some(refl) = g.backends.reflector.as_mut()
+                    && let Err(err) = refl.set_allowlist(&now)
+                {
+                    crate::events::allowlist_failed(&err);
+                }
+                if let Some(us) = g.backends.userspace.as_ref() {
+                    us.set_allowlist(now.clone());
+                }
+                g.backends.allow = now;
+            }
+        }
+        if let Some(refl) = g.backends.reflector.as_mut()
+            && let Err(err) = refl.refresh_clock()
+        {
             crate::events::clock_refresh_failed(&err);
         }
-        match refl.counters() {
+        match g.backends.counters() {
             Ok(now) => {
-                let last = g.last;
-                for (result, n, l) in [
-                    ("reflected", now.reflected, last.reflected),
-                    ("echoed", now.echoed, last.echoed),
-                    ("malformed", now.malformed, last.malformed),
-                    ("passed", now.passed, last.passed),
-                ] {
+                for (result, n) in now.since(&g.last).labelled() {
                     self.metrics
                         .packets
                         .get_or_create(&vec![("result".to_owned(), result.to_owned())])
-                        .inc_by(n.saturating_sub(l));
+                        .inc_by(n);
                 }
                 g.last = now;
             }
@@ -109,13 +213,18 @@ impl Shared {
 fn register(registry: &mut Registry, m: &Metrics) {
     registry.register(
         "rookery_packetd_xdp_packets",
-        "Packets seen by the XDP program, by result (reflected, echoed, malformed, passed)",
+        "Packets seen by the reflector (XDP or userspace), by result (reflected, echoed, malformed, passed, denied, rate_limited)",
         m.packets.clone(),
     );
     registry.register(
         "rookery_packetd_xdp_attached",
-        "1 per interface the XDP program is attached to, with the attach mode",
+        "1 per interface served, with the mode (native, skb or userspace)",
         m.attached.clone(),
+    );
+    registry.register(
+        "rookery_packetd_sessions_running",
+        "STAMP Session-Sender sessions running now",
+        m.sessions_running.clone(),
     );
 }
 
@@ -135,55 +244,83 @@ impl Daemon for Packetd {
     type Config = Config;
 
     async fn start(ctx: StartContext<'_, Config>) -> Result<Self, BoxError> {
-        let (reflector, attached) = bring_up(&ctx.config.xdp)?;
+        let sessions = Sessions::open(
+            &ctx.config.state.directory,
+            ctx.config.sessions.clone(),
+            ctx.shutdown.clone(),
+        )?;
+        ctx.routes
+            .add_service(crate::grpc::server(sessions.clone()));
+        let backends = bring_up(&ctx.config.xdp)?;
+        let attached = backends.attached.clone();
         let shared = Arc::new(Shared {
             running: Mutex::new(Running {
                 section: ctx.config.xdp.clone(),
-                reflector,
-                attached: attached.clone(),
+                backends,
                 last: Counters::default(),
             }),
             metrics: Metrics::default(),
+            sessions: sessions.clone(),
         });
         register(ctx.registry, &shared.metrics);
         shared.publish_attached(&attached);
         let task = tokio::spawn(ticker(shared.clone(), ctx.shutdown.clone()));
         Ok(Self {
             shared,
+            sessions,
             task: Mutex::new(Some(task)),
         })
     }
 
     async fn apply(&self, config: &Config) -> Result<(), BoxError> {
+        self.sessions.set_limits(config.sessions.clone());
         // Count what the old program saw before it goes away.
         self.shared.tick();
         let mut g = self.shared.lock();
         if g.section == config.xdp {
             return Ok(());
         }
+        // Only the allowlist or the rate bound changed: update them in place, so reflection
+        // never pauses for a reload.
+        let (old_x, new_x) = (&g.section, &config.xdp);
+        if old_x.interfaces == new_x.interfaces
+            && old_x.mode == new_x.mode
+            && old_x.stamp_port == new_x.stamp_port
+            && old_x.echo_port == new_x.echo_port
+        {
+            let allow = Allowlist::effective(&new_x.allow_sources, &new_x.interfaces);
+            if let Some(refl) = g.backends.reflector.as_mut() {
+                refl.set_allowlist(&allow)?;
+                refl.set_max_pps_per_source(new_x.max_pps_per_source)?;
+            }
+            if let Some(us) = g.backends.userspace.as_ref() {
+                us.set_allowlist(allow.clone());
+                us.set_max_pps_per_source(new_x.max_pps_per_source);
+            }
+            crate::events::allowlist_changed(&allow);
+            g.backends.allow = allow;
+            g.section = config.xdp.clone();
+            return Ok(());
+        }
         // An interface takes one XDP program: detach the old one before attaching the new.
         let old = g.section.clone();
-        g.reflector = None;
-        g.attached.clear();
+        g.backends = Backends::default();
         g.last = Counters::default();
         match bring_up(&config.xdp) {
-            Ok((reflector, attached)) => {
+            Ok(backends) => {
                 g.section = config.xdp.clone();
-                g.reflector = reflector;
-                g.attached = attached;
-                self.shared.publish_attached(&g.attached);
+                g.backends = backends;
+                self.shared.publish_attached(&g.backends.attached);
                 Ok(())
             }
             Err(err) => {
                 // Keep the old configuration running, as the reload contract requires.
-                let (reflector, attached) = bring_up(&old).map_err(|again| {
+                g.backends = bring_up(&old).map_err(|again| {
                     format!(
                         "{err}; re-attaching the previous [xdp] configuration also failed: {again}"
                     )
                 })?;
-                g.reflector = reflector;
-                g.attached = attached;
-                self.shared.publish_attached(&g.attached);
+                self.shared.publish_attached(&g.backends.attached);
                 Err(err)
             }
         }
@@ -191,16 +328,17 @@ impl Daemon for Packetd {
 
     fn status_text(&self) -> String {
         let g = self.shared.lock();
-        if g.attached.is_empty() {
-            return "XDP reflector off (no [xdp] interfaces)".to_owned();
+        if g.backends.attached.is_empty() {
+            return "Reflector off (no [xdp] interfaces)".to_owned();
         }
         let list: Vec<String> = g
+            .backends
             .attached
             .iter()
             .map(|a| format!("{} ({})", a.iface, a.mode.as_str()))
             .collect();
         format!(
-            "XDP reflector on {}; {} reflected, {} echoed",
+            "Reflector on {}; {} reflected, {} echoed",
             list.join(", "),
             g.last.reflected,
             g.last.echoed
@@ -210,12 +348,22 @@ impl Daemon for Packetd {
     fn details(&self) -> BTreeMap<String, String> {
         let g = self.shared.lock();
         let mut d = BTreeMap::new();
-        for a in &g.attached {
+        for a in &g.backends.attached {
             d.insert(format!("xdp.{}", a.iface), a.mode.as_str().to_owned());
         }
         d.insert("xdp.reflected".into(), g.last.reflected.to_string());
         d.insert("xdp.echoed".into(), g.last.echoed.to_string());
         d.insert("xdp.malformed".into(), g.last.malformed.to_string());
+        d.insert("xdp.denied".into(), g.last.denied.to_string());
+        d.insert("xdp.rate_limited".into(), g.last.rate_limited.to_string());
+        d.insert(
+            "sessions.running".into(),
+            self.sessions.running().to_string(),
+        );
+        d.insert("xdp.allow".into(), {
+            let v: Vec<String> = g.backends.allow.0.iter().map(ToString::to_string).collect();
+            v.join(",")
+        });
         d
     }
 
@@ -227,6 +375,11 @@ impl Daemon for Packetd {
             .take();
         if let Some(task) = task {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        // Sessions stop at shutdown; wait for their final rows.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.sessions.running() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

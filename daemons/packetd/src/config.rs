@@ -9,12 +9,15 @@ use std::collections::BTreeSet;
 use rookery_common::config::{DaemonConfig, GrpcSection, Invalid, MetricsSection, StateSection};
 use serde::{Deserialize, Serialize};
 
-use crate::xdp::ModePolicy;
+use crate::allow::Prefix;
+use crate::xdp::{ALLOW_MAX, ModePolicy};
 
 /// STAMP's well-known port (RFC 8762 §4.1).
 pub const DEFAULT_STAMP_PORT: u16 = 862;
 /// UDP echo port of the appliance (DESIGN.md).
 pub const DEFAULT_ECHO_PORT: u16 = 2000;
+/// Default per-source reply bound (replies per second per source address).
+pub const DEFAULT_MAX_PPS_PER_SOURCE: u32 = 10_000;
 /// Loopback `/healthz` + `/metrics` port of packetd (DESIGN.md).
 pub const DEFAULT_METRICS_PORT: u16 = 9111;
 
@@ -23,6 +26,7 @@ pub const DEFAULT_METRICS_PORT: u16 = 9111;
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub xdp: XdpSection,
+    pub sessions: SessionsSection,
     pub grpc: GrpcSection,
     pub metrics: MetricsSection,
     pub state: StateSection,
@@ -32,6 +36,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             xdp: XdpSection::default(),
+            sessions: SessionsSection::default(),
             grpc: GrpcSection::for_daemon(Self::DAEMON),
             metrics: MetricsSection::loopback(DEFAULT_METRICS_PORT),
             state: StateSection::for_daemon(Self::DAEMON),
@@ -47,17 +52,20 @@ pub enum Mode {
     Native,
     /// Generic (skb) mode only: works on every interface, slower.
     Skb,
-    /// Native, falling back to generic with the reason logged.
+    /// Native, falling back to generic, then to the userspace reflector, with the reason logged.
     Auto,
+    /// The userspace reflector on UDP sockets only (no XDP).
+    Userspace,
 }
 
 impl Mode {
-    /// The loader's policy for this mode.
-    pub fn policy(self) -> ModePolicy {
+    /// The loader's policy for this mode (`None`: no XDP at all).
+    pub fn policy(self) -> Option<ModePolicy> {
         match self {
-            Self::Native => ModePolicy::Native,
-            Self::Skb => ModePolicy::Skb,
-            Self::Auto => ModePolicy::Auto,
+            Self::Native => Some(ModePolicy::Native),
+            Self::Skb => Some(ModePolicy::Skb),
+            Self::Auto => Some(ModePolicy::Auto),
+            Self::Userspace => None,
         }
     }
 }
@@ -74,6 +82,10 @@ pub struct XdpSection {
     pub stamp_port: u16,
     /// UDP port of the echo service; 0 = echo off.
     pub echo_port: u16,
+    /// Source prefixes answered; empty = the on-link prefixes of `interfaces`.
+    pub allow_sources: Vec<Prefix>,
+    /// Replies per source address per second; 0 = unbounded.
+    pub max_pps_per_source: u32,
 }
 
 impl Default for XdpSection {
@@ -83,6 +95,30 @@ impl Default for XdpSection {
             mode: Mode::Auto,
             stamp_port: DEFAULT_STAMP_PORT,
             echo_port: DEFAULT_ECHO_PORT,
+            allow_sources: Vec::new(),
+            max_pps_per_source: DEFAULT_MAX_PPS_PER_SOURCE,
+        }
+    }
+}
+
+/// `[sessions]`: limits of the STAMP Session-Sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SessionsSection {
+    /// Most packets per second one session may send.
+    pub max_pps: u32,
+    /// Most sessions running at once.
+    pub max_concurrent: u32,
+    /// Finished sessions kept in the store (the newest).
+    pub max_stored: u32,
+}
+
+impl Default for SessionsSection {
+    fn default() -> Self {
+        Self {
+            max_pps: 10_000,
+            max_concurrent: 4,
+            max_stored: 1000,
         }
     }
 }
@@ -137,6 +173,25 @@ impl DaemonConfig for Config {
                     x.echo_port
                 ),
             ));
+        }
+        if x.allow_sources.len() > ALLOW_MAX {
+            out.push(Invalid::new(
+                "xdp.allow-sources",
+                format!(
+                    "{} prefixes (expected at most {ALLOW_MAX}; merge them into shorter prefixes)",
+                    x.allow_sources.len()
+                ),
+            ));
+        }
+        let se = &self.sessions;
+        for (key, v, max) in [
+            ("sessions.max-pps", se.max_pps, 1_000_000),
+            ("sessions.max-concurrent", se.max_concurrent, 64),
+            ("sessions.max-stored", se.max_stored, 1_000_000),
+        ] {
+            if v == 0 || v > max {
+                out.push(Invalid::new(key, format!("{v} (expected 1 to {max})")));
+            }
         }
         out.extend(self.grpc.validate("grpc"));
         out.extend(self.metrics.validate("metrics"));

@@ -1,9 +1,22 @@
 //! Operator-visible log events of packetd, in one place (STYLE.md §2).
 
-use crate::xdp::{Attached, XdpError};
+use crate::allow::Allowlist;
+use crate::xdp::{AttachMode, Attached, XdpError};
 
-/// The XDP program is attached to an interface (with the reason when native mode failed).
+/// The XDP program is attached to an interface (with the reason when native mode failed), or
+/// the userspace reflector serves it (with the reason when XDP could not attach).
 pub fn attached(a: &Attached) {
+    if a.mode == AttachMode::Userspace {
+        match &a.native_error {
+            None => tracing::info!(iface = %a.iface, "Userspace reflector serving the interface."),
+            Some(reason) => tracing::warn!(
+                iface = %a.iface,
+                error = %reason,
+                "XDP cannot attach, falling back to the userspace reflector."
+            ),
+        }
+        return;
+    }
     match &a.native_error {
         None => tracing::info!(iface = %a.iface, mode = a.mode.as_str(), "XDP reflector attached."),
         Some(reason) => tracing::warn!(
@@ -22,4 +35,44 @@ pub fn clock_refresh_failed(err: &XdpError) {
 /// The per-CPU counters could not be read.
 pub fn counters_failed(err: &XdpError) {
     tracing::warn!(error = %err, "Cannot read the XDP counters.");
+}
+
+/// The allowlist changed (a reload, or addresses added to or removed from the served
+/// interfaces when it follows the on-link prefixes).
+pub fn allowlist_changed(now: &Allowlist) {
+    let list: Vec<String> = now.0.iter().map(ToString::to_string).collect();
+    tracing::info!(prefixes = %list.join(","), "Reflector allowlist updated.");
+}
+
+/// The allowlist could not be written to the XDP program.
+pub fn allowlist_failed(err: &XdpError) {
+    tracing::warn!(error = %err, "Cannot update the XDP reflector allowlist.");
+}
+
+/// A STAMP session started.
+pub fn session_started(id: u64, spec: &crate::sender::SessionSpec) {
+    tracing::info!(
+        session = id,
+        destination = %spec.destination,
+        rate_pps = spec.rate_pps,
+        packets = spec.total_packets(),
+        "STAMP session started."
+    );
+}
+
+/// A STAMP session ended.
+pub fn session_ended(id: u64, state: &str, stats: &crate::measure::Stats) {
+    tracing::info!(
+        session = id,
+        state,
+        sent = stats.sent,
+        received = stats.received,
+        rtt_p50_ns = stats.rtt_p50_ns,
+        "STAMP session ended."
+    );
+}
+
+/// The final row of a session could not be written.
+pub fn session_store_failed(id: u64, err: &rusqlite::Error) {
+    tracing::warn!(session = id, error = %err, "Cannot store the STAMP session result.");
 }

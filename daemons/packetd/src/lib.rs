@@ -1,15 +1,24 @@
 //! rookery-packetd: the packet tester of the appliance.
 //!
-//! Today it runs an in-kernel STAMP Session-Reflector (RFC 8762, stateless, RFC 8972 SSID) and a
-//! UDP echo as one XDP program (`ebpf/packetd/packetd.bpf.c`, loaded by [`xdp`]) on the
-//! interfaces listed in `packetd.toml` ([`config`]), with its counters exported as
-//! `rookery_packetd_*` metrics ([`app`]). [`clock`] keeps the program's timestamps on UTC and
-//! its Error Estimate honest.
+//! It answers STAMP (RFC 8762, stateless, RFC 8972 SSID) and UDP echo from one XDP program
+//! (`ebpf/packetd/packetd.bpf.c`, loaded by [`xdp`]) or, where XDP cannot attach, from the
+//! [`userspace`] reflector with the same wire rules ([`wire`]), answering only the sources of
+//! the [`allow`]list; [`clock`] keeps the timestamps on UTC and the Error Estimate honest.
+//! The STAMP Session-Sender ([`sender`], [`measure`]) runs [`sessions`] started over gRPC
+//! ([`grpc`]) and stores them in SQLite. [`config`] is `packetd.toml`; [`app`] wires it all
+//! into the shared daemon runner. See `docs/packetd.md`.
 
+pub mod allow;
 pub mod app;
 pub mod clock;
 pub mod config;
 pub mod events;
+pub mod grpc;
+pub mod measure;
+pub mod sender;
+pub mod sessions;
+pub mod userspace;
+pub mod wire;
 pub mod xdp;
 
 pub use config::Config;

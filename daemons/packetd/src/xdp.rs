@@ -4,12 +4,20 @@
 
 use std::time::Duration;
 
+use std::net::IpAddr;
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, MapData, PerCpuArray};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, Pod};
 
 /// The compiled XDP object, embedded at build time (never empty: `build.rs` fails instead).
 pub static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/packetd.bpf.o"));
+
+use crate::allow::{Allowlist, Prefix};
+
+/// Capacity of each allowlist trie (`ALLOW_MAX` in `packetd.bpf.c`).
+pub const ALLOW_MAX: usize = 1024;
 
 /// Name of the XDP function in the object.
 const PROGRAM: &str = "packetd";
@@ -28,9 +36,14 @@ pub struct XdpConfig {
     pub echo_port: u16,
     /// Padding, always 0.
     pub pad: u16,
+    /// Replies per source address per second; 0 = unbounded.
+    pub max_pps_per_source: u32,
+    /// Padding, always 0.
+    pub pad2: u32,
 }
 
-// SAFETY: `XdpConfig` is `repr(C)`, has no padding bytes (8 + 4 * 2) and every bit pattern is valid.
+// SAFETY: `XdpConfig` is `repr(C)`, has no padding bytes (8 + 4 * 2 + 2 * 4) and every bit
+// pattern is valid.
 unsafe impl Pod for XdpConfig {}
 
 /// The counters of the XDP program, summed over CPUs.
@@ -44,6 +57,36 @@ pub struct Counters {
     pub malformed: u64,
     /// Packets passed to the kernel stack untouched.
     pub passed: u64,
+    /// Packets to a served port from a source outside the allowlist (passed, not answered).
+    pub denied: u64,
+    /// Packets over the per-source rate bound (passed, not answered).
+    pub rate_limited: u64,
+}
+
+impl Counters {
+    /// `self - earlier`, per counter (saturating).
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            reflected: self.reflected.saturating_sub(earlier.reflected),
+            echoed: self.echoed.saturating_sub(earlier.echoed),
+            malformed: self.malformed.saturating_sub(earlier.malformed),
+            passed: self.passed.saturating_sub(earlier.passed),
+            denied: self.denied.saturating_sub(earlier.denied),
+            rate_limited: self.rate_limited.saturating_sub(earlier.rate_limited),
+        }
+    }
+
+    /// `(result label, value)` pairs as exported in metrics.
+    pub fn labelled(&self) -> [(&'static str, u64); 6] {
+        [
+            ("reflected", self.reflected),
+            ("echoed", self.echoed),
+            ("malformed", self.malformed),
+            ("passed", self.passed),
+            ("denied", self.denied),
+            ("rate_limited", self.rate_limited),
+        ]
+    }
 }
 
 /// How the program ended up attached to one interface.
@@ -53,6 +96,8 @@ pub enum AttachMode {
     Native,
     /// Generic (skb) XDP.
     Skb,
+    /// No XDP: the userspace reflector on UDP sockets.
+    Userspace,
 }
 
 impl AttachMode {
@@ -61,6 +106,7 @@ impl AttachMode {
         match self {
             Self::Native => "native",
             Self::Skb => "skb",
+            Self::Userspace => "userspace",
         }
     }
 }
@@ -97,6 +143,11 @@ pub enum XdpError {
         #[source]
         source: aya::maps::MapError,
     },
+    /// More prefixes than the program's tries hold.
+    #[error(
+        "{0} allowed source prefixes; the XDP program holds at most 1024 (check [xdp].allow-sources)"
+    )]
+    TooManyPrefixes(usize),
     /// Attaching failed in every mode the policy allows.
     #[error("cannot attach XDP to interface \"{iface}\"; check [xdp].interfaces and [xdp].mode")]
     Attach {
@@ -123,6 +174,7 @@ pub struct Attached {
 pub struct Reflector {
     ebpf: Ebpf,
     config: XdpConfig,
+    allow: Allowlist,
 }
 
 impl Reflector {
@@ -144,7 +196,10 @@ impl Reflector {
                 stamp_port,
                 echo_port,
                 pad: 0,
+                max_pps_per_source: 0,
+                pad2: 0,
             },
+            allow: Allowlist::default(),
         };
         this.write_config()?;
         Ok(this)
@@ -160,6 +215,74 @@ impl Reflector {
             Array::try_from(map).map_err(|source| XdpError::Map { name, source })?;
         arr.set(0, self.config, 0)
             .map_err(|source| XdpError::Map { name, source })
+    }
+
+    /// Sets the per-source reply bound (replies per second per source address; 0 = none).
+    pub fn set_max_pps_per_source(&mut self, pps: u32) -> Result<(), XdpError> {
+        self.config.max_pps_per_source = pps;
+        self.write_config()
+    }
+
+    /// Makes the program answer exactly the sources in `allow` (an empty list answers nobody).
+    /// Only the differences from the previous list are written to the tries.
+    pub fn set_allowlist(&mut self, allow: &Allowlist) -> Result<(), XdpError> {
+        if allow.0.len() > ALLOW_MAX {
+            return Err(XdpError::TooManyPrefixes(allow.0.len()));
+        }
+        let gone: Vec<Prefix> = self.allow.0.difference(&allow.0).copied().collect();
+        let new: Vec<Prefix> = allow.0.difference(&self.allow.0).copied().collect();
+        for p in gone {
+            self.trie_op(p, false)?;
+            self.allow.0.remove(&p);
+        }
+        for p in new {
+            self.trie_op(p, true)?;
+            self.allow.0.insert(p);
+        }
+        Ok(())
+    }
+
+    /// The allowlist currently in the program.
+    pub fn allowlist(&self) -> &Allowlist {
+        &self.allow
+    }
+
+    fn trie_op(&mut self, p: Prefix, insert: bool) -> Result<(), XdpError> {
+        let len = u32::from(p.len());
+        match p.addr() {
+            IpAddr::V4(a) => {
+                let name = "packetd_allow4";
+                let map = self
+                    .ebpf
+                    .map_mut(name)
+                    .ok_or(XdpError::Missing("map packetd_allow4"))?;
+                let mut trie: LpmTrie<&mut MapData, [u8; 4], u8> =
+                    LpmTrie::try_from(map).map_err(|source| XdpError::Map { name, source })?;
+                let key = Key::new(len, a.octets());
+                if insert {
+                    trie.insert(&key, 1, 0)
+                } else {
+                    trie.remove(&key)
+                }
+                .map_err(|source| XdpError::Map { name, source })
+            }
+            IpAddr::V6(a) => {
+                let name = "packetd_allow6";
+                let map = self
+                    .ebpf
+                    .map_mut(name)
+                    .ok_or(XdpError::Missing("map packetd_allow6"))?;
+                let mut trie: LpmTrie<&mut MapData, [u8; 16], u8> =
+                    LpmTrie::try_from(map).map_err(|source| XdpError::Map { name, source })?;
+                let key = Key::new(len, a.octets());
+                if insert {
+                    trie.insert(&key, 1, 0)
+                } else {
+                    trie.remove(&key)
+                }
+                .map_err(|source| XdpError::Map { name, source })
+            }
+        }
     }
 
     /// Re-reads the clock offset and error estimate and pushes them to the program (call it
@@ -229,7 +352,7 @@ impl Reflector {
             .ok_or(XdpError::Missing("map packetd_counters"))?;
         let arr: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(map).map_err(|source| XdpError::Map { name, source })?;
-        let mut sums = [0_u64; 4];
+        let mut sums = [0_u64; 6];
         for (i, sum) in sums.iter_mut().enumerate() {
             let idx = u32::try_from(i).unwrap_or(0);
             let values = arr
@@ -242,6 +365,8 @@ impl Reflector {
             echoed: sums[1],
             malformed: sums[2],
             passed: sums[3],
+            denied: sums[4],
+            rate_limited: sums[5],
         })
     }
 
@@ -254,7 +379,8 @@ impl Reflector {
     pub const CLOCK_REFRESH: Duration = Duration::from_secs(1);
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
+/// `err` and its sources, joined with ": ".
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut s = err.to_string();
     let mut cur = err.source();
     while let Some(e) = cur {

@@ -2,8 +2,9 @@
 //! `[xdp] interfaces = ["vr"]` reflects STAMP packets sent from the peer namespace, exports the
 //! count as `rookery_packetd_xdp_packets_total{result="reflected"}`, shows the attachment in
 //! `rookery_packetd_xdp_attached`, and detaches on SIGTERM (exit 0, nothing answered after).
-//! It runs as uid/gid 65534 with exactly the unit's capabilities (CAP_BPF, CAP_NET_ADMIN), so
-//! a privilege the unit lacks makes this test fail.
+//! It runs as uid/gid 65534 with exactly the unit's capabilities (CAP_BPF, CAP_NET_ADMIN,
+//! CAP_NET_BIND_SERVICE), so a privilege the unit lacks makes this test fail. The same daemon in
+//! `mode = "userspace"` answers an on-link source and counts an off-link one as denied.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -51,11 +52,16 @@ fn stamp(seq: u32) -> [u8; 44] {
     p
 }
 
-#[test]
-fn daemon_packetd_reflects_counts_and_detaches() {
-    require_root("daemon_packetd_reflects_counts_and_detaches");
-    let pair = Pair::new("daemon", 3);
-    let dir = tempfile::tempdir().unwrap();
+const CAPS: &str = "-all,+bpf,+net_admin,+net_bind_service";
+
+/// Starts the daemon as uid 65534 with the unit's capabilities in the reflector namespace with
+/// `[xdp] interfaces = ["vr"]` and `mode`, and waits for its first /metrics page.
+fn spawn(pair: &Pair, dir: &tempfile::TempDir, mode: &str) -> (Daemon, String) {
+    spawn_with(pair, dir, mode, CAPS)
+}
+
+/// [`spawn`] with other capabilities than the unit's.
+fn spawn_with(pair: &Pair, dir: &tempfile::TempDir, mode: &str, caps: &str) -> (Daemon, String) {
     std::fs::set_permissions(
         dir.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
@@ -65,7 +71,7 @@ fn daemon_packetd_reflects_counts_and_detaches() {
     std::fs::write(
         &cfg,
         format!(
-            "[xdp]\ninterfaces = [\"vr\"]\nmode = \"auto\"\n\n[grpc]\nsocket = \"{}\"\n\n[state]\ndirectory = \"{}\"\n",
+            "[xdp]\ninterfaces = [\"vr\"]\nmode = \"{mode}\"\n\n[grpc]\nsocket = \"{}\"\n\n[state]\ndirectory = \"{}\"\n",
             dir.path().join("packetd.sock").display(),
             dir.path().join("state").display()
         ),
@@ -81,10 +87,10 @@ fn daemon_packetd_reflects_counts_and_detaches() {
                 "--reuid=65534",
                 "--regid=65534",
             ])
-            .args(["--clear-groups", "--inh-caps=-all,+bpf,+net_admin"])
+            .args(["--clear-groups", &format!("--inh-caps={caps}")])
             .args([
-                "--ambient-caps=-all,+bpf,+net_admin",
-                "--bounding-set=-all,+bpf,+net_admin",
+                format!("--ambient-caps={caps}"),
+                format!("--bounding-set={caps}"),
             ])
             .args([BIN, "run", "--config"])
             .arg(&cfg)
@@ -94,7 +100,6 @@ fn daemon_packetd_reflects_counts_and_detaches() {
             .spawn()
             .unwrap(),
     );
-
     Pair::enter(&pair.refl);
     let deadline = Instant::now() + Duration::from_secs(20);
     let first = loop {
@@ -118,6 +123,139 @@ fn daemon_packetd_reflects_counts_and_detaches() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    (daemon, first)
+}
+
+#[test]
+fn daemon_packetd_userspace_mode_reflects_on_link_sources() {
+    require_root("daemon_packetd_userspace_mode_reflects_on_link_sources");
+    let pair = Pair::new("dus", 10);
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, first) = spawn(&pair, &dir, "userspace");
+    assert!(
+        first.contains("rookery_packetd_xdp_attached{interface=\"vr\",mode=\"userspace\"} 1"),
+        "{first}"
+    );
+    // The default allowlist is the on-link /24: .2 is answered, a source off the link is not.
+    Pair::enter(&pair.send);
+    netns::in_ns(
+        &pair.send,
+        &["ip", "addr", "add", "10.99.0.2/32", "dev", "vs"],
+    );
+    netns::in_ns(
+        &pair.refl,
+        &["ip", "route", "add", "10.99.0.2/32", "dev", "vr"],
+    );
+    let sock = UdpSocket::bind(SocketAddr::new(pair.v4(2), 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let to = SocketAddr::new(pair.v4(1), 862);
+    let mut buf = [0_u8; 128];
+    sock.send_to(&stamp(5), to).unwrap();
+    let (n, from) = sock
+        .recv_from(&mut buf)
+        .expect("the userspace reflector answers");
+    assert_eq!((n, from), (44, to));
+    assert_eq!(&buf[24..28], &5_u32.to_be_bytes());
+    let off = UdpSocket::bind("10.99.0.2:0").unwrap();
+    off.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    off.send_to(&stamp(6), to).unwrap();
+    assert!(
+        off.recv_from(&mut buf).is_err(),
+        "an off-link source must not be answered"
+    );
+    Pair::enter(&pair.refl);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = metrics().unwrap_or_default();
+        if m.contains("rookery_packetd_xdp_packets_total{result=\"reflected\"} 1")
+            && m.contains("rookery_packetd_xdp_packets_total{result=\"denied\"} 1")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counters never showed 1 reflected, 1 denied:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Reload with an explicit allowlist: now only the off-link host is answered, in place.
+    let cfg = dir.path().join("packetd.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "mode = \"userspace\"\n",
+        "mode = \"userspace\"\nallow-sources = [\"10.99.0.2/32\"]\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.0.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    Pair::enter(&pair.send);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seq = 100;
+    loop {
+        seq += 1;
+        off.send_to(&stamp(seq), to).unwrap();
+        if off.recv_from(&mut buf).is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reloaded allowlist never took effect"
+        );
+    }
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    sock.send_to(&stamp(7), to).unwrap();
+    assert!(
+        sock.recv_from(&mut buf).is_err(),
+        "10.77.10.2 is no longer allowed"
+    );
+}
+
+#[test]
+fn daemon_packetd_auto_falls_back_to_userspace_with_the_reason() {
+    require_root("daemon_packetd_auto_falls_back_to_userspace_with_the_reason");
+    let pair = Pair::new("dfb", 16);
+    let dir = tempfile::tempdir().unwrap();
+    // Without CAP_BPF the XDP program cannot even be loaded.
+    let (mut daemon, first) = spawn_with(&pair, &dir, "auto", "-all,+net_admin,+net_bind_service");
+    assert!(
+        first.contains("rookery_packetd_xdp_attached{interface=\"vr\",mode=\"userspace\"} 1"),
+        "{first}"
+    );
+    Pair::enter(&pair.send);
+    let sock = UdpSocket::bind(SocketAddr::new(pair.v4(2), 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let to = SocketAddr::new(pair.v4(1), 862);
+    let mut buf = [0_u8; 128];
+    sock.send_to(&stamp(11), to).unwrap();
+    let (n, from) = sock
+        .recv_from(&mut buf)
+        .expect("the fallback reflector answers");
+    assert_eq!((n, from), (44, to));
+    assert_eq!(&buf[24..28], &11_u32.to_be_bytes());
+    daemon.0.kill().unwrap();
+    daemon.0.wait().unwrap();
+    let mut err = String::new();
+    daemon
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("falling back to the userspace reflector") && err.contains("vr"),
+        "the fallback and its reason are logged:\n{err}"
+    );
+}
+
+#[test]
+fn daemon_packetd_reflects_counts_and_detaches() {
+    require_root("daemon_packetd_reflects_counts_and_detaches");
+    let pair = Pair::new("daemon", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut daemon, first) = spawn(&pair, &dir, "auto");
     assert!(
         first.contains("rookery_packetd_xdp_attached{interface=\"vr\",mode=\"native\"} 1"),
         "{first}"

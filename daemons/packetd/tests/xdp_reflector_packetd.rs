@@ -13,7 +13,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rookery_packetd::xdp::{Counters, ModePolicy, Reflector};
+use rookery_packetd::allow::Allowlist;
+use rookery_packetd::xdp::{ModePolicy, Reflector};
 
 mod netns;
 use netns::{Pair, peer_pass, require_root};
@@ -121,6 +122,8 @@ fn check_stamp(sock: &UdpSocket, to: SocketAddr, seq: u32, len: usize, ttl: u8, 
 fn reflector_in(pair: &Pair) -> Reflector {
     Pair::enter(&pair.refl);
     let mut refl = Reflector::load(862, 2000).expect("XDP object loads");
+    refl.set_allowlist(&pair.prefixes())
+        .expect("allowlist written");
     let a = refl
         .attach("vr", ModePolicy::Native)
         .expect("native XDP attaches on veth");
@@ -200,15 +203,135 @@ fn xdp_echo_malformed_and_pass_packetd() {
         );
     }
     let after = refl.counters().unwrap();
-    let d = Counters {
-        reflected: after.reflected - before.reflected,
-        echoed: after.echoed - before.echoed,
-        malformed: after.malformed - before.malformed,
-        passed: after.passed - before.passed,
-    };
+    let d = after.since(&before);
     assert_eq!(d.reflected, 0, "{d:?}");
     assert_eq!(d.echoed, 2, "{d:?}");
     assert_eq!(d.malformed, 2, "{d:?}");
     // The two datagrams to port 7000 at least; ARP/NDP may add more.
     assert!(d.passed >= 2, "{d:?}");
+}
+
+/// Sends one STAMP request from `sock` and returns whether a reply came back.
+fn answered(sock: &UdpSocket, to: SocketAddr, seq: u32) -> bool {
+    sock.send_to(&stamp_request(seq, 1, 0, 44), to).unwrap();
+    let mut buf = [0_u8; 256];
+    sock.recv_from(&mut buf).is_ok()
+}
+
+#[test]
+fn xdp_allowlist_packetd_answers_allowed_sources_only() {
+    require_root("xdp_allowlist_packetd_answers_allowed_sources_only");
+    let pair = Pair::new("allow", 4);
+    let mut refl = reflector_in(&pair);
+    // Only the sender's .2 / ::2 addresses; .3 / ::3 are on-link but not allowed.
+    let allow = Allowlist(
+        [format!("{}/32", pair.v4(2)), format!("{}", pair.v6(2))]
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect(),
+    );
+    refl.set_allowlist(&allow).unwrap();
+    assert_eq!(refl.allowlist(), &allow);
+    netns::in_ns(
+        &pair.send,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", pair.v4(3)),
+            "dev",
+            "vs",
+        ],
+    );
+    netns::in_ns(
+        &pair.send,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/64", pair.v6(3)),
+            "dev",
+            "vs",
+            "nodad",
+        ],
+    );
+    let _peer = peer_pass(&pair);
+    let before = refl.counters().unwrap();
+    for (ok, bad, dst) in [
+        (pair.v4(2), pair.v4(3), pair.v4(1)),
+        (pair.v6(2), pair.v6(3), pair.v6(1)),
+    ] {
+        let to = SocketAddr::new(dst, 862);
+        let good = UdpSocket::bind(SocketAddr::new(ok, 0)).unwrap();
+        good.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert!(
+            answered(&good, to, 1),
+            "allowed source {ok} must be answered"
+        );
+        let denied = UdpSocket::bind(SocketAddr::new(bad, 0)).unwrap();
+        denied
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        assert!(
+            !answered(&denied, to, 2),
+            "source {bad} is not in the allowlist"
+        );
+        // Echo obeys the same list.
+        denied
+            .send_to(b"echo?", SocketAddr::new(dst, 2000))
+            .unwrap();
+        let mut buf = [0_u8; 64];
+        assert!(
+            denied.recv_from(&mut buf).is_err(),
+            "echo to {bad} must not be answered"
+        );
+    }
+    let d = refl.counters().unwrap().since(&before);
+    assert_eq!((d.reflected, d.denied, d.echoed), (2, 4, 0), "{d:?}");
+    // Replacing the list takes effect at once: now everything in the /24 and /64 is allowed.
+    refl.set_allowlist(&pair.prefixes()).unwrap();
+    let sock = UdpSocket::bind(SocketAddr::new(pair.v4(3), 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert!(answered(&sock, SocketAddr::new(pair.v4(1), 862), 3));
+    // An empty list answers nobody.
+    refl.set_allowlist(&Allowlist::default()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(!answered(&sock, SocketAddr::new(pair.v4(1), 862), 4));
+}
+
+#[test]
+fn xdp_rate_bound_packetd_limits_each_source() {
+    require_root("xdp_rate_bound_packetd_limits_each_source");
+    let pair = Pair::new("rate", 5);
+    let mut refl = reflector_in(&pair);
+    refl.set_max_pps_per_source(5).unwrap();
+    let _peer = peer_pass(&pair);
+    let sock = UdpSocket::bind(SocketAddr::new(pair.v4(2), 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let to = SocketAddr::new(pair.v4(1), 862);
+    let start = std::time::Instant::now();
+    for seq in 0..20 {
+        sock.send_to(&stamp_request(seq, 1, 0, 44), to).unwrap();
+    }
+    let sent_in = start.elapsed();
+    let mut replies = 0;
+    let mut buf = [0_u8; 128];
+    while sock.recv_from(&mut buf).is_ok() {
+        replies += 1;
+    }
+    // 20 requests within well under a second: one window allows 5; a window boundary in the
+    // middle of the burst could allow 10 at most.
+    assert!(
+        sent_in < Duration::from_millis(500),
+        "burst took {sent_in:?}"
+    );
+    assert!(
+        (5..=10).contains(&replies),
+        "{replies} replies to 20 requests at 5 pps"
+    );
+    let c = refl.counters().unwrap();
+    assert_eq!(c.reflected, replies, "{c:?}");
+    assert_eq!(c.rate_limited, 20 - replies, "{c:?}");
 }

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::process::Command;
 
 use nix::sched::{CloneFlags, setns};
+use rookery_packetd::allow::Allowlist;
 use rookery_packetd::xdp::{ModePolicy, Reflector};
 
 pub fn require_root(test: &str) {
@@ -115,6 +116,19 @@ impl Pair {
 
     pub fn v4(&self, host: u8) -> IpAddr {
         format!("10.77.{}.{host}", self.n).parse().unwrap()
+    }
+
+    /// The pair's /24 and /64 as an allowlist.
+    pub fn prefixes(&self) -> Allowlist {
+        Allowlist(
+            [
+                format!("10.77.{}.0/24", self.n),
+                format!("fd00:77:{}::/64", self.n),
+            ]
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect(),
+        )
     }
 
     pub fn v6(&self, host: u8) -> IpAddr {
