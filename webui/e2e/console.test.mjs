@@ -1,7 +1,8 @@
 // The console end to end: Debian's Chromium (driven by playwright-core, never a downloaded
-// browser) against real apid, probed and licensed on loopback. Each step also writes a
+// browser) against real apid, probed, licensed and ingestd on loopback. Each step also writes a
 // screenshot of its page to docs/screenshots/.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -90,6 +91,56 @@ describe("web console", { timeout: 240_000 }, () => {
     await page.getByRole("button", { name: "web", exact: true }).waitFor({ state: "detached" });
     await page.getByLabel("Filter targets").fill("");
     await shot("probes");
+  });
+
+  it("finds a line sent by logger through full-text search on the logs page", async () => {
+    const token = `e2e${Date.now().toString(36)}`;
+    execFileSync("logger", [
+      "--server", "127.0.0.1", "--port", String(stack.syslogPort), "--udp", "--rfc5424",
+      "--tag", "e2e-app", "--priority", "daemon.err", `uplink flapped ${token} on eth0`,
+    ]);
+    await page.getByRole("link", { name: "Logs" }).click();
+    await page.getByRole("heading", { name: "Logs" }).waitFor();
+    await page.getByLabel("Full-text search").fill(token);
+    await page.getByRole("button", { name: "Search" }).click();
+    // The UDP datagram may still be in ingestd's write queue: search again until it is stored.
+    const row = page.getByRole("row").filter({ hasText: token });
+    for (let i = 0; i < 50 && (await row.count()) === 0; i++) {
+      await page.waitForTimeout(200);
+      await page.getByRole("button", { name: "Search" }).click();
+    }
+    await row.waitFor();
+    assert.match(await row.textContent(), /e2e-app.*err.*3/);
+    // A filter that excludes it (severity at most 2, crit) hides it; an FTS syntax error is shown.
+    await page.getByLabel("Severity at most").selectOption("2");
+    await page.getByRole("button", { name: "Search" }).click();
+    await page.getByRole("status").filter({ hasText: "0 records" }).waitFor();
+    await page.getByLabel("Severity at most").selectOption("");
+    await page.getByLabel("Full-text search").fill('"unterminated');
+    await page.getByRole("button", { name: "Search" }).click();
+    await page.getByRole("alert").filter({ hasText: "q:" }).waitFor();
+    await page.getByLabel("Full-text search").fill(token);
+    await page.getByRole("button", { name: "Search" }).click();
+    await row.waitFor();
+    await shot("logs");
+  });
+
+  it("charts a metric ingestd scraped from the daemons", async () => {
+    await page.getByRole("link", { name: "Metrics" }).click();
+    await page.getByLabel("Metric name").fill("up");
+    await page.getByLabel("Range").selectOption("15");
+    const status = page.getByRole("status").filter({ hasText: /[1-9]\d* series of up/ });
+    // ingestd scrapes every second; the first scrape may not be stored yet.
+    for (let i = 0; i < 50; i++) {
+      await page.getByRole("button", { name: "Show" }).click();
+      await page.getByRole("status").filter({ hasText: "series of up" }).waitFor();
+      if ((await status.count()) > 0) break;
+      await page.waitForTimeout(300);
+    }
+    await status.waitFor();
+    await page.getByRole("checkbox", { name: /job="ingestd"/ }).waitFor();
+    await page.getByRole("img", { name: "up over the last 15 minutes" }).locator("canvas").first().waitFor();
+    await shot("metrics");
   });
 
   it("enrols TOTP, then signs in with the code", async () => {

@@ -1,7 +1,8 @@
-// Starts real daemons for the end-to-end tests: rookery-licensed, rookery-probed and
-// rookery-apid (built by cargo beforehand; ROOKERY_BIN_DIR, default ../target/debug), each
+// Starts real daemons for the end-to-end tests: rookery-licensed, rookery-probed,
+// rookery-ingestd and rookery-apid (built by cargo beforehand; ROOKERY_BIN_DIR, default ../target/debug), each
 // with its own config in a fresh temp directory, on loopback only. apid serves webui/dist.
 import { spawn } from "node:child_process";
+import { createSocket } from "node:dgram";
 import { createHmac } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:https";
@@ -20,6 +21,18 @@ export function freePort() {
     const s = createServer();
     s.once("error", fail);
     s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => ok(port));
+    });
+  });
+}
+
+/** A UDP port free on 127.0.0.1 right now. */
+export function freeUdpPort() {
+  return new Promise((ok, fail) => {
+    const s = createSocket("udp4");
+    s.once("error", fail);
+    s.bind(0, "127.0.0.1", () => {
       const { port } = s.address();
       s.close(() => ok(port));
     });
@@ -92,7 +105,7 @@ export const step = () => Math.floor(Date.now() / 1000 / 30);
 /** The daemons, running until `stop()`. */
 export async function startStack({ adminPassword, extraTargets = 0 }) {
   const bin = resolve(process.env.ROOKERY_BIN_DIR ?? join(REPO, "target/debug"));
-  for (const b of ["rookery-apid", "rookery-probed", "rookery-licensed"]) {
+  for (const b of ["rookery-apid", "rookery-probed", "rookery-licensed", "rookery-ingestd"]) {
     if (!existsSync(join(bin, b))) {
       throw new Error(`${join(bin, b)} is missing: build it first (cargo build -p ${b} --bins) or set ROOKERY_BIN_DIR`);
     }
@@ -109,6 +122,8 @@ export async function startStack({ adminPassword, extraTargets = 0 }) {
   const probedMetrics = await freePort();
   const licensedMetrics = await freePort();
   const apidMetrics = await freePort();
+  const ingestdMetrics = await freePort();
+  const syslogPort = await freeUdpPort();
 
   writeFileSync(
     p("etc/licensed.toml"),
@@ -148,6 +163,37 @@ export async function startStack({ adminPassword, extraTargets = 0 }) {
         const n = String(i + 1).padStart(5, "0");
         return `[[targets]]\nname = "t${n}"\nmodule = "tcp"\naddress = "127.0.0.1:${closedPort}"\ninterval = "1h"\nlabels = { site = "site-${i % 50}" }\n`;
       }),
+    ].join("\n"),
+  );
+  writeFileSync(
+    p("etc/ingestd.toml"),
+    [
+      "# ingestd for the console's end-to-end test: syslog over UDP only; it scrapes the daemons",
+      "[syslog]",
+      `udp = ["127.0.0.1:${syslogPort}"]`,
+      "tcp = []",
+      "[http]",
+      "listen = []",
+      "[otlp]",
+      "grpc = []",
+      "http = []",
+      "[scrape]",
+      'interval = "1s"',
+      'timeout = "1s"',
+      "targets = [",
+      ...[["ingestd", ingestdMetrics], ["probed", probedMetrics], ["licensed", licensedMetrics], ["apid", apidMetrics]].map(
+        ([job, port]) => `  { job = "${job}", url = "http://127.0.0.1:${port}/metrics" },`,
+      ),
+      "]",
+      "[forward]",
+      `licensed-socket = "${p("run/licensed.sock")}"`,
+      "[grpc]",
+      `socket = "${p("run/ingestd.sock")}"`,
+      "[metrics]",
+      `listen = "127.0.0.1:${ingestdMetrics}"`,
+      "[state]",
+      `directory = "${p("ingestd-state")}"`,
+      "",
     ].join("\n"),
   );
   writeFileSync(p("initial-admin"), `username=admin\npassword=${adminPassword}\n`);
@@ -196,6 +242,7 @@ export async function startStack({ adminPassword, extraTargets = 0 }) {
   const stack = {
     dir,
     base: `https://localhost:${apidPort}`,
+    syslogPort,
     path: p,
     logs: () => children.map((c) => `----- ${c.name}\n${c.log()}`).join("\n"),
     async stop() {
@@ -223,13 +270,17 @@ export async function startStack({ adminPassword, extraTargets = 0 }) {
   try {
     start("licensed", p("etc/licensed.toml"));
     start("probed", p("etc/probed.toml"));
+    start("ingestd", p("etc/ingestd.toml"));
     start("apid", p("apid.toml"));
     for (const c of children) {
       c.child.on("exit", (code) => {
         if (code !== 0 && code !== null) console.error(`rookery-${c.name} exited ${code}:\n${c.log()}`);
       });
     }
-    await waitFor("licensed and probed sockets", () => existsSync(p("run/licensed.sock")) && existsSync(p("run/probed.sock")));
+    await waitFor(
+      "licensed, probed and ingestd sockets",
+      () => ["licensed", "probed", "ingestd"].every((d) => existsSync(p(`run/${d}.sock`))),
+    );
     await waitFor("apid over HTTPS", async () => (await httpsGet(`${stack.base}/api/v1/openapi.json`)).status === 200);
   } catch (err) {
     console.error(stack.logs());

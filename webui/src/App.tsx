@@ -12,7 +12,9 @@ import { Audit } from "./pages/Audit";
 import { Config } from "./pages/Config";
 import { Dashboard } from "./pages/Dashboard";
 import { Licence } from "./pages/Licence";
+import { Logs } from "./pages/Logs";
 import { ForcedPasswordChange, Login } from "./pages/Login";
+import { Metrics } from "./pages/Metrics";
 import { Probes } from "./pages/Probes";
 import { Users } from "./pages/Users";
 
@@ -52,6 +54,8 @@ export function App() {
         <Routes>
           <Route path="/" element={<Dashboard />} />
           <Route path="/probes" element={<Probes />} />
+          <Route path="/logs" element={<Logs />} />
+          <Route path="/metrics" element={<Metrics />} />
           <Route path="/config" element={<Config />} />
           <Route path="/config/:daemon" element={<Config />} />
           <Route path="/licence" element={<Licence />} />

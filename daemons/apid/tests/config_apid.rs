@@ -2,7 +2,8 @@
 //! dir: validation issues with line:col as a 422, a valid PUT written + reloaded + in history,
 //! diff, rollback, try-mode (kept when healthy; reverted against a daemon that never gets
 //! healthy), the licence routes, and 503 `daemon_unavailable` for a daemon that is absent.
-//! Also the probe routes against a real in-process `rookery-probed`.
+//! Also the probe routes against a real in-process `rookery-probed`, and the log and metric
+//! routes against a real in-process `rookery-ingestd` (a syslog line over UDP; its own scrape).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -611,5 +612,234 @@ async fn probes_list_targets_results_and_run_now_through_a_real_probed() {
         .filter(|e| e.action == "probes.run" && e.user == "mia")
         .count();
     assert_eq!(runs, 4);
+    control.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_metrics_through_a_real_ingestd() {
+    use reqwest::Method;
+    use rookery_common::proto::admin_client::AdminClient;
+    let env = start_apid().await;
+    // ingestd is absent: 503 naming it.
+    let (s, v) = env.send(Method::GET, "/api/v1/logs", None).await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["error"], "daemon_unavailable", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("ingestd"), "{v}");
+
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let socket = env.path("run/ingestd.sock");
+    let file = env.path("etc/ingestd.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[syslog]\nudp = [\"127.0.0.1:0\"]\ntcp = []\n[http]\nlisten = []\n\
+             [otlp]\ngrpc = []\nhttp = []\n\
+             [scrape]\ninterval = \"1s\"\ntimeout = \"1s\"\n\
+             targets = [{{ job = \"self\", url = \"http://127.0.0.1:{metrics_port}/metrics\" }}]\n\
+             [grpc]\nsocket = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
+             [state]\ndirectory = \"{}\"\n",
+            socket.display(),
+            env.path("ingestd-state").display()
+        ),
+    )
+    .unwrap();
+    let control = Control::default();
+    tokio::spawn(rookery_ingestd::app::run(
+        Sources::new("ingestd", Some(&file), Vec::new()),
+        control.clone(),
+    ));
+    let mut udp = String::new();
+    for _ in 0..200 {
+        if let Ok(ch) = rookery_common::grpc::connect(&socket).await
+            && let Ok(st) = AdminClient::new(ch).status(proto::StatusRequest {}).await
+            && let Some(a) = st.into_inner().details.get("syslog-udp-0")
+        {
+            udp = a.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!udp.is_empty(), "ingestd never reported its UDP listener");
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for (app, sev, msg) in [
+        ("kernel", 3, "eth0 link down on the uplink"),
+        ("cron", 6, "job finished"),
+        ("cron", 6, "job started"),
+    ] {
+        let line = format!(
+            "<{}>1 2026-01-31T12:00:00Z edge1 {app} 42 - - {msg}",
+            8 * 3 + sev
+        );
+        sender.send_to(line.as_bytes(), &udp).unwrap();
+    }
+
+    // Full-text search finds the one line, with its fields.
+    let mut page = Value::Null;
+    for _ in 0..100 {
+        let (s, v) = env
+            .send(Method::GET, "/api/v1/logs?q=%22link%20down%22", None)
+            .await;
+        assert_eq!(s, 200, "{v}");
+        if !v["records"].as_array().unwrap().is_empty() {
+            page = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recs = page["records"].as_array().unwrap();
+    assert_eq!(recs.len(), 1, "{page}");
+    assert_eq!(recs[0]["host"], "edge1", "{page}");
+    assert_eq!(recs[0]["app"], "kernel", "{page}");
+    assert_eq!(recs[0]["severity"], 3, "{page}");
+    assert_eq!(recs[0]["facility"], 3, "{page}");
+    assert_eq!(
+        recs[0]["timestamp"], "2026-01-31T12:00:00.000000000Z",
+        "{page}"
+    );
+    assert!(page["next_before"].is_null(), "{page}");
+
+    // Filters and paging: severity 3 or worse is the kernel line; two cron lines page by one.
+    for _ in 0..100 {
+        let (_, v) = env.send(Method::GET, "/api/v1/logs?app=cron", None).await;
+        if v["records"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, v) = env
+        .send(Method::GET, "/api/v1/logs?severity=3&host=edge1", None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["records"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["records"][0]["app"], "kernel", "{v}");
+    let (s, v) = env
+        .send(Method::GET, "/api/v1/logs?app=cron&limit=1", None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["records"][0]["message"], "job started", "{v}");
+    let next = v["next_before"].as_i64().unwrap();
+    let (s, v) = env
+        .send(
+            Method::GET,
+            &format!("/api/v1/logs?app=cron&limit=1&before={next}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["records"][0]["message"], "job finished", "{v}");
+    let (s, v) = env
+        .send(
+            Method::GET,
+            "/api/v1/logs?since=2026-01-31T12:00:01Z&app=cron",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["records"].as_array().unwrap().is_empty(), "{v}");
+
+    // Bad input: 400 naming the parameter.
+    for (query, name) in [
+        ("severity=8", "severity"),
+        ("facility=x", "facility"),
+        ("since=yesterday", "since"),
+        ("limit=0", "limit"),
+        ("parse_errors=yes", "parse_errors"),
+        ("q=%22unterminated", "q"),
+        ("nope=1", "nope"),
+    ] {
+        let (s, v) = env
+            .send(Method::GET, &format!("/api/v1/logs?{query}"), None)
+            .await;
+        assert_eq!(s, 400, "{query}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(name),
+            "{query}: {v}"
+        );
+    }
+
+    // Metrics: ingestd scrapes its own /metrics every second; `up` is 1.
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let mut series = Value::Null;
+    for _ in 0..100 {
+        let end = now_ms + 60_000;
+        let (s, v) = env
+            .send(
+                Method::GET,
+                &format!(
+                    "/api/v1/metrics/query_range?name=up&match=job%3D%22self%22\
+                     &start_ms={now_ms}&end_ms={end}&step_ms=1000"
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        if v.as_array()
+            .unwrap()
+            .first()
+            .is_some_and(|s| s["points"].as_array().is_some_and(|p| !p.is_empty()))
+        {
+            series = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(series.as_array().unwrap().len(), 1, "{series}");
+    assert_eq!(series[0]["labels"]["job"], "self", "{series}");
+    assert_eq!(
+        series[0]["labels"]["__name__"].as_str().unwrap_or("up"),
+        "up"
+    );
+    assert_eq!(series[0]["points"][0]["value"], 1.0, "{series}");
+    // A job that does not exist has no series.
+    let (s, v) = env
+        .send(
+            Method::GET,
+            &format!(
+                "/api/v1/metrics/query_range?name=up&match=job%3D%22nobody%22\
+                 &start_ms={now_ms}&end_ms={now_ms}&step_ms=1000"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v.as_array().unwrap().is_empty(), "{v}");
+    for (query, name) in [
+        ("start_ms=0&end_ms=1&step_ms=1", "name"),
+        ("name=up&end_ms=1&step_ms=1", "start_ms"),
+        ("name=up&start_ms=5&end_ms=1&step_ms=1", "end_ms"),
+        ("name=up&start_ms=0&end_ms=100000&step_ms=1", "step_ms"),
+        (
+            "name=up&start_ms=0&end_ms=1&step_ms=1&function=median",
+            "function",
+        ),
+        ("name=up&start_ms=0&end_ms=1&step_ms=1&match=job", "match"),
+        (
+            "name=up&start_ms=0&end_ms=1&step_ms=1&match=job%3D~%22(%22",
+            "match",
+        ),
+    ] {
+        let (s, v) = env
+            .send(
+                Method::GET,
+                &format!("/api/v1/metrics/query_range?{query}"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 400, "{query}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(name),
+            "{query}: {v}"
+        );
+    }
     control.shutdown.cancel();
 }

@@ -347,6 +347,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/logs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Needs the viewer role or higher. */
+        get: operations["get_logs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/metrics/query_range": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Needs the viewer role or higher. */
+        get: operations["get_metrics_query_range"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/openapi.json": {
         parameters: {
             query?: never;
@@ -653,6 +687,52 @@ export interface components {
             state: string;
             tier: string;
         };
+        /** @description One page of log records, newest first. */
+        LogPage: {
+            /**
+             * Format: int64
+             * @description `before` of the next (older) page; absent on the last page.
+             */
+            next_before?: number | null;
+            records: components["schemas"]["LogView"][];
+        };
+        /** @description One stored log record. */
+        LogView: {
+            app: string;
+            /**
+             * Format: int32
+             * @description 0..23.
+             */
+            facility?: number | null;
+            /** @description `rfc5424`, `rfc3164`, `json` or `raw` (did not parse). */
+            format: string;
+            host: string;
+            /**
+             * Format: int64
+             * @description Increasing with arrival; pass the last one of a page as `before` for the next.
+             */
+            id: number;
+            /** @description `udp`, `tcp`, `tls` or `http`. */
+            input: string;
+            message: string;
+            msgid: string;
+            /** @description Why the record did not parse; its raw text is then `message`. */
+            parse_error?: string | null;
+            /** @description Sender address. */
+            peer: string;
+            procid: string;
+            /** @description RFC 3339 (ns) receive time. */
+            received: string;
+            /**
+             * Format: int32
+             * @description 0 (emergency) .. 7 (debug).
+             */
+            severity?: number | null;
+            /** @description RFC 5424 STRUCTURED-DATA as sent, or the JSON attributes of an HTTP record. */
+            structured_data: string;
+            /** @description RFC 3339 (ns) time the sender stamped, when it did. */
+            timestamp?: string | null;
+        };
         LoginRequest: {
             password: string;
             /** @description A one-time recovery code instead of the TOTP code. */
@@ -684,6 +764,13 @@ export interface components {
             phase: string;
             /** Format: double */
             seconds: number;
+        };
+        /** @description One point of a series. */
+        PointView: {
+            /** Format: int64 */
+            unix_ms: number;
+            /** Format: double */
+            value: number;
         };
         PutConfig: {
             text: string;
@@ -742,6 +829,13 @@ export interface components {
              * @description Absent: the module's timeout; a longer one is capped to it.
              */
             timeout_ms?: number | null;
+        };
+        /** @description One series: its labels and its points in time order (steps without a value are left out). */
+        SeriesView: {
+            labels: {
+                [key: string]: string;
+            };
+            points: components["schemas"]["PointView"][];
         };
         /** @description What a browser login returns (the session itself is the cookie). */
         SessionResponse: {
@@ -2966,6 +3060,211 @@ export interface operations {
             };
             /** @description conflicts with the current state */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description body larger than [http] body-limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description well-formed but invalid */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the daemon does not answer on its socket */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    get_logs: {
+        parameters: {
+            query?: {
+                since?: string;
+                until?: string;
+                host?: string;
+                app?: string;
+                severity?: number;
+                facility?: number;
+                q?: string;
+                parse_errors?: "true" | "false";
+                before?: number;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description ok */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LogPage"];
+                };
+            };
+            /** @description bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description role too low, CSRF failed or password change required */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no such route or object */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description body larger than [http] body-limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description well-formed but invalid */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the daemon does not answer on its socket */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    get_metrics_query_range: {
+        parameters: {
+            query: {
+                name: string;
+                match?: string;
+                start_ms: number;
+                end_ms: number;
+                step_ms: number;
+                function?: "last" | "rate" | "avg_over_time" | "min_over_time" | "max_over_time";
+                range_ms?: number;
+                sum?: "true" | "false";
+                by?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description ok */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SeriesView"][];
+                };
+            };
+            /** @description bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description role too low, CSRF failed or password change required */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no such route or object */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

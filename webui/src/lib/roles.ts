@@ -18,10 +18,12 @@ export interface NavItem {
   min: Role;
 }
 
-/** The console's pages. Packet tests, logs and metrics are absent: apid has no routes yet. */
+/** The console's pages. Packet tests are absent: apid has no packet routes yet. */
 export const NAV: NavItem[] = [
   { to: "/", label: "Dashboard", min: "viewer" },
   { to: "/probes", label: "Probes", min: "viewer" },
+  { to: "/logs", label: "Logs", min: "viewer" },
+  { to: "/metrics", label: "Metrics", min: "viewer" },
   { to: "/config", label: "Config", min: "viewer" },
   { to: "/licence", label: "Licence", min: "viewer" },
   { to: "/api-keys", label: "API keys", min: "viewer" },

@@ -11,6 +11,7 @@ mod audit;
 mod auth;
 mod daemons;
 mod extract;
+mod ingest;
 mod keys;
 pub mod openapi;
 mod probes;
@@ -138,6 +139,12 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
         Method::POST,
         "/api/v1/probes/run",
         Access::Min(Role::Maintainer),
+    ),
+    (Method::GET, "/api/v1/logs", Access::Min(Role::Viewer)),
+    (
+        Method::GET,
+        "/api/v1/metrics/query_range",
+        Access::Min(Role::Viewer),
     ),
     (Method::GET, "/api/v1/users", Access::Min(Role::Admin)),
     (Method::POST, "/api/v1/users", Access::Min(Role::Admin)),
@@ -433,6 +440,8 @@ pub fn router(api: Arc<Api>, body_limit: usize, webui: std::path::PathBuf) -> ax
         .route("/api/v1/probes/results", get(probes::results))
         .route("/api/v1/probes/tier-events", get(probes::tier_events))
         .route("/api/v1/probes/run", post(probes::run))
+        .route("/api/v1/logs", get(ingest::logs))
+        .route("/api/v1/metrics/query_range", get(ingest::query_range))
         .route("/api/v1/users", get(users::list).post(users::create))
         .route(
             "/api/v1/users/{name}",

@@ -97,6 +97,8 @@ pub fn answer_of(method: &axum::http::Method, path: &str) -> Answer {
         ("GET", "/api/v1/probes/results") => Answer::Many("ResultView"),
         ("GET", "/api/v1/probes/tier-events") => Answer::Many("TierEventView"),
         ("POST", "/api/v1/probes/run") => Answer::One("ResultView"),
+        ("GET", "/api/v1/logs") => Answer::One("LogPage"),
+        ("GET", "/api/v1/metrics/query_range") => Answer::Many("SeriesView"),
         ("GET", "/api/v1/users") => Answer::Many("UserView"),
         ("GET" | "POST" | "PATCH", "/api/v1/users" | "/api/v1/users/{name}") => {
             Answer::One("UserView")
@@ -150,6 +152,21 @@ fn query_params(path: &str) -> &'static [&'static str] {
         ],
         "/api/v1/config/{daemon}/diff" => &["against"],
         "/api/v1/probes/results" | "/api/v1/probes/tier-events" => &["target", "limit"],
+        "/api/v1/logs" => &[
+            "since",
+            "until",
+            "host",
+            "app",
+            "severity",
+            "facility",
+            "q",
+            "parse_errors",
+            "before",
+            "limit",
+        ],
+        "/api/v1/metrics/query_range" => &[
+            "name", "match", "start_ms", "end_ms", "step_ms", "function", "range_ms", "sum", "by",
+        ],
         _ => &[],
     }
 }
@@ -232,6 +249,8 @@ pub fn document() -> OpenApi {
         if path.starts_with("/api/v1/config")
             || path.starts_with("/api/v1/licence")
             || path.starts_with("/api/v1/probes")
+            || path.starts_with("/api/v1/logs")
+            || path.starts_with("/api/v1/metrics")
             || *path == "/api/v1/system"
         {
             op = op.response("503", error("the daemon does not answer on its socket"));
@@ -258,9 +277,40 @@ pub fn document() -> OpenApi {
                     .minimum(Some(1))
                     .maximum(Some(if path.starts_with("/api/v1/probes") {
                         super::probes::MAX_LIMIT
+                    } else if *path == "/api/v1/logs" {
+                        super::ingest::MAX_LOG_LIMIT
                     } else {
                         1000
                     })),
+                "severity" => ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .maximum(Some(7))
+                    .description(Some("Records this severe or worse (0 emergency .. 7 debug).")),
+                "facility" => ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .maximum(Some(23)),
+                "before" => ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1))
+                    .description(Some("Only records with an id below this (`next_before`).")),
+                "start_ms" | "end_ms" => ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .description(Some("ms since the Unix epoch.")),
+                "step_ms" | "range_ms" => ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1)),
+                "function" => string_schema().enum_values(Some(super::ingest::FUNCTIONS)),
+                "sum" | "parse_errors" => string_schema().enum_values(Some(["true", "false"])),
+                "q" => string_schema().description(Some(
+                    "Full-text search of the message (SQLite FTS5 syntax: words, \"phrases\", AND, OR, NOT).",
+                )),
+                "match" => string_schema().description(Some(
+                    "Label matchers as in PromQL's braces: job=\"x\",code=~\"5..\".",
+                )),
+                "by" => string_schema().description(Some("Comma-separated labels to sum by (with sum=true).")),
                 "offset" => ObjectBuilder::new()
                     .schema_type(Type::Integer)
                     .minimum(Some(0)),
@@ -276,11 +326,20 @@ pub fn document() -> OpenApi {
                 ParameterBuilder::new()
                     .name(*q)
                     .parameter_in(ParameterIn::Query)
-                    .required(if *q == "against" {
-                        Required::True
-                    } else {
-                        Required::False
-                    })
+                    .required(
+                        if matches!(
+                            (*path, *q),
+                            (_, "against")
+                                | (
+                                    "/api/v1/metrics/query_range",
+                                    "name" | "start_ms" | "end_ms" | "step_ms"
+                                )
+                        ) {
+                            Required::True
+                        } else {
+                            Required::False
+                        },
+                    )
                     .schema(Some(schema)),
             );
         }
@@ -344,6 +403,10 @@ pub fn document() -> OpenApi {
         .schema_from::<super::probes::ResultView>()
         .schema_from::<super::probes::PhaseView>()
         .schema_from::<super::probes::TierEventView>()
+        .schema_from::<super::ingest::LogPage>()
+        .schema_from::<super::ingest::LogView>()
+        .schema_from::<super::ingest::SeriesView>()
+        .schema_from::<super::ingest::PointView>()
         .security_scheme(
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
