@@ -6,39 +6,12 @@
 # Needs root the first time. `make bench` runs it.
 set -euo pipefail
 
-need_pkgs=()
-# want BINARY PACKAGE...: the first package that apt knows is installed when BINARY is missing.
-want() {
-  local bin=$1
-  shift
-  [[ -x $bin ]] && return 0
-  need_pkgs+=("$@")
-}
+# shellcheck source=lib/apt.sh
+source "$(dirname "$0")/lib/apt.sh"
 
 want /usr/sbin/nginx nginx
 want /usr/bin/prometheus-blackbox-exporter prometheus-blackbox-exporter
 want /usr/bin/python3 python3
 want /usr/bin/wrk wrk
 want /usr/bin/curl curl
-
-if ((${#need_pkgs[@]})); then
-  mapfile -t need_pkgs < <(printf '%s\n' "${need_pkgs[@]}" | sort -u)
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "install-bench-deps: missing Debian packages: ${need_pkgs[*]} (run as root to install them)" >&2
-    exit 1
-  fi
-  echo "install-bench-deps: installing ${need_pkgs[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  # The benchmark starts its own instances; the packaged services must not start (nor hold
-  # ports 80/9115), so policy-rc.d refuses service starts meanwhile.
-  policy=/usr/sbin/policy-rc.d
-  created_policy=0
-  if [[ ! -e $policy ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod 0755 "$policy"
-    created_policy=1
-  fi
-  trap '[[ $created_policy -eq 1 ]] && rm -f "$policy"' EXIT
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
-fi
+apt_install_wanted install-bench-deps

@@ -9,13 +9,8 @@
 # `make test` runs it from `deps`.
 set -euo pipefail
 
-need_pkgs=()
-want() {
-  local bin=$1
-  shift
-  [[ -x $bin ]] && return 0
-  need_pkgs+=("$@")
-}
+# shellcheck source=lib/apt.sh
+source "$(dirname "$0")/lib/apt.sh"
 
 # util-linux is essential in Debian; bsdutils carries logger.
 want /usr/bin/logger bsdutils
@@ -35,25 +30,7 @@ if ! venv_ok && ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -
 fi
 
 if ((${#need_pkgs[@]})); then
-  mapfile -t need_pkgs < <(printf '%s\n' "${need_pkgs[@]}" | sort -u)
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "install-ingestd-test-deps: missing Debian packages: ${need_pkgs[*]} (run as root to install them)" >&2
-    exit 1
-  fi
-  echo "install-ingestd-test-deps: installing ${need_pkgs[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  # Tests start their own prometheus with their own config on loopback; the packaged service
-  # (and node exporter) must not start nor hold ports 9090/9100: policy-rc.d refuses starts.
-  policy=/usr/sbin/policy-rc.d
-  created_policy=0
-  if [[ ! -e $policy ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod 0755 "$policy"
-    created_policy=1
-  fi
-  trap '[[ $created_policy -eq 1 ]] && rm -f "$policy"' EXIT
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  apt_install_wanted install-ingestd-test-deps
   # The packages enable their services for the next boot: undo that (works without a
   # running systemd too; only for what this run installed, so a host's own logger stays).
   for pkg in "${need_pkgs[@]}"; do
