@@ -146,6 +146,10 @@ EOF
   local rss out
   rss=$(hwm_mib "$pid")
   stop "$pid"
+  # The line count may include rsyslog's own start message: every bench message must be there.
+  local got
+  got=$(grep -c 'bench@32473 seq=' "$d/out.log" || true)
+  ((got == MESSAGES)) || die "rsyslog wrote $got of $MESSAGES messages"
   out=$(du -sm "$d/out.log" | cut -f1)
   rm -rf "$d"
   row=$($PY -c "import json,sys; s=json.loads(sys.argv[1]); print(s['seconds'], $c1 - $c0, '$rss', '-', '$out')" "$stats")
