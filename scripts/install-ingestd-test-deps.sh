@@ -29,25 +29,9 @@ if ! venv_ok && ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -
   need_pkgs+=(python3-venv)
 fi
 
-if ((${#need_pkgs[@]})); then
-  apt_install_wanted install-ingestd-test-deps
-  # The packages enable their services for the next boot: undo that (works without a
-  # running systemd too; only for what this run installed, so a host's own logger stays).
-  for pkg in "${need_pkgs[@]}"; do
-    case $pkg in
-      prometheus) units=(prometheus.service) ;;
-      rsyslog) units=(rsyslog.service syslog.socket) ;;
-      *) units=() ;;
-    esac
-    for unit in "${units[@]}"; do
-      if [[ -d /run/systemd/system ]]; then
-        systemctl disable --now "$unit" >/dev/null 2>&1 || true
-      else
-        systemctl disable "$unit" >/dev/null 2>&1 || true
-      fi
-    done
-  done
-fi
+apt_install_wanted install-ingestd-test-deps
+disable_services_of_new prometheus prometheus.service
+disable_services_of_new rsyslog rsyslog.service syslog.socket
 
 if ! venv_ok; then
   if [[ $(id -u) -ne 0 && ! -w $(dirname "$VENV") ]]; then

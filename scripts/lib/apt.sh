@@ -4,6 +4,7 @@
 #   want BINARY PACKAGE...     PACKAGE(s) are needed when BINARY is not executable
 #   apt_install_wanted NAME    install what was wanted (root only; NAME prefixes messages);
 #                              nothing to do returns at once
+#   disable_services_of_new PACKAGE UNIT...   after it: keep new packages' services off
 
 need_pkgs=()
 
@@ -35,4 +36,20 @@ apt_install_wanted() {
   { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null; } || rc=$?
   if ((created)); then rm -f "$policy"; fi
   return "$rc"
+}
+
+# disable_services_of_new PACKAGE UNIT...: when this run installed PACKAGE, disable its UNITs
+# (packaged services enable themselves for the next boot; tests and benchmarks start their
+# own instances). Works without a running systemd too. A host's own, earlier install stays.
+disable_services_of_new() {
+  local pkg=$1 unit
+  shift
+  printf '%s\n' "${need_pkgs[@]}" | grep -qx -- "$pkg" || return 0
+  for unit in "$@"; do
+    if [[ -d /run/systemd/system ]]; then
+      systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    else
+      systemctl disable "$unit" >/dev/null 2>&1 || true
+    fi
+  done
 }
