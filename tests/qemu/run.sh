@@ -24,23 +24,32 @@ result() { # name ok|fail detail
   if [ "$2" = ok ]; then passed=$((passed + 1)); echo "PASS $1 $3"; else failed=$((failed + 1)); echo "FAIL $1 $3"; fi
 }
 
+# The daemons scenario's STAMP check: QEMU forwards this host UDP port to the guest's 862;
+# when the guest says "QEMU-TEST: stamp-ready", stamp.pl sends from here (result in LOG.stamp).
+stamp_port=$(( 20000 + $$ % 20000 ))
+
 # boot ARCH DISK VARS SCENARIOS MODE LOG -> 0 when every scenario passed.
 # MODE: poweroff (wait for the guest to power off) or kill (kill -9 QEMU at the pass marker).
 boot() {
-  local arch=$1 disk=$2 vars=$3 scenarios=$4 mode=$5 log=$6 start pid deadline last
+  local arch=$1 disk=$2 vars=$3 scenarios=$4 mode=$5 log=$6 start pid deadline last stamp=""
   : > "$log"
+  rm -f "$log.stamp"
   start=$(date +%s.%N)
   # shellcheck disable=SC2046
   $(qemu_cmd "$arch" "$disk" "$vars") -display none -monitor none \
     -serial "file:$log.console" \
     -device virtio-serial-pci -chardev "file,id=tst,path=$log" \
     -device virtserialport,chardev=tst,name=org.rookery.test \
-    -netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
+    -netdev "user,id=n0,hostfwd=udp:127.0.0.1:$stamp_port-:862" -device virtio-net-pci,netdev=n0 \
     -smbios "type=11,value=io.systemd.credential:rookery.test.scenario=$scenarios" &
   pid=$! qemu_pid=$!
   deadline=$(( $(date +%s) + timeout ))
   last=${scenarios##*+}
   while kill -0 "$pid" 2>/dev/null; do
+    if [ -z "$stamp" ] && grep -q '^QEMU-TEST: stamp-ready' "$log"; then
+      perl "$here/stamp.pl" 127.0.0.1 "$stamp_port" 150 > "$log.stamp" 2>&1 &
+      stamp=$!
+    fi
     if [ "$mode" = kill ] && grep -q "QEMU-TEST: pass $last" "$log"; then
       kill -9 "$pid"; break
     fi
@@ -56,6 +65,10 @@ boot() {
     sleep 1
   done
   wait "$pid" 2>/dev/null
+  if [ -n "$stamp" ]; then
+    kill "$stamp" 2>/dev/null; wait "$stamp" 2>/dev/null
+    echo "HOST stamp: $(cat "$log.stamp")" >> "$log"
+  fi
   echo "boot took $(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.0f", e - s }')s" >> "$log"
   local ok=0 s
   for s in ${scenarios//+/ }; do grep -q "QEMU-TEST: pass $s\$" "$log" || ok=1; done
@@ -82,14 +95,25 @@ for arch in $arches; do
   [ -f "$image" ] || { result "$arch/image" fail "($image missing)"; continue; }
   echo "== $arch: $(du -h --apparent-size "$image" | cut -f1) raw, $(du -h "$image.zst" 2>/dev/null | cut -f1) compressed"
   fresh_disk "$arch" "$arch-a"
-  if want ready || want reload; then
-    if boot "$arch" "$work/$arch-a.raw" "$work/$arch-a.vars" ready+reload poweroff "$work/$arch-a1.log"; then
+  # The first boot: daemons needs it (the one-time admin password).
+  first=""
+  for s in ready reload daemons; do want "$s" && first=${first:+$first+}$s; done
+  if [ -n "$first" ]; then
+    if boot "$arch" "$work/$arch-a.raw" "$work/$arch-a.vars" "$first" poweroff "$work/$arch-a1.log"; then
       grep '^INFO ' "$work/$arch-a1.log" | sed "s/^INFO /  $arch: /"
       grep '^boot took' "$work/$arch-a1.log" | sed "s/^/  $arch: first /"
-      result "$arch/ready" ok "(units active and READY, exposure within limits, first-boot secrets present)"
-      result "$arch/reload" ok "(good edit applied, broken file rejected, old config kept)"
+      want ready && result "$arch/ready" ok "(units active and READY, exposure within limits, first-boot secrets present)"
+      want reload && result "$arch/reload" ok "(good edit applied, broken file rejected, old config kept)"
+      want daemons && result "$arch/daemons" ok "(apid login + forced password change + console, ingestd syslog stored and queried, packetd reflected the host's STAMP)"
     else
-      result "$arch/ready+reload" fail ""
+      result "$arch/$first" fail ""
+    fi
+    if want daemons; then
+      if grep -q '^HOST stamp: ok ' "$work/$arch-a1.log"; then
+        result "$arch/stamp-from-host" ok "($(sed -n 's/^HOST stamp: ok //p' "$work/$arch-a1.log"))"
+      else
+        result "$arch/stamp-from-host" fail "($(sed -n 's/^HOST stamp: //p' "$work/$arch-a1.log" | head -n1))"
+      fi
     fi
   fi
   if want persist; then
