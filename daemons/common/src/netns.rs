@@ -16,6 +16,12 @@ pub struct NetNs {
     name: String,
 }
 
+/// Whether this process runs as root, as [`NetNs::new`] needs: privileged tests assert it
+/// first, so a non-root run fails naming the test instead of failing somewhere in `ip`.
+pub fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
 /// Runs `ip ARGS`, failing with its stderr when it exits non-zero.
 ///
 /// # Errors

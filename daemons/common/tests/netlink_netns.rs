@@ -20,7 +20,7 @@ const WAIT: Duration = Duration::from_secs(5);
 
 fn require_root() {
     assert!(
-        nix::unistd::Uid::effective().is_root(),
+        rookery_common::netns::is_root(),
         "netlink_netns needs root to create network namespaces; run it as root"
     );
 }

@@ -524,6 +524,17 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description An address of an interface. */
+        AddressView: {
+            /** @example 192.0.2.10 */
+            address: string;
+            /**
+             * Format: int32
+             * @description On-link prefix length.
+             */
+            prefix_len: number;
+            scope: components["schemas"]["ScopeView"];
+        };
         ApplyOutcome: {
             /** @description Whether the new file is in place and running. */
             applied: boolean;
@@ -584,6 +595,25 @@ export interface components {
             parsed?: Record<string, never> | null;
             path: string;
             text: string;
+        };
+        /** @description Traffic counters of an interface. */
+        CountersView: {
+            /** Format: int64 */
+            rx_bytes: number;
+            /** Format: int64 */
+            rx_dropped: number;
+            /** Format: int64 */
+            rx_errors: number;
+            /** Format: int64 */
+            rx_packets: number;
+            /** Format: int64 */
+            tx_bytes: number;
+            /** Format: int64 */
+            tx_dropped: number;
+            /** Format: int64 */
+            tx_errors: number;
+            /** Format: int64 */
+            tx_packets: number;
         };
         CreateKey: {
             /**
@@ -651,12 +681,47 @@ export interface components {
             name: string;
             tier: string;
         };
+        /** @description Interface flags (`IFF_*`). */
+        FlagsView: {
+            broadcast: boolean;
+            loopback: boolean;
+            /** @description Carrier up. */
+            lower_up: boolean;
+            multicast: boolean;
+            no_arp: boolean;
+            point_to_point: boolean;
+            promiscuous: boolean;
+            /** @description Operationally up. */
+            running: boolean;
+            /** @description Administratively up. */
+            up: boolean;
+        };
         HistoryItem: {
             /** Format: int64 */
             id: number;
             kind: string;
             ts: string;
             user: string;
+        };
+        /** @description A network interface (a link) and its addresses. */
+        InterfaceView: {
+            /** @description IPv4 addresses first, then IPv6. */
+            addresses: components["schemas"]["AddressView"][];
+            counters?: null | components["schemas"]["CountersView"];
+            flags: components["schemas"]["FlagsView"];
+            /**
+             * Format: int32
+             * @description The kernel's interface index.
+             */
+            index: number;
+            /** @description Driver kind of a virtual link (`veth`, `bridge`, `vlan`, …); `null` for physical NICs. */
+            kind?: string | null;
+            /** @description Link-layer address, `aa:bb:cc:dd:ee:ff`. */
+            mac?: string | null;
+            /** Format: int32 */
+            mtu?: number | null;
+            name: string;
+            oper_state: components["schemas"]["OperStateView"];
         };
         KeyView: {
             created_at: string;
@@ -749,6 +814,11 @@ export interface components {
         };
         /** @description This document. */
         OpenApiDocument: Record<string, never>;
+        /**
+         * @description RFC 2863 operational state.
+         * @enum {string}
+         */
+        OperStateView: "unknown" | "not_present" | "down" | "lower_layer_down" | "testing" | "dormant" | "up";
         Page: {
             items: components["schemas"]["AuditEntry"][];
             /** Format: int64 */
@@ -830,6 +900,11 @@ export interface components {
              */
             timeout_ms?: number | null;
         };
+        /**
+         * @description The scope of an address.
+         * @enum {string}
+         */
+        ScopeView: "global" | "site" | "link" | "host" | "other";
         /** @description One series: its labels and its points in time order (steps without a value are left out). */
         SeriesView: {
             labels: {
@@ -852,6 +927,10 @@ export interface components {
         SystemView: {
             /** @description Each daemon's `Admin.Status` over its socket, or why it is unavailable. */
             daemons: components["schemas"]["DaemonView"][];
+            /** @description The network interfaces of the appliance, by index. */
+            interfaces: components["schemas"]["InterfaceView"][];
+            /** @description Why `interfaces` is empty when the kernel could not be asked; `null` otherwise. */
+            interfaces_error?: string | null;
             started_at: string;
             /** Format: int64 */
             uptime_seconds: number;
