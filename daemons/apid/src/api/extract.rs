@@ -3,10 +3,13 @@
 
 use std::net::SocketAddr;
 
+use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 use rookery_common::http::ApiError;
 use serde::de::DeserializeOwned;
@@ -56,6 +59,49 @@ fn json_rejection(r: &JsonRejection) -> ApiError {
             other.body_text(),
         ),
     }
+}
+
+/// Middleware: reads the whole request body (at most `limit` bytes) before any layer or
+/// handler answers. A request refused early (401, 403, 404, 405) otherwise leaves its body
+/// unread, and hyper then closes the keep-alive connection right after the answer, without
+/// `Connection: close` or a TLS close_notify: a client that sent its next request on it in the
+/// meantime sees the connection reset (schemathesis found this). A body over the limit, or one
+/// the client stops sending, is answered at once with `Connection: close`.
+pub async fn read_whole_body(limit: usize, req: Request, next: Next) -> Response {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than [http] body-limit",
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let refused = if declared.is_some_and(|n| n > limit as u64) {
+        too_large()
+    } else {
+        let (parts, body) = req.into_parts();
+        match axum::body::to_bytes(body, limit).await {
+            Ok(bytes) => {
+                return next
+                    .run(Request::from_parts(parts, Body::from(bytes)))
+                    .await;
+            }
+            Err(e)
+                if std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) =>
+            {
+                too_large()
+            }
+            Err(_) => ApiError::bad_request("the request body could not be read to its end"),
+        }
+    };
+    let mut resp = refused.into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// A query string; a bad one is 400.

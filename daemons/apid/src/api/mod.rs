@@ -467,6 +467,9 @@ pub fn router(api: Arc<Api>, body_limit: usize, webui: std::path::PathBuf) -> ax
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(move |req, next| {
+            extract::read_whole_body(body_limit, req, next)
+        }))
         .layer(middleware::from_fn_with_state(api.clone(), context))
         .with_state(api)
 }
