@@ -124,6 +124,17 @@ describe("web console", { timeout: 240_000 }, () => {
     await detail.getByRole("status").filter({ hasText: "done" }).filter({ hasText: "received 300, lost 0" }).waitFor();
     await page.getByRole("region", { name: "Sessions" }).getByRole("row", { name: /127\.0\.0\.1.*done.*300.*300.*0 %/ }).waitFor();
     await shot("packet-tests");
+
+    // A long session is stopped from its page; its results so far stay.
+    await form.getByLabel("Packets", { exact: true }).fill("");
+    await form.getByLabel("Duration (ms)", { exact: true }).fill("60000");
+    await form.getByLabel("Rate (packets/s)", { exact: true }).fill("20");
+    await form.getByRole("button", { name: "Start session" }).click();
+    await detail.getByRole("status").filter({ hasText: "live" }).waitFor();
+    await detail.getByRole("button", { name: "Stop session" }).click();
+    await detail.getByRole("status").filter({ hasText: "stopped" }).waitFor();
+    await detail.getByRole("heading", { name: "Results", exact: true }).waitFor();
+    assert.equal(await detail.getByRole("button", { name: "Stop session" }).count(), 0);
   });
 
   it("finds a line sent by logger through full-text search on the logs page", async () => {
