@@ -376,15 +376,12 @@ pub async fn start(
     JsonBody(req): JsonBody<StartRequest>,
 ) -> Result<(StatusCode, Json<SessionView>), ApiError> {
     let spec = req.spec()?;
-    let target = format!(
-        "{}",
-        std::net::SocketAddr::new(
-            spec.destination
-                .parse()
-                .unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            u16::try_from(spec.port).unwrap_or(DEFAULT_PORT)
-        )
-    );
+    // The reflector as `ip:port` or `[ip6]:port`, for the audit line.
+    let target = if spec.destination.contains(':') {
+        format!("[{}]:{}", spec.destination, spec.port)
+    } else {
+        format!("{}:{}", spec.destination, spec.port)
+    };
     let mut c = client(&api).await?;
     let r = call(
         &api,
