@@ -49,18 +49,19 @@ pub fn allowlist_failed(err: &XdpError) {
     tracing::warn!(error = %err, "Cannot update the XDP reflector allowlist.");
 }
 
-/// A STAMP session started.
+/// A session (STAMP or raw) started.
 pub fn session_started(id: u64, spec: &crate::sender::SessionSpec) {
     tracing::info!(
         session = id,
         destination = %spec.destination,
         rate_pps = spec.rate_pps,
+        kind = spec.kind.as_str(),
         packets = spec.total_packets(),
-        "STAMP session started."
+        "Session started."
     );
 }
 
-/// A STAMP session ended.
+/// A session ended.
 pub fn session_ended(id: u64, state: &str, stats: &crate::measure::Stats) {
     tracing::info!(
         session = id,
@@ -68,7 +69,8 @@ pub fn session_ended(id: u64, state: &str, stats: &crate::measure::Stats) {
         sent = stats.sent,
         received = stats.received,
         rtt_p50_ns = stats.rtt_p50_ns,
-        "STAMP session ended."
+        achieved_pps = stats.achieved_pps,
+        "Session ended."
     );
 }
 
