@@ -7,7 +7,8 @@
 //!
 //! Pacing: the thread sends whatever `rate × elapsed` says is due (in batches), then sleeps
 //! until the next packet is due when that is more than [`SLEEP_ABOVE`] away and yields the
-//! CPU otherwise; a sender that falls behind catches up in batches. It runs on a blocking
+//! CPU otherwise; a sender that falls behind catches up in batches. A session with a
+//! duration ends when the duration is over even if the rate was not reached. It runs on a blocking
 //! thread of its own (tokio's `spawn_blocking`) and checks for cancellation between batches.
 //!
 //! AF_XDP is not used (see `docs/packetd.md`): the socket path is what this generator offers.
@@ -70,9 +71,9 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn stats(&self) -> Stats {
-        let span = self
-            .first_send
-            .map_or(Duration::ZERO, |f| self.last_send.saturating_duration_since(f));
+        let span = self.first_send.map_or(Duration::ZERO, |f| {
+            self.last_send.saturating_duration_since(f)
+        });
         let (achieved_pps, achieved_bps) = self.spec.achieved(self.sent, span);
         let elapsed = self.start.elapsed().as_secs_f64();
         Stats {
@@ -165,7 +166,11 @@ pub fn run(
     // Packets handed to the kernel or refused by it: the next sequence number.
     let mut attempted: u64 = 0;
     let mut next_report = run.start + Duration::from_millis(100);
-    while attempted < total && !cancel.is_cancelled() {
+    // A duration bounds the time as well as the count: a generator slower than its rate
+    // stops at the end of the duration with fewer packets (its achieved rate says so).
+    let stop_at = (!spec.duration.is_zero()).then(|| run.start + spec.duration);
+    while attempted < total && !cancel.is_cancelled() && stop_at.is_none_or(|t| Instant::now() < t)
+    {
         let elapsed = run.start.elapsed().as_nanos();
         let due = u64::try_from(elapsed * rate / 1_000_000_000)
             .unwrap_or(u64::MAX)
@@ -278,6 +283,27 @@ mod tests {
     }
 
     #[test]
+    fn a_duration_ends_on_time_even_when_the_rate_is_out_of_reach() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let dest = rx.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let (tx, _rx) = watch::channel(Stats::default());
+        let mut s = spec(dest, 2_000_000_000, 0);
+        s.duration = Duration::from_millis(300);
+        let t = Instant::now();
+        let stats = run(&s, &tx, &CancellationToken::new()).unwrap_or_else(|e| panic!("{e}"));
+        // 300 ms of sending and the 200 ms grace; 600 million packets were never possible.
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(
+            stats.sent > 0 && stats.sent < s.total_packets(),
+            "{stats:?}"
+        );
+    }
+
+    #[test]
     fn stops_when_cancelled() {
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
         let dest = rx.local_addr().unwrap_or_else(|e| panic!("{e}"));
@@ -289,8 +315,7 @@ mod tests {
             c.cancel();
         });
         let t = Instant::now();
-        let stats =
-            run(&spec(dest, 100, 100_000), &tx, &cancel).unwrap_or_else(|e| panic!("{e}"));
+        let stats = run(&spec(dest, 100, 100_000), &tx, &cancel).unwrap_or_else(|e| panic!("{e}"));
         let _ = stopper.join();
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
         assert!((5..=20).contains(&stats.sent), "{}", stats.sent);

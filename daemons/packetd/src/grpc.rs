@@ -16,8 +16,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::measure::Stats;
-use crate::sessions::{Record, SessionError, Sessions};
 use crate::sender::Kind;
+use crate::sessions::{Record, SessionError, Sessions};
 use crate::wire::STAMP_LEN;
 
 /// UDP payload of a raw session that asks for none: an IPv4 packet in a 60-byte Ethernet frame.

@@ -250,16 +250,14 @@ impl Sessions {
                 Kind::Stamp => (crate::sender::run(&spec, &tx, &cancel).await, tx),
                 Kind::Raw => {
                     let (s, c) = (spec.clone(), cancel.clone());
-                    tokio::task::spawn_blocking(move || {
-                        (crate::generator::run(&s, &tx, &c), tx)
-                    })
-                    .await
-                    .unwrap_or_else(|e| {
-                        (
-                            Err(std::io::Error::other(format!("generator thread: {e}"))),
-                            watch::channel(Stats::default()).0,
-                        )
-                    })
+                    tokio::task::spawn_blocking(move || (crate::generator::run(&s, &tx, &c), tx))
+                        .await
+                        .unwrap_or_else(|e| {
+                            (
+                                Err(std::io::Error::other(format!("generator thread: {e}"))),
+                                watch::channel(Stats::default()).0,
+                            )
+                        })
                 }
             };
             let (state, error, stats) = match result {

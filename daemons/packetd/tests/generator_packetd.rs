@@ -231,7 +231,10 @@ fn generator_packetd_rate_count_dscp_and_limits() {
             if g.state != "running" {
                 break g;
             }
-            assert!(t.elapsed() < Duration::from_secs(10), "still running: {g:?}");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "still running: {g:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let st = done.stats.unwrap();
@@ -262,10 +265,16 @@ fn generator_packetd_rate_count_dscp_and_limits() {
         let mut bad_kind = raw(&dest, u32::from(PORT));
         bad_kind.kind = 7;
         for (bad, needle) in [
-            (over, "rate_pps 50000 must be 1 to 20000 ([sessions].max-pps)"),
+            (
+                over,
+                "rate_pps 50000 must be 1 to 20000 ([sessions].max-pps)",
+            ),
             (over_bps, "[sessions].max-pps"),
             (no_port, "spec.port is required"),
-            (tiny, "packet_size 4 must be 8 to 8972 bytes for a raw session"),
+            (
+                tiny,
+                "packet_size 4 must be 8 to 8972 bytes for a raw session",
+            ),
             (bad_kind, "spec.kind 7"),
         ] {
             let e = c
