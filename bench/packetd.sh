@@ -12,8 +12,8 @@
 # straight back as a new request; packetd's generator (daemons/packetd/examples/generate.rs,
 # one per CPU, pinned, each on its own TX queue via XPS) seeds 2,000 packets per queue and
 # the loop then runs at whatever rate the slower side allows. Measured: replies arriving at
-# vs per second (`ethtool -S vs` rx_queue_*_xdp_packets) over BENCH_SECONDS, the median of
-# BENCH_REPEAT runs. The bouncer's cost is in every row alike, so ratios between XDP rows
+# vs per second (`ethtool -S vs` rx_queue_*_xdp_packets) over BENCH_SECONDS; BENCH_REPEAT
+# rounds of all configurations, medians printed. The bouncer's cost is in every row alike, so ratios between XDP rows
 # understate the reflectors' own differences (the rows share the same CPUs with it).
 # STAMP requests carry at least 44 bytes of payload: their frames are 86 bytes, the others'
 # 60 (18-byte payloads); the bare program is measured at both sizes.
@@ -115,20 +115,16 @@ loop_rate() {
 }
 median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
-# repeat_rate SETUP TEARDOWN PORT PAYLOAD [CHECK]: sets RESULT to the median loop rate of
-# REPEAT runs; CHECK (if given) runs after each measurement, before TEARDOWN.
-RESULT=0
-repeat_rate() {
-  local setup=$1 teardown=$2 port=$3 size=$4 check=${5:-} runs=() i
-  for ((i = 0; i < REPEAT; i++)); do
-    $setup
-    loop_rate "$port" "$size"
-    runs+=("$RATE")
-    [[ -z $check ]] || $check
-    $teardown
-    sleep 0.3
-  done
-  RESULT=$(median "${runs[@]}")
+# measure NAME SETUP TEARDOWN PORT PAYLOAD [CHECK]: one loop-rate run, appended to the
+# array runs_NAME; CHECK (if given) runs after the measurement, before TEARDOWN.
+measure() {
+  local name=$1 setup=$2 teardown=$3 port=$4 size=$5 check=${6:-}
+  $setup
+  loop_rate "$port" "$size"
+  [[ -z $check ]] || $check
+  $teardown
+  eval "runs_$name+=(\"\$RATE\")"
+  sleep 0.3
 }
 
 # --- the configurations -------------------------------------------------------------------
@@ -207,18 +203,31 @@ user_down() {
 }
 
 echo "bench: packetd, $REPEAT runs of ${SECONDS_RUN}s each, $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-repeat_rate bare_up bare_down 7 18
-bare60=$RESULT
-repeat_rate bare_up bare_down 7 44
-bare86=$RESULT
-repeat_rate packetd_up packetd_down 862 44 packetd_check_stamp
-stamp86=$RESULT
-repeat_rate packetd_up packetd_down 2000 18
-pecho60=$RESULT
-repeat_rate user_up user_down 7 18
-user60=$RESULT
-repeat_rate user_up user_down 7 44
-user86=$RESULT
+# Rounds: every configuration once per round, so that a change in the machine's load (other
+# work on the same CPUs) hits all of them alike; ratios are the median of the rounds' ratios.
+runs_bare60=() runs_bare86=() runs_stamp86=() runs_pecho60=() runs_user60=() runs_user86=()
+for ((round = 1; round <= REPEAT; round++)); do
+  measure bare60 bare_up bare_down 7 18
+  measure bare86 bare_up bare_down 7 44
+  measure stamp86 packetd_up packetd_down 862 44 packetd_check_stamp
+  measure pecho60 packetd_up packetd_down 2000 18
+  measure user60 user_up user_down 7 18
+  measure user86 user_up user_down 7 44
+  echo "bench: round $round: bare ${runs_bare60[-1]} / ${runs_bare86[-1]}, STAMP ${runs_stamp86[-1]}, packetd echo ${runs_pecho60[-1]}, userspace ${runs_user60[-1]} / ${runs_user86[-1]} replies/s" >&2
+done
+bare60=$(median "${runs_bare60[@]}")
+bare86=$(median "${runs_bare86[@]}")
+stamp86=$(median "${runs_stamp86[@]}")
+pecho60=$(median "${runs_pecho60[@]}")
+user60=$(median "${runs_user60[@]}")
+user86=$(median "${runs_user86[@]}")
+# ratio_of A B: the median over the rounds of runs_A[i] / runs_B[i].
+ratio_of() {
+  local -n a=runs_$1 b=runs_$2
+  local r=() i
+  for i in "${!a[@]}"; do r+=("$(python3 -c "print(f'{${a[$i]} / max(${b[$i]}, 1):.2f}')")"); done
+  median "${r[@]}"
+}
 
 # --- the generator: one session into an XDP_DROP sink -------------------------------------
 xdp "$NS_R" vr xdp_drop
@@ -231,7 +240,6 @@ gen_pps=$(python3 -c "import json,sys; print(int(json.loads(sys.argv[1])['achiev
 gen_sent=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['sent'])" "$gen_json")
 
 fmt() { python3 -c "print(f'{$1 / 1e6:.3f}')"; }
-ratio() { python3 -c "print(f'{$1 / $2:.2f}' if $2 else 'n/a')"; }
 echo "| what | frame | packets/s (Mpps) |"
 echo "|---|---|---|"
 echo "| bare XDP_TX swap | 60 B | $(fmt "$bare60") |"
@@ -242,8 +250,8 @@ echo "| userspace recvmmsg/sendmmsg echo (2 processes) | 60 B | $(fmt "$user60")
 echo "| userspace recvmmsg/sendmmsg echo (2 processes) | 86 B | $(fmt "$user86") |"
 echo "| packetd generator, one session (sendmmsg), sent | 60 B | $(fmt "$gen_pps") |"
 echo
-echo "STAMP reflector / bare XDP_TX (86 B): $(ratio "$stamp86" "$bare86")x (goal >= 0.9)"
-echo "STAMP reflector / userspace echo (86 B): $(ratio "$stamp86" "$user86")x (goal >= 40)"
-echo "packetd XDP echo / bare XDP_TX (60 B): $(ratio "$pecho60" "$bare60")x"
-echo "bare XDP_TX / userspace echo (60 B): $(ratio "$bare60" "$user60")x"
+echo "STAMP reflector / bare XDP_TX (86 B): $(ratio_of stamp86 bare86)x (goal >= 0.9)"
+echo "STAMP reflector / userspace echo (86 B): $(ratio_of stamp86 user86)x (goal >= 40)"
+echo "packetd XDP echo / bare XDP_TX (60 B): $(ratio_of pecho60 bare60)x"
+echo "bare XDP_TX / userspace echo (60 B): $(ratio_of bare60 user60)x"
 echo "generator: $gen_sent packets sent in ${SECONDS_RUN}s, $((g1 - g0)) reached the sink"
