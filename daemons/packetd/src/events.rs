@@ -44,6 +44,24 @@ pub fn allowlist_changed(now: &Allowlist) {
     tracing::info!(prefixes = %list.join(","), "Reflector allowlist updated.");
 }
 
+/// The interfaces' addresses could not be read over netlink (the on-link allowlist is empty
+/// until the next successful read).
+pub fn netlink_failed(err: &rookery_common::netlink::NetlinkError) {
+    tracing::warn!(error = %err, "Cannot read the interfaces' addresses over netlink.");
+}
+
+/// The subscription to address changes failed; it is opened again after a pause.
+pub fn netlink_watch_failed(
+    err: &rookery_common::netlink::NetlinkError,
+    retry: std::time::Duration,
+) {
+    tracing::warn!(
+        error = %err,
+        retry_s = retry.as_secs(),
+        "Cannot follow address changes over netlink; retrying."
+    );
+}
+
 /// The allowlist could not be written to the XDP program.
 pub fn allowlist_failed(err: &XdpError) {
     tracing::warn!(error = %err, "Cannot update the XDP reflector allowlist.");
