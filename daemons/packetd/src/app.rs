@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use rookery_common::daemon::{BoxError, Daemon, StartContext};
-use rookery_common::netlink::Watch;
+use rookery_common::netlink::{Change, Watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -220,6 +220,47 @@ impl Shared {
         g.backends.allow = now;
     }
 
+    /// A served interface was removed: the kernel detached the program with it.
+    fn link_removed(&self, name: &str) {
+        let mut g = self.lock();
+        let before = g.backends.attached.len();
+        g.backends
+            .attached
+            .retain(|a| a.iface != name || a.mode == AttachMode::Userspace);
+        if g.backends.attached.len() != before {
+            crate::events::interface_removed(name);
+            self.publish_attached(&g.backends.attached);
+        }
+    }
+
+    /// A link appeared or changed: when it is a served interface without the XDP program (it
+    /// was created or re-created after start), attach the program to it.
+    fn link_appeared(&self, name: &str) {
+        let mut g = self.lock();
+        let Some(policy) = g.section.mode.policy() else {
+            return;
+        };
+        if !g.section.interfaces.iter().any(|i| i == name)
+            || g.backends
+                .attached
+                .iter()
+                .any(|a| a.iface == name && a.mode != AttachMode::Userspace)
+        {
+            return;
+        }
+        let Some(refl) = g.backends.reflector.as_mut() else {
+            return;
+        };
+        match refl.attach(name, policy) {
+            Ok(a) => {
+                crate::events::attached(&a);
+                g.backends.attached.push(a);
+                self.publish_attached(&g.backends.attached);
+            }
+            Err(e) => crate::events::attach_later_failed(name, &e),
+        }
+    }
+
     fn publish_attached(&self, attached: &[Attached]) {
         self.metrics.attached.clear();
         for a in attached {
@@ -255,8 +296,10 @@ fn register(registry: &mut Registry, m: &Metrics) {
 /// How long to wait before opening the netlink subscription again after it failed.
 const WATCH_RETRY: Duration = Duration::from_secs(5);
 
-/// Follows the kernel's link and address notifications and refreshes the on-link allowlist on
-/// each (any change may concern a served interface; a dump costs well under a millisecond).
+/// Follows the kernel's link and address notifications: attaches the XDP program to a served
+/// interface that appears (or is re-created) after start, notes one that is removed, and
+/// refreshes the on-link allowlist on every change (any may concern a served interface; a
+/// dump costs well under a millisecond).
 /// The subscription is opened before the first dump, so no change falls between the two; after
 /// an overrun (notifications lost) the dump is simply taken again.
 async fn follow_addresses(shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -276,7 +319,14 @@ async fn follow_addresses(shared: Arc<Shared>, shutdown: CancellationToken) {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 change = watch.next() => match change {
-                    Ok(_) => shared.refresh_on_link().await,
+                    Ok(change) => {
+                        match &change {
+                            Change::Link(link) => shared.link_appeared(&link.name),
+                            Change::LinkRemoved { name, .. } => shared.link_removed(name),
+                            _ => {}
+                        }
+                        shared.refresh_on_link().await;
+                    }
                     Err(e) => {
                         crate::events::netlink_watch_failed(&e, WATCH_RETRY);
                         break;

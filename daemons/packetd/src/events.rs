@@ -44,6 +44,24 @@ pub fn allowlist_changed(now: &Allowlist) {
     tracing::info!(prefixes = %list.join(","), "Reflector allowlist updated.");
 }
 
+/// A served interface was removed; the XDP program went with it (attached again if the
+/// interface comes back).
+pub fn interface_removed(iface: &str) {
+    tracing::warn!(
+        iface,
+        "Served interface removed; the XDP reflector is attached again if it returns."
+    );
+}
+
+/// The XDP program could not be attached to a served interface that appeared after start.
+pub fn attach_later_failed(iface: &str, err: &XdpError) {
+    tracing::warn!(
+        iface,
+        error = %crate::xdp::error_chain(err),
+        "Cannot attach the XDP reflector to the new interface."
+    );
+}
+
 /// The interfaces' addresses could not be read over netlink (the on-link allowlist is empty
 /// until the next successful read).
 pub fn netlink_failed(err: &rookery_common::netlink::NetlinkError) {

@@ -5,7 +5,8 @@
 //! It runs as uid/gid 65534 with exactly the unit's capabilities (CAP_BPF, CAP_NET_ADMIN,
 //! CAP_NET_BIND_SERVICE), so a privilege the unit lacks makes this test fail. The same daemon in
 //! `mode = "userspace"` answers an on-link source and counts an off-link one as denied. The
-//! on-link allowlist follows an address added to and removed from `vr` within 300 ms.
+//! on-link allowlist follows an address added to and removed from `vr` within 300 ms, and a
+//! deleted and re-created `vr` gets the XDP program again without a reload.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -385,5 +386,51 @@ fn daemon_packetd_follows_addresses_over_netlink() {
             "round {round}: answered {on} ms after the address was added, unanswered {off} ms after it was removed"
         );
     }
+    drop(daemon);
+}
+
+#[test]
+fn daemon_packetd_attaches_again_to_a_recreated_interface() {
+    require_root("daemon_packetd_attaches_again_to_a_recreated_interface");
+    let pair = Pair::new("dre", 18);
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, first) = spawn(&pair, &dir, "native");
+    assert!(
+        first.contains("rookery_packetd_xdp_attached{interface=\"vr\",mode=\"native\"} 1"),
+        "{first}"
+    );
+    let to = SocketAddr::new(pair.v4(1), 862);
+    let mut seq = 0;
+    {
+        let _peer = peer_pass(&pair);
+        let sock = UdpSocket::bind(SocketAddr::new(pair.v4(2), 0)).unwrap();
+        ms_until_answered(&sock, to, true, &mut seq);
+    }
+    // The pair goes away (the kernel detaches the program with it) and comes back: packetd
+    // hears of both over netlink and attaches to the new vr without a reload.
+    netns::in_ns(&pair.refl, &["ip", "link", "del", "vr"]);
+    Pair::enter(&pair.refl);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metrics()
+        .unwrap_or_default()
+        .contains("rookery_packetd_xdp_attached{interface=\"vr\"")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the removed interface is still shown as attached"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pair.link();
+    let _peer = peer_pass(&pair);
+    let sock = UdpSocket::bind(SocketAddr::new(pair.v4(2), 0)).unwrap();
+    let ms = ms_until_answered(&sock, to, true, &mut seq);
+    assert!(ms < 2000, "answered {ms} ms after vr came back");
+    Pair::enter(&pair.refl);
+    let m = metrics().unwrap_or_default();
+    assert!(
+        m.contains("rookery_packetd_xdp_attached{interface=\"vr\",mode=\"native\"} 1"),
+        "{m}"
+    );
     drop(daemon);
 }
