@@ -3,7 +3,7 @@
 //! 65534 with the unit's capabilities) runs in the sender namespace; a UDP socket in the
 //! other namespace receives. Checked: a count session at 5000 packets/s delivers every packet,
 //! numbered 0.. in order, with the requested size and DSCP, and reports an achieved rate
-//! within ±5 % of the asked one; a bit-rate session for a duration sends what that duration
+//! within ±5 % of the asked one, from the requested source address; a bit-rate session for a duration sends what that duration
 //! and rate allow and reports an achieved bit rate within ±5 %; requests over
 //! `[sessions].max-pps` or with a bad port or size are refused with INVALID_ARGUMENT naming
 //! the field or limit; the sessions are stored as raw.
@@ -50,10 +50,11 @@ fn raw(dest: &str, port: u32) -> SessionSpec {
     }
 }
 
-/// One received datagram: payload and the IPv4 TOS it arrived with.
+/// One received datagram: payload, the IPv4 TOS it arrived with and its source.
 struct Got {
     payload: Vec<u8>,
     tos: u8,
+    from: Option<std::net::SocketAddrV4>,
 }
 
 /// Receives on `sock` until `n` datagrams arrived or nothing came for 3 s.
@@ -64,7 +65,7 @@ fn receive(sock: &std::net::UdpSocket, n: usize) -> Vec<Got> {
     let mut cmsg = nix::cmsg_space!(u8);
     while out.len() < n {
         let mut iov = [IoSliceMut::new(&mut buf)];
-        let Ok(msg) = recvmsg::<()>(
+        let Ok(msg) = recvmsg::<nix::sys::socket::SockaddrIn>(
             sock.as_raw_fd(),
             &mut iov,
             Some(&mut cmsg),
@@ -79,9 +80,11 @@ fn receive(sock: &std::net::UdpSocket, n: usize) -> Vec<Got> {
             }
         }
         let len = msg.bytes;
+        let from = msg.address.map(std::net::SocketAddrV4::from);
         out.push(Got {
             payload: buf[..len].to_vec(),
             tos,
+            from,
         });
     }
     out
@@ -160,9 +163,15 @@ fn generator_packetd_rate_count_dscp_and_limits() {
         // 1. A count session: 10,000 packets at 5000/s, default size (18 bytes: 60-byte frames).
         let rx1 = rx.try_clone().unwrap();
         let reader = std::thread::spawn(move || receive(&rx1, 10_000));
+        // The sender side has .2 and a second address, .3: the session sends from .3.
+        netns::in_ns(
+            &pair.send,
+            &["ip", "addr", "add", "10.77.14.3/24", "dev", "vs"],
+        );
         let mut spec = raw(&dest, u32::from(PORT));
         spec.rate_pps = 5000;
         spec.count = 10_000;
+        spec.source = "10.77.14.3".to_owned();
         let s = c
             .start_session(StartSessionRequest { spec: Some(spec) })
             .await
@@ -205,6 +214,11 @@ fn generator_packetd_rate_count_dscp_and_limits() {
             assert_eq!(g.payload.len(), 18);
             assert_eq!(g.payload[..8], (i as u64).to_be_bytes(), "packet {i}");
             assert_eq!(g.tos, 46 << 2, "DSCP 46 on packet {i}");
+            assert_eq!(
+                g.from.map(|a| a.ip().to_string()).as_deref(),
+                Some("10.77.14.3"),
+                "source of packet {i}"
+            );
         }
 
         // 2. A bit-rate session for a duration: 1 Mbit/s of 128-byte IP packets for 1.5 s.
