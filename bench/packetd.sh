@@ -24,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_RUN=${BENCH_SECONDS:-3}
-REPEAT=${BENCH_REPEAT:-3}
+REPEAT=${BENCH_REPEAT:-5}
 PACKETD=${PACKETD_BIN:-target/release/rookery-packetd}
 GENERATE=${GENERATE_BIN:-target/release/examples/generate}
 NS_R=rookery-bench-r-$$

@@ -12,9 +12,9 @@
 //    SSID at offset 14); bytes after 44 (padding, TLVs) are left as received, so the reply is
 //    exactly as long as the request. Stateless: Sequence Number = the sender's. The clock is
 //    read once per STAMP packet, once its headers are checked, and that time is both the
-//    Receive Timestamp and the Timestamp (the rewrite takes well under a microsecond and a
-//    clock read is a large share of the per-packet cost; the frame leaves later anyway, when
-//    the driver flushes its XDP_TX queue); NTP format from bpf_ktime_get_tai_ns() plus the
+//    Receive Timestamp and the Timestamp (the rewrite takes well under a microsecond, a clock
+//    read is a measurable share of the per-packet cost, and the frame leaves later anyway,
+//    when the driver flushes its XDP_TX queue); NTP format from bpf_ktime_get_tai_ns() plus the
 //    TAI->UTC offset userspace keeps in the map. The Error
 //    Estimate is the one userspace computes from the kernel clock (adjtimex), with S set only when
 //    the kernel says the clock is synchronised. Ses-Sender TTL = received TTL / hop limit.
@@ -100,7 +100,7 @@ struct {
 
 // Per-source window: IPv4 sources are keyed as IPv4-mapped IPv6 addresses.
 // The last source each CPU found in the allowlist, valid while allow_generation is unchanged:
-// a steady stream from one sender skips the LPM lookup (a large share of the per-packet
+// a steady stream from one sender skips the LPM lookup (a measurable share of the per-packet
 // cost). Only removals bump the generation; an addition cannot disallow a cached source.
 struct allow_cache {
 	__u32 generation;
@@ -337,8 +337,8 @@ static __always_inline int handle_udp(struct udphdr *udp, void *data_end, __u16 
 	int echo = cfg->echo_port && dport == cfg->echo_port;
 	if (!stamp && !echo)
 		return 0;
-	// The receive time, read only when the packet needs it (a clock read is a large share
-	// of the per-packet cost): STAMP's timestamps, the per-source rate window.
+	// The receive time, read only when the packet needs it (a clock read is a measurable
+	// share of the per-packet cost): STAMP's timestamps, the per-source rate window.
 	__u64 rx_ns = (stamp || cfg->max_pps_per_source) ? utc_now(cfg) : 0;
 	if (udp->source == udp->dest)
 		return 0;
