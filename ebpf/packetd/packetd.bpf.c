@@ -10,9 +10,12 @@
 //  * STAMP (UDP payload >= 44 bytes to the STAMP port): the reply is the request with the first
 //    44 payload bytes replaced by the reflector test packet (RFC 8762 §4.3.1 with the RFC 8972
 //    SSID at offset 14); bytes after 44 (padding, TLVs) are left as received, so the reply is
-//    exactly as long as the request. Stateless: Sequence Number = the sender's. Receive Timestamp
-//    is read first thing, Timestamp just before the rewrite; both in NTP format from
-//    bpf_ktime_get_tai_ns() plus the TAI->UTC offset userspace keeps in the map. The Error
+//    exactly as long as the request. Stateless: Sequence Number = the sender's. The clock is
+//    read once per STAMP packet, once its headers are checked, and that time is both the
+//    Receive Timestamp and the Timestamp (the rewrite takes well under a microsecond, a clock
+//    read is a measurable share of the per-packet cost, and the frame leaves later anyway,
+//    when the driver flushes its XDP_TX queue); NTP format from bpf_ktime_get_tai_ns() plus the
+//    TAI->UTC offset userspace keeps in the map. The Error
 //    Estimate is the one userspace computes from the kernel clock (adjtimex), with S set only when
 //    the kernel says the clock is synchronised. Ses-Sender TTL = received TTL / hop limit.
 //  * Echo (UDP to the echo port): the payload is returned unchanged.
@@ -64,7 +67,7 @@ struct packetd_cfg {
 	__u16 echo_port;        // host order; 0 = echo off
 	__u16 _pad;
 	__u32 max_pps_per_source; // 0 = no per-source bound
-	__u32 _pad2;
+	__u32 allow_generation;   // bumped by userspace after a prefix leaves the allowlist
 };
 
 struct lpm4_key {
@@ -96,6 +99,22 @@ struct {
 } packetd_allow6 SEC(".maps");
 
 // Per-source window: IPv4 sources are keyed as IPv4-mapped IPv6 addresses.
+// The last source each CPU found in the allowlist, valid while allow_generation is unchanged:
+// a steady stream from one sender skips the LPM lookup (a measurable share of the per-packet
+// cost). Only removals bump the generation; an addition cannot disallow a cached source.
+struct allow_cache {
+	__u32 generation;
+	__u32 valid;
+	struct in6_addr addr; // IPv4 as ::ffff:a.b.c.d
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct allow_cache);
+} packetd_allow_cache SEC(".maps");
+
 struct rate_val {
 	__u64 window_start_ns;
 	__u64 count;
@@ -132,6 +151,8 @@ static __always_inline int count(__u32 c, int verdict)
 
 static __always_inline __u16 csum_fold(__u64 csum)
 {
+	// Four folds: enough for any sum below 2^48.
+	csum = (csum & 0xffff) + (csum >> 16);
 	csum = (csum & 0xffff) + (csum >> 16);
 	csum = (csum & 0xffff) + (csum >> 16);
 	csum = (csum & 0xffff) + (csum >> 16);
@@ -141,8 +162,12 @@ static __always_inline __u16 csum_fold(__u64 csum)
 // NTP 64-bit timestamp, network order, into 8 bytes at p.
 static __always_inline void put_ntp(__u8 *p, __u64 utc_ns)
 {
-	__u32 secs = (__u32)(utc_ns / NSEC_PER_SEC + NTP_EPOCH_OFFSET);
-	__u32 frac = (__u32)(((utc_ns % NSEC_PER_SEC) << 32) / NSEC_PER_SEC);
+	__u64 s = utc_ns / NSEC_PER_SEC;
+	__u64 rem = utc_ns - s * NSEC_PER_SEC;
+	__u32 secs = (__u32)(s + NTP_EPOCH_OFFSET);
+	// rem * 2^32 / 10^9 without a second division: rem * round(2^63 / 10^9) >> 31 (rem < 10^9,
+	// so the product fits in 64 bits; at most 1 unit of 2^-32 s below the exact quotient).
+	__u32 frac = (__u32)((rem * 9223372037ULL) >> 31);
 	secs = bpf_htonl(secs);
 	frac = bpf_htonl(frac);
 	__builtin_memcpy(p, &secs, 4);
@@ -200,15 +225,20 @@ static __always_inline int reflect_stamp(struct udphdr *udp, void *data_end, __u
 	__builtin_memcpy(new.b + 12, &err, 2);        // Error Estimate
 	__builtin_memcpy(new.b + 14, old.b + 14, 2);  // SSID (RFC 8972)
 	put_ntp(new.b + 16, rx_ns);                   // Receive Timestamp
+	__builtin_memcpy(new.b + 4, new.b + 16, 8);   // Timestamp: the same reading
 	__builtin_memcpy(new.b + 24, old.b + 0, 4);   // Session-Sender Sequence Number
 	__builtin_memcpy(new.b + 28, old.b + 4, 8);   // Session-Sender Timestamp
 	__builtin_memcpy(new.b + 36, old.b + 12, 2);  // Session-Sender Error Estimate
 	new.b[40] = ttl;                              // Ses-Sender TTL
-	put_ntp(new.b + 4, utc_now(cfg));             // Timestamp (transmit), read last
 	if (udp->check) {
-		__s64 d = bpf_csum_diff(old.w, STAMP_LEN, new.w, STAMP_LEN,
-					(__u32)(__u16)~udp->check);
-		__u16 c = csum_fold((__u64)(__u32)d);
+		// RFC 1624 incremental update over 32-bit words, inline (cheaper than the
+		// bpf_csum_diff helper): ~check + sum(new) - sum(old), where -x is ~x because
+		// 2^32 - 1 is a multiple of 2^16 - 1.
+		__u64 sum = (__u16)~udp->check;
+#pragma unroll
+		for (int i = 0; i < STAMP_LEN / 4; i++)
+			sum += (__u64)new.w[i] + (__u32)~old.w[i];
+		__u16 c = csum_fold(sum);
 		udp->check = c ? c : 0xffff;
 	}
 	__builtin_memcpy(pl, new.b, STAMP_LEN);
@@ -216,7 +246,20 @@ static __always_inline int reflect_stamp(struct udphdr *udp, void *data_end, __u
 }
 
 // 1 when the source may be answered (allowlist), else 0.
-static __always_inline int source_allowed(const void *saddr, int is_v6)
+// The source as an IPv6 address (IPv4 mapped to ::ffff:a.b.c.d).
+static __always_inline void mapped_source(struct in6_addr *key, const void *saddr, int is_v6)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	if (is_v6) {
+		__builtin_memcpy(key, saddr, 16);
+	} else {
+		key->in6_u.u6_addr8[10] = 0xff;
+		key->in6_u.u6_addr8[11] = 0xff;
+		__builtin_memcpy(&key->in6_u.u6_addr8[12], saddr, 4);
+	}
+}
+
+static __always_inline int lpm_allowed(const void *saddr, int is_v6)
 {
 	if (is_v6) {
 		struct lpm6_key k = {.prefixlen = 128};
@@ -228,6 +271,32 @@ static __always_inline int source_allowed(const void *saddr, int is_v6)
 	return bpf_map_lookup_elem(&packetd_allow4, &k) != 0;
 }
 
+static __always_inline int source_allowed(const void *saddr, int is_v6,
+					  const struct packetd_cfg *cfg)
+{
+	// Read before the trie: userspace updates the trie first and then bumps the generation,
+	// so a cache entry stored with this generation never outlives a removal it did not see.
+	__u32 gen = cfg->allow_generation;
+	struct in6_addr src;
+	mapped_source(&src, saddr, is_v6);
+	__u32 zero = 0;
+	struct allow_cache *c = bpf_map_lookup_elem(&packetd_allow_cache, &zero);
+	if (c && c->valid && c->generation == gen &&
+	    c->addr.in6_u.u6_addr32[0] == src.in6_u.u6_addr32[0] &&
+	    c->addr.in6_u.u6_addr32[1] == src.in6_u.u6_addr32[1] &&
+	    c->addr.in6_u.u6_addr32[2] == src.in6_u.u6_addr32[2] &&
+	    c->addr.in6_u.u6_addr32[3] == src.in6_u.u6_addr32[3])
+		return 1;
+	if (!lpm_allowed(saddr, is_v6))
+		return 0;
+	if (c) {
+		c->generation = gen;
+		c->valid = 1;
+		c->addr = src;
+	}
+	return 1;
+}
+
 // 1 when the source is still within its per-second budget (and charges it), else 0.
 static __always_inline int source_within_rate(const void *saddr, int is_v6, __u64 now_ns,
 					      const struct packetd_cfg *cfg)
@@ -236,14 +305,7 @@ static __always_inline int source_within_rate(const void *saddr, int is_v6, __u6
 	if (!limit)
 		return 1;
 	struct in6_addr key;
-	__builtin_memset(&key, 0, sizeof(key));
-	if (is_v6) {
-		__builtin_memcpy(&key, saddr, 16);
-	} else {
-		key.in6_u.u6_addr8[10] = 0xff;
-		key.in6_u.u6_addr8[11] = 0xff;
-		__builtin_memcpy(&key.in6_u.u6_addr8[12], saddr, 4);
-	}
+	mapped_source(&key, saddr, is_v6);
 	struct rate_val *v = bpf_map_lookup_elem(&packetd_rate, &key);
 	if (!v) {
 		struct rate_val init = {.window_start_ns = now_ns, .count = 1};
@@ -265,7 +327,7 @@ static __always_inline int source_within_rate(const void *saddr, int is_v6, __u6
 #define R_RATE_LIMITED 4
 
 static __always_inline int handle_udp(struct udphdr *udp, void *data_end, __u16 ip_payload_len,
-				      __u8 ttl, __u64 rx_ns, const struct packetd_cfg *cfg,
+				      __u8 ttl, const struct packetd_cfg *cfg,
 				      int is_v6, const void *saddr)
 {
 	if ((void *)(udp + 1) > data_end)
@@ -275,6 +337,9 @@ static __always_inline int handle_udp(struct udphdr *udp, void *data_end, __u16 
 	int echo = cfg->echo_port && dport == cfg->echo_port;
 	if (!stamp && !echo)
 		return 0;
+	// The receive time, read only when the packet needs it (a clock read is a measurable
+	// share of the per-packet cost): STAMP's timestamps, the per-source rate window.
+	__u64 rx_ns = (stamp || cfg->max_pps_per_source) ? utc_now(cfg) : 0;
 	if (udp->source == udp->dest)
 		return 0;
 	__u16 ulen = bpf_ntohs(udp->len);
@@ -284,7 +349,7 @@ static __always_inline int handle_udp(struct udphdr *udp, void *data_end, __u16 
 		return -1;
 	if (stamp && ulen - sizeof(*udp) < STAMP_LEN)
 		return -1;
-	if (!source_allowed(saddr, is_v6))
+	if (!source_allowed(saddr, is_v6, cfg))
 		return R_DENIED;
 	if (!source_within_rate(saddr, is_v6, rx_ns, cfg))
 		return R_RATE_LIMITED;
@@ -301,14 +366,12 @@ static __always_inline int handle_udp(struct udphdr *udp, void *data_end, __u16 
 SEC("xdp")
 int packetd(struct xdp_md *ctx)
 {
-	__u64 rx_ns_tai = bpf_ktime_get_tai_ns();
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u32 zero = 0;
 	struct packetd_cfg *cfg = bpf_map_lookup_elem(&packetd_cfg, &zero);
 	if (!cfg)
 		return count(C_PASSED, XDP_PASS);
-	__u64 rx_ns = rx_ns_tai + (__u64)cfg->utc_minus_tai_ns;
 
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > data_end)
@@ -329,7 +392,7 @@ int packetd(struct xdp_md *ctx)
 		__u16 tot = bpf_ntohs(ip->tot_len);
 		if (tot < sizeof(*ip))
 			return count(C_MALFORMED, XDP_PASS);
-		r = handle_udp((void *)(ip + 1), data_end, tot - sizeof(*ip), ip->ttl, rx_ns, cfg, 0,
+		r = handle_udp((void *)(ip + 1), data_end, tot - sizeof(*ip), ip->ttl, cfg, 0,
 			       &ip->saddr);
 		if (r < 0)
 			return count(C_MALFORMED, XDP_PASS);
@@ -350,7 +413,7 @@ int packetd(struct xdp_md *ctx)
 		if (ip6->nexthdr != IPPROTO_UDP || ip6->daddr.in6_u.u6_addr8[0] == 0xff)
 			return count(C_PASSED, XDP_PASS);
 		r = handle_udp((void *)(ip6 + 1), data_end, bpf_ntohs(ip6->payload_len),
-			       ip6->hop_limit, rx_ns, cfg, 1, &ip6->saddr);
+			       ip6->hop_limit, cfg, 1, &ip6->saddr);
 		if (r < 0)
 			return count(C_MALFORMED, XDP_PASS);
 		if (r == R_DENIED)

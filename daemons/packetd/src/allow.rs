@@ -1,6 +1,7 @@
 //! The sources the reflector and echo answer: IPv4/IPv6 prefixes from `[xdp] allow-sources`,
 //! or, when that list is empty, the on-link prefixes of the interfaces packetd serves (so an
-//! appliance never becomes an open reflector by accident). Both the XDP program (LPM tries) and
+//! appliance never becomes an open reflector by accident), read over netlink ([`on_link`]) and
+//! followed as addresses come and go (`crate::app` watches the kernel's notifications). Both the XDP program (LPM tries) and
 //! the userspace reflector ([`crate::userspace`]) enforce the same list.
 
 use std::collections::BTreeSet;
@@ -8,6 +9,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use rookery_common::netlink::Interface;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// One address prefix, e.g. `10.0.0.0/8` or `fd00::/8`; host bits are cleared.
@@ -130,29 +132,27 @@ impl Allowlist {
     }
 }
 
-/// The prefixes of the addresses currently on `interfaces` (from `getifaddrs`). IPv6
-/// link-local prefixes are included: link-local peers are on-link by definition.
+/// The prefixes of the addresses currently on `interfaces`, from a netlink dump
+/// ([`rookery_common::netlink::interfaces`]; blocking, a few hundred microseconds). IPv6
+/// link-local prefixes are included: link-local peers are on-link by definition. When the dump
+/// fails the set is empty (nothing is answered) and the failure is logged.
 pub fn on_link(interfaces: &[String]) -> BTreeSet<Prefix> {
-    let mut out = BTreeSet::new();
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return out;
-    };
-    for ifa in addrs {
-        if !interfaces.contains(&ifa.interface_name) {
-            continue;
-        }
-        let (Some(addr), Some(mask)) = (ifa.address, ifa.netmask) else {
-            continue;
-        };
-        if let (Some(a), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
-            let len = u8::try_from(u32::from(m.ip()).count_ones()).unwrap_or(32);
-            out.extend(Prefix::new(IpAddr::V4(a.ip()), len));
-        } else if let (Some(a), Some(m)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
-            let len = u8::try_from(u128::from(m.ip()).count_ones()).unwrap_or(128);
-            out.extend(Prefix::new(IpAddr::V6(a.ip()), len));
+    match rookery_common::netlink::interfaces() {
+        Ok(list) => on_link_of(&list, interfaces),
+        Err(e) => {
+            crate::events::netlink_failed(&e);
+            BTreeSet::new()
         }
     }
-    out
+}
+
+/// The prefixes of the addresses of the interfaces named in `names`, out of `list`.
+pub fn on_link_of(list: &[Interface], names: &[String]) -> BTreeSet<Prefix> {
+    list.iter()
+        .filter(|i| names.contains(&i.name))
+        .flat_map(|i| &i.addresses)
+        .filter_map(|a| Prefix::new(a.address, a.prefix_len))
+        .collect()
 }
 
 #[cfg(test)]
@@ -176,5 +176,13 @@ mod tests {
             let e = bad.parse::<Prefix>().expect_err(bad);
             assert!(e.contains(bad), "{e}");
         }
+    }
+
+    #[test]
+    fn on_link_reads_the_loopback_prefix_over_netlink() {
+        let lo = on_link(&["lo".to_owned()]);
+        let want: Prefix = "127.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert!(lo.contains(&want), "{lo:?}");
+        assert!(on_link(&["no-such-if".to_owned()]).is_empty());
     }
 }

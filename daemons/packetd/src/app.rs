@@ -1,6 +1,7 @@
 //! Wiring of packetd into the shared daemon runner: loads and attaches the XDP program to the
-//! configured interfaces, keeps its clock offset fresh, exports its counters as metrics and
-//! re-attaches on reload.
+//! configured interfaces, keeps its clock offset fresh, exports its counters as metrics,
+//! re-attaches on reload, and follows the served interfaces' addresses over netlink (the
+//! on-link allowlist changes when the kernel announces an address change, without polling).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,6 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use rookery_common::daemon::{BoxError, Daemon, StartContext};
+use rookery_common::netlink::{Change, Watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -77,7 +79,7 @@ struct Shared {
 pub struct Packetd {
     shared: Arc<Shared>,
     sessions: Arc<Sessions>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// Starts answering on every interface of `section` (none: nothing runs): XDP per the mode,
@@ -161,22 +163,6 @@ impl Shared {
         if g.section.interfaces.is_empty() {
             return;
         }
-        // With no configured prefixes the allowlist follows the interfaces' addresses.
-        if g.section.allow_sources.is_empty() {
-            let now = Allowlist::effective(&[], &g.section.interfaces);
-            if now != g.backends.allow {
-                crate::events::allowlist_changed(&now);
-                if let Some(refl) = g.backends.reflector.as_mut()
-                    && let Err(err) = refl.set_allowlist(&now)
-                {
-                    crate::events::allowlist_failed(&err);
-                }
-                if let Some(us) = g.backends.userspace.as_ref() {
-                    us.set_allowlist(now.clone());
-                }
-                g.backends.allow = now;
-            }
-        }
         if let Some(refl) = g.backends.reflector.as_mut()
             && let Err(err) = refl.refresh_clock()
         {
@@ -193,6 +179,85 @@ impl Shared {
                 g.last = now;
             }
             Err(err) => crate::events::counters_failed(&err),
+        }
+    }
+
+    /// With no configured prefixes the allowlist is the served interfaces' on-link prefixes:
+    /// read them again (a netlink dump, off the async threads) and apply any difference.
+    async fn refresh_on_link(&self) {
+        let interfaces = {
+            let g = self.lock();
+            if g.section.interfaces.is_empty() || !g.section.allow_sources.is_empty() {
+                return;
+            }
+            g.section.interfaces.clone()
+        };
+        let Ok(now) = tokio::task::spawn_blocking(move || {
+            (Allowlist(crate::allow::on_link(&interfaces)), interfaces)
+        })
+        .await
+        else {
+            return;
+        };
+        let (now, interfaces) = now;
+        let mut g = self.lock();
+        // A reload may have changed the section meanwhile; its own allowlist then stands.
+        if g.section.interfaces != interfaces
+            || !g.section.allow_sources.is_empty()
+            || now == g.backends.allow
+        {
+            return;
+        }
+        crate::events::allowlist_changed(&now);
+        if let Some(refl) = g.backends.reflector.as_mut()
+            && let Err(err) = refl.set_allowlist(&now)
+        {
+            crate::events::allowlist_failed(&err);
+        }
+        if let Some(us) = g.backends.userspace.as_ref() {
+            us.set_allowlist(now.clone());
+        }
+        g.backends.allow = now;
+    }
+
+    /// A served interface was removed: the kernel detached the program with it.
+    fn link_removed(&self, name: &str) {
+        let mut g = self.lock();
+        let before = g.backends.attached.len();
+        g.backends
+            .attached
+            .retain(|a| a.iface != name || a.mode == AttachMode::Userspace);
+        if g.backends.attached.len() != before {
+            crate::events::interface_removed(name);
+            self.publish_attached(&g.backends.attached);
+        }
+    }
+
+    /// A link appeared or changed: when it is a served interface without the XDP program (it
+    /// was created or re-created after start), attach the program to it.
+    fn link_appeared(&self, name: &str) {
+        let mut g = self.lock();
+        let Some(policy) = g.section.mode.policy() else {
+            return;
+        };
+        if !g.section.interfaces.iter().any(|i| i == name)
+            || g.backends
+                .attached
+                .iter()
+                .any(|a| a.iface == name && a.mode != AttachMode::Userspace)
+        {
+            return;
+        }
+        let Some(refl) = g.backends.reflector.as_mut() else {
+            return;
+        };
+        match refl.attach(name, policy) {
+            Ok(a) => {
+                crate::events::attached(&a);
+                g.backends.attached.push(a);
+                self.publish_attached(&g.backends.attached);
+            }
+            Err(e) => crate::events::attach_later_failed(name, &e),
         }
     }
 
@@ -223,9 +288,57 @@ fn register(registry: &mut Registry, m: &Metrics) {
     );
     registry.register(
         "rookery_packetd_sessions_running",
-        "STAMP Session-Sender sessions running now",
+        "Sessions (STAMP Session-Sender or raw generator) running now",
         m.sessions_running.clone(),
     );
+}
+
+/// How long to wait before opening the netlink subscription again after it failed.
+const WATCH_RETRY: Duration = Duration::from_secs(5);
+
+/// Follows the kernel's link and address notifications: attaches the XDP program to a served
+/// interface that appears (or is re-created) after start, notes one that is removed, and
+/// refreshes the on-link allowlist on every change (any may concern a served interface; a
+/// dump costs well under a millisecond).
+/// The subscription is opened before the first dump, so no change falls between the two; after
+/// an overrun (notifications lost) the dump is simply taken again.
+async fn follow_addresses(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let mut watch = match Watch::new() {
+            Ok(w) => w,
+            Err(e) => {
+                crate::events::netlink_watch_failed(&e, WATCH_RETRY);
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(WATCH_RETRY) => continue,
+                }
+            }
+        };
+        shared.refresh_on_link().await;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                change = watch.next() => match change {
+                    Ok(change) => {
+                        match &change {
+                            Change::Link(link) => shared.link_appeared(&link.name),
+                            Change::LinkRemoved { name, .. } => shared.link_removed(name),
+                            _ => {}
+                        }
+                        shared.refresh_on_link().await;
+                    }
+                    Err(e) => {
+                        crate::events::netlink_watch_failed(&e, WATCH_RETRY);
+                        break;
+                    }
+                },
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(WATCH_RETRY) => {}
+        }
+    }
 }
 
 async fn ticker(shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -264,11 +377,14 @@ impl Daemon for Packetd {
         });
         register(ctx.registry, &shared.metrics);
         shared.publish_attached(&attached);
-        let task = tokio::spawn(ticker(shared.clone(), ctx.shutdown.clone()));
+        let tasks = vec![
+            tokio::spawn(ticker(shared.clone(), ctx.shutdown.clone())),
+            tokio::spawn(follow_addresses(shared.clone(), ctx.shutdown.clone())),
+        ];
         Ok(Self {
             shared,
             sessions,
-            task: Mutex::new(Some(task)),
+            tasks: Mutex::new(tasks),
         })
     }
 
@@ -368,12 +484,8 @@ impl Daemon for Packetd {
     }
 
     async fn drain(&self) {
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(task) = task {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for task in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
         // Sessions stop at shutdown; wait for their final rows.

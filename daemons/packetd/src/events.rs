@@ -44,23 +44,60 @@ pub fn allowlist_changed(now: &Allowlist) {
     tracing::info!(prefixes = %list.join(","), "Reflector allowlist updated.");
 }
 
+/// A served interface was removed; the XDP program went with it (attached again if the
+/// interface comes back).
+pub fn interface_removed(iface: &str) {
+    tracing::warn!(
+        iface,
+        "Served interface removed; the XDP reflector is attached again if it returns."
+    );
+}
+
+/// The XDP program could not be attached to a served interface that appeared after start.
+pub fn attach_later_failed(iface: &str, err: &XdpError) {
+    tracing::warn!(
+        iface,
+        error = %crate::xdp::error_chain(err),
+        "Cannot attach the XDP reflector to the new interface."
+    );
+}
+
+/// The interfaces' addresses could not be read over netlink (the on-link allowlist is empty
+/// until the next successful read).
+pub fn netlink_failed(err: &rookery_common::netlink::NetlinkError) {
+    tracing::warn!(error = %err, "Cannot read the interfaces' addresses over netlink.");
+}
+
+/// The subscription to address changes failed; it is opened again after a pause.
+pub fn netlink_watch_failed(
+    err: &rookery_common::netlink::NetlinkError,
+    retry: std::time::Duration,
+) {
+    tracing::warn!(
+        error = %err,
+        retry_s = retry.as_secs(),
+        "Cannot follow address changes over netlink; retrying."
+    );
+}
+
 /// The allowlist could not be written to the XDP program.
 pub fn allowlist_failed(err: &XdpError) {
     tracing::warn!(error = %err, "Cannot update the XDP reflector allowlist.");
 }
 
-/// A STAMP session started.
+/// A session (STAMP or raw) started.
 pub fn session_started(id: u64, spec: &crate::sender::SessionSpec) {
     tracing::info!(
         session = id,
         destination = %spec.destination,
         rate_pps = spec.rate_pps,
+        kind = spec.kind.as_str(),
         packets = spec.total_packets(),
-        "STAMP session started."
+        "Session started."
     );
 }
 
-/// A STAMP session ended.
+/// A session ended.
 pub fn session_ended(id: u64, state: &str, stats: &crate::measure::Stats) {
     tracing::info!(
         session = id,
@@ -68,7 +105,8 @@ pub fn session_ended(id: u64, state: &str, stats: &crate::measure::Stats) {
         sent = stats.sent,
         received = stats.received,
         rtt_p50_ns = stats.rtt_p50_ns,
-        "STAMP session ended."
+        achieved_pps = stats.achieved_pps,
+        "Session ended."
     );
 }
 

@@ -8,16 +8,20 @@ use std::time::Duration;
 
 use rookery_common::proto::packet_testing_server::{PacketTesting, PacketTestingServer};
 use rookery_common::proto::{
-    GetSessionRequest, ListSessionsRequest, ListSessionsResponse, Session, SessionSpec,
-    SessionStats, StartSessionRequest, StopSessionRequest, WatchSessionRequest,
+    GetSessionRequest, ListSessionsRequest, ListSessionsResponse, Session, SessionKind,
+    SessionSpec, SessionStats, StartSessionRequest, StopSessionRequest, WatchSessionRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::measure::Stats;
+use crate::sender::Kind;
 use crate::sessions::{Record, SessionError, Sessions};
 use crate::wire::STAMP_LEN;
+
+/// UDP payload of a raw session that asks for none: an IPv4 packet in a 60-byte Ethernet frame.
+pub const DEFAULT_RAW_PACKET_SIZE: u32 = 18;
 
 /// Sessions returned by `ListSessions` when the request sets no limit.
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -51,7 +55,22 @@ pub fn spec_from(p: &SessionSpec) -> Result<crate::sender::SessionSpec, Status> 
             p.destination
         ))
     })?;
+    let kind = match SessionKind::try_from(p.kind) {
+        Ok(SessionKind::Stamp) => Kind::Stamp,
+        Ok(SessionKind::Raw) => Kind::Raw,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "spec.kind {} is not a SessionKind (expected SESSION_KIND_STAMP or SESSION_KIND_RAW)",
+                p.kind
+            )));
+        }
+    };
     let port = match p.port {
+        0 if kind == Kind::Raw => {
+            return Err(Status::invalid_argument(
+                "spec.port is required for a raw session (there is no default port)",
+            ));
+        }
         0 => crate::config::DEFAULT_STAMP_PORT,
         n => u16::try_from(n)
             .map_err(|_| Status::invalid_argument(format!("spec.port {n} must be 1 to 65535")))?,
@@ -68,10 +87,10 @@ pub fn spec_from(p: &SessionSpec) -> Result<crate::sender::SessionSpec, Status> 
     let ssid = u16::try_from(p.ssid).map_err(|_| {
         Status::invalid_argument(format!("spec.ssid {} must be 0 to 65535", p.ssid))
     })?;
-    let packet_size = if p.packet_size == 0 {
-        u32::try_from(STAMP_LEN).unwrap_or(44)
-    } else {
-        p.packet_size
+    let packet_size = match (p.packet_size, kind) {
+        (0, Kind::Stamp) => u32::try_from(STAMP_LEN).unwrap_or(44),
+        (0, Kind::Raw) => DEFAULT_RAW_PACKET_SIZE,
+        (n, _) => n,
     };
     let rate_pps = match (p.rate_pps, p.rate_bps) {
         (pps, 0) => pps,
@@ -87,6 +106,7 @@ pub fn spec_from(p: &SessionSpec) -> Result<crate::sender::SessionSpec, Status> 
         }
     };
     Ok(crate::sender::SessionSpec {
+        kind,
         destination: SocketAddr::new(ip, port),
         source,
         dscp,
@@ -123,6 +143,10 @@ fn stats_of(s: &Stats) -> SessionStats {
         owd_backward_mean_ns: s.owd_backward_mean_ns,
         owd_synchronized: s.owd_synchronized,
         throughput_bps: s.throughput_bps,
+        achieved_pps: s.achieved_pps,
+        achieved_bps: s.achieved_bps,
+        send_errors: s.send_errors,
+        backend: s.backend.clone(),
     }
 }
 
@@ -142,6 +166,11 @@ pub fn session_of(r: &Record) -> Session {
             ssid: u32::from(r.spec.ssid),
             // A session reports the packet rate it runs at, whichever rate it was asked for.
             rate_bps: 0,
+            kind: match r.spec.kind {
+                Kind::Stamp => SessionKind::Stamp,
+                Kind::Raw => SessionKind::Raw,
+            }
+            .into(),
         }),
         state: r.state.as_str().to_owned(),
         error: r.error.clone(),

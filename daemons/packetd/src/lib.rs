@@ -4,8 +4,8 @@
 //! (`ebpf/packetd/packetd.bpf.c`, loaded by [`xdp`]) or, where XDP cannot attach, from the
 //! [`userspace`] reflector with the same wire rules ([`wire`]), answering only the sources of
 //! the [`allow`]list; [`clock`] keeps the timestamps on UTC and the Error Estimate honest.
-//! The STAMP Session-Sender ([`sender`], [`measure`]) runs [`sessions`] started over gRPC
-//! ([`grpc`]) and stores them in SQLite. [`config`] is `packetd.toml`; [`app`] wires it all
+//! The STAMP Session-Sender ([`sender`], [`measure`]) and the raw rate [`generator`] run
+//! [`sessions`] started over gRPC ([`grpc`]) and stores them in SQLite. [`config`] is `packetd.toml`; [`app`] wires it all
 //! into the shared daemon runner. See `docs/packetd.md`.
 
 pub mod allow;
@@ -13,6 +13,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod events;
+pub mod generator;
 pub mod grpc;
 pub mod measure;
 pub mod sender;

@@ -68,6 +68,16 @@ pub struct Stats {
     pub owd_synchronized: bool,
     /// Reply bytes received per second of session so far.
     pub throughput_bps: u64,
+    /// Packets per second actually sent: sent packets over the time from the first to the
+    /// last send.
+    pub achieved_pps: f64,
+    /// Bits per second of IP packets (payload + UDP + IP header) actually sent, over the same
+    /// time as `achieved_pps`.
+    pub achieved_bps: u64,
+    /// Packets the kernel refused to send (raw sessions; a STAMP session counts them as lost).
+    pub send_errors: u64,
+    /// How the packets were sent: `udp-socket` (STAMP sessions) or `sendmmsg` (raw sessions).
+    pub backend: String,
 }
 
 /// Sequence numbers remembered: a reply for a packet sent more than `WINDOW` packets ago is
@@ -276,6 +286,7 @@ impl Measurement {
             } else {
                 to_u(i128::from(self.bytes) * 8 * 1_000_000_000 / span)
             },
+            ..Stats::default()
         }
     }
 }

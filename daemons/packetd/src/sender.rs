@@ -24,16 +24,53 @@ pub const MAX_BURST: u64 = 1000;
 /// Largest UDP payload a session may send (jumbo frames).
 pub const MAX_PACKET_SIZE: u32 = 8972;
 
+/// What a session sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kind {
+    /// RFC 8762 STAMP test packets, replies matched and measured (this module).
+    #[default]
+    Stamp,
+    /// The raw rate generator ([`crate::generator`]): numbered UDP payloads, not STAMP, sent
+    /// at the rate; achieved rate and throughput measured, replies only counted.
+    Raw,
+}
+
+impl Kind {
+    /// The name used in the store and the logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stamp => "stamp",
+            Self::Raw => "raw",
+        }
+    }
+
+    /// The kind named `s` (unknown names are STAMP, the original and default kind).
+    pub fn parse(s: &str) -> Self {
+        if s == "raw" { Self::Raw } else { Self::Stamp }
+    }
+
+    /// Smallest UDP payload of this kind: the STAMP test packet, or the raw packet's 8-byte
+    /// sequence number.
+    pub fn min_packet_size(self) -> u32 {
+        match self {
+            Self::Stamp => 44,
+            Self::Raw => 8,
+        }
+    }
+}
+
 /// What one session sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionSpec {
+    /// STAMP or raw.
+    pub kind: Kind,
     /// The reflector's address and port.
     pub destination: SocketAddr,
     /// Source address to send from; `None` = chosen by routing.
     pub source: Option<IpAddr>,
     /// DSCP (0–63) of the test packets.
     pub dscp: u8,
-    /// UDP payload bytes per packet (44 to [`MAX_PACKET_SIZE`]).
+    /// UDP payload bytes per packet ([`Kind::min_packet_size`] to [`MAX_PACKET_SIZE`]).
     pub packet_size: u32,
     /// Packets per second.
     pub rate_pps: u32,
@@ -78,10 +115,12 @@ impl SessionSpec {
         if self.dscp > 63 {
             out.push(format!("dscp {} must be 0 to 63", self.dscp));
         }
-        if !(u32::try_from(STAMP_LEN).unwrap_or(44)..=MAX_PACKET_SIZE).contains(&self.packet_size) {
+        let min = self.kind.min_packet_size();
+        if !(min..=MAX_PACKET_SIZE).contains(&self.packet_size) {
             out.push(format!(
-                "packet_size {} must be {STAMP_LEN} to {MAX_PACKET_SIZE} bytes",
-                self.packet_size
+                "packet_size {} must be {min} to {MAX_PACKET_SIZE} bytes for a {} session",
+                self.packet_size,
+                self.kind.as_str()
             ));
         }
         if self.rate_pps == 0 || self.rate_pps > max_pps {
@@ -107,6 +146,24 @@ impl SessionSpec {
             ));
         }
         out
+    }
+
+    /// Bytes of one IP packet of this session: payload + UDP header + IP header.
+    pub fn ip_packet_bytes(&self) -> u64 {
+        let ip_header = if self.destination.is_ipv4() { 20 } else { 40 };
+        u64::from(self.packet_size) + 8 + ip_header
+    }
+
+    /// The rate actually sent: `sent` packets whose sending took `span` (from the first to
+    /// the last send) as packets/s and IP bits/s. One packet (or none) has no rate: 0.
+    pub fn achieved(&self, sent: u64, span: Duration) -> (f64, u64) {
+        let secs = span.as_secs_f64();
+        if sent < 2 || secs <= 0.0 {
+            return (0.0, 0);
+        }
+        // n packets over the n − 1 gaps between the first and the last send.
+        let pps = (sent - 1) as f64 / secs;
+        (pps, (pps * self.ip_packet_bytes() as f64 * 8.0) as u64)
     }
 }
 
@@ -159,6 +216,8 @@ pub async fn run(
     let mut report = tokio::time::interval(Duration::from_millis(100));
     let mut buf = vec![0_u8; 65_536];
     let mut sent: u64 = 0;
+    let mut first_send: Option<std::time::Instant> = None;
+    let mut last_send = std::time::Instant::now();
     let mut grace_until: Option<tokio::time::Instant> = None;
     let local_synced = || crate::clock::now_state().error_estimate & 0x8000 != 0;
     loop {
@@ -191,6 +250,8 @@ pub async fn run(
                     // the packet as sent: it is then lost, as on the wire.
                     let _ = sock.send(&pkt).await;
                     m.sent(seq, to_i128(t1));
+                    last_send = std::time::Instant::now();
+                    first_send.get_or_insert(last_send);
                     sent += 1;
                     burst += 1;
                 }
@@ -227,11 +288,24 @@ pub async fn run(
                 }
             }
             _ = report.tick() => {
-                progress.send_replace(m.stats(local_synced()));
+                progress.send_replace(finish(m.stats(local_synced()), spec, first_send, last_send));
             }
         }
     }
-    let stats = m.stats(local_synced());
+    let stats = finish(m.stats(local_synced()), spec, first_send, last_send);
     progress.send_replace(stats.clone());
     Ok(stats)
+}
+
+/// The measurement's statistics with the achieved send rate and the backend filled in.
+fn finish(
+    mut stats: Stats,
+    spec: &SessionSpec,
+    first: Option<std::time::Instant>,
+    last: std::time::Instant,
+) -> Stats {
+    let span = first.map_or(Duration::ZERO, |f| last.saturating_duration_since(f));
+    (stats.achieved_pps, stats.achieved_bps) = spec.achieved(stats.sent, span);
+    "udp-socket".clone_into(&mut stats.backend);
+    stats
 }

@@ -1,4 +1,5 @@
-//! STAMP sessions: started over gRPC ([`crate::grpc`]), run by [`crate::sender`], bounded by
+//! Sessions: started over gRPC ([`crate::grpc`]), run by [`crate::sender`] (STAMP) or
+//! [`crate::generator`] (raw), bounded by
 //! `[sessions]` (max packets/s per session, max concurrent sessions) and stored in SQLite
 //! (`<state>/sessions.sqlite`, the newest `[sessions].max-stored` kept). A running session's
 //! live statistics are in memory; its row is written when it starts and when it ends.
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SessionsSection;
 use crate::measure::Stats;
-use crate::sender::SessionSpec;
+use crate::sender::{Kind, SessionSpec};
 
 /// File name of the session store inside the state directory.
 pub const FILE_NAME: &str = "sessions.sqlite";
@@ -35,7 +36,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     error TEXT NOT NULL,
     started_ms INTEGER NOT NULL,
     finished_ms INTEGER NOT NULL,
-    stats TEXT NOT NULL
+    stats TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'stamp'
 );";
 
 /// Where a session is in its life.
@@ -159,6 +161,7 @@ impl Sessions {
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(|e| err(e.into()))?;
         conn.execute_batch(SCHEMA).map_err(|e| err(e.into()))?;
+        add_kind_column(&conn).map_err(|e| err(e.into()))?;
         conn.execute(
             "UPDATE sessions SET state = 'failed', error = 'packetd stopped while the session ran', finished_ms = ?1 WHERE state = 'running'",
             params![now_ms()],
@@ -197,8 +200,8 @@ impl Sessions {
         let id = {
             let conn = lock(&self.conn);
             conn.execute(
-                "INSERT INTO sessions (destination, source, dscp, packet_size, rate_pps, count, duration_ms, ssid, state, error, started_ms, finished_ms, stats)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', '', ?9, 0, '{}')",
+                "INSERT INTO sessions (destination, source, dscp, packet_size, rate_pps, count, duration_ms, ssid, state, error, started_ms, finished_ms, stats, kind)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', '', ?9, 0, '{}', ?10)",
                 params![
                     spec.destination.to_string(),
                     spec.source.map(|s| s.to_string()).unwrap_or_default(),
@@ -208,7 +211,8 @@ impl Sessions {
                     i64::try_from(spec.count).unwrap_or(i64::MAX),
                     i64::try_from(spec.duration.as_millis()).unwrap_or(i64::MAX),
                     spec.ssid,
-                    started_ms
+                    started_ms,
+                    spec.kind.as_str()
                 ],
             )?;
             let id = u64::try_from(conn.last_insert_rowid()).unwrap_or(0);
@@ -242,7 +246,20 @@ impl Sessions {
         crate::events::session_started(id, &spec);
         let this = self.clone();
         tokio::spawn(async move {
-            let result = crate::sender::run(&spec, &tx, &cancel).await;
+            let (result, tx) = match spec.kind {
+                Kind::Stamp => (crate::sender::run(&spec, &tx, &cancel).await, tx),
+                Kind::Raw => {
+                    let (s, c) = (spec.clone(), cancel.clone());
+                    tokio::task::spawn_blocking(move || (crate::generator::run(&s, &tx, &c), tx))
+                        .await
+                        .unwrap_or_else(|e| {
+                            (
+                                Err(std::io::Error::other(format!("generator thread: {e}"))),
+                                watch::channel(Stats::default()).0,
+                            )
+                        })
+                }
+            };
             let (state, error, stats) = match result {
                 Ok(stats) if cancel.is_cancelled() => (State::Stopped, String::new(), stats),
                 Ok(stats) => (State::Done, String::new(), stats),
@@ -331,7 +348,22 @@ impl Sessions {
     }
 }
 
-const SELECT: &str = "SELECT id, destination, source, dscp, packet_size, rate_pps, count, duration_ms, ssid, state, error, started_ms, finished_ms, stats FROM sessions";
+const SELECT: &str = "SELECT id, destination, source, dscp, packet_size, rate_pps, count, duration_ms, ssid, state, error, started_ms, finished_ms, stats, kind FROM sessions";
+
+/// Stores written before raw sessions existed lack the `kind` column: add it (as STAMP).
+fn add_kind_column(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('sessions')")?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if !names.iter().any(|n| n == "kind") {
+        conn.execute(
+            "ALTER TABLE sessions ADD COLUMN kind TEXT NOT NULL DEFAULT 'stamp'",
+            [],
+        )?;
+    }
+    Ok(())
+}
 
 fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     let bad = |i: usize, what: &str| {
@@ -355,6 +387,7 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     Ok(Record {
         id: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
         spec: SessionSpec {
+            kind: Kind::parse(&row.get::<_, String>(14)?),
             destination,
             source,
             dscp: row.get(3)?,

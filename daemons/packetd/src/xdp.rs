@@ -38,8 +38,9 @@ pub struct XdpConfig {
     pub pad: u16,
     /// Replies per source address per second; 0 = unbounded.
     pub max_pps_per_source: u32,
-    /// Padding, always 0.
-    pub pad2: u32,
+    /// Bumped after a prefix leaves the allowlist: invalidates the program's per-CPU cache
+    /// of the last allowed source.
+    pub allow_generation: u32,
 }
 
 // SAFETY: `XdpConfig` is `repr(C)`, has no padding bytes (8 + 4 * 2 + 2 * 4) and every bit
@@ -197,7 +198,7 @@ impl Reflector {
                 echo_port,
                 pad: 0,
                 max_pps_per_source: 0,
-                pad2: 0,
+                allow_generation: 0,
             },
             allow: Allowlist::default(),
         };
@@ -231,6 +232,7 @@ impl Reflector {
         }
         let gone: Vec<Prefix> = self.allow.0.difference(&allow.0).copied().collect();
         let new: Vec<Prefix> = allow.0.difference(&self.allow.0).copied().collect();
+        let removed = !gone.is_empty();
         for p in gone {
             self.trie_op(p, false)?;
             self.allow.0.remove(&p);
@@ -238,6 +240,11 @@ impl Reflector {
         for p in new {
             self.trie_op(p, true)?;
             self.allow.0.insert(p);
+        }
+        if removed {
+            // After the trie changed: the program's cached "allowed" sources are stale now.
+            self.config.allow_generation = self.config.allow_generation.wrapping_add(1);
+            self.write_config()?;
         }
         Ok(())
     }

@@ -4,7 +4,9 @@
 //! `rookery_packetd_xdp_attached`, and detaches on SIGTERM (exit 0, nothing answered after).
 //! It runs as uid/gid 65534 with exactly the unit's capabilities (CAP_BPF, CAP_NET_ADMIN,
 //! CAP_NET_BIND_SERVICE), so a privilege the unit lacks makes this test fail. The same daemon in
-//! `mode = "userspace"` answers an on-link source and counts an off-link one as denied.
+//! `mode = "userspace"` answers an on-link source and counts an off-link one as denied. The
+//! on-link allowlist follows an address added to and removed from `vr` within 300 ms, and a
+//! deleted and re-created `vr` gets the XDP program again without a reload.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -313,4 +315,122 @@ fn daemon_packetd_reflects_counts_and_detaches() {
         sock.recv_from(&mut buf).is_err(),
         "a stopped daemon must leave nothing attached"
     );
+}
+
+/// Milliseconds from now until `sock`'s STAMP probes to `to` are answered (`want = true`) or
+/// stop being answered (`want = false`), probing every 10 ms; panics after 5 s.
+fn ms_until_answered(sock: &UdpSocket, to: SocketAddr, want: bool, seq: &mut u32) -> u128 {
+    let start = Instant::now();
+    let mut buf = [0_u8; 128];
+    sock.set_read_timeout(Some(Duration::from_millis(10)))
+        .unwrap();
+    loop {
+        *seq += 1;
+        sock.send_to(&stamp(*seq), to).unwrap();
+        // A reply to this probe (older replies are drained and ignored).
+        let mut answered = false;
+        while let Ok((n, _)) = sock.recv_from(&mut buf) {
+            answered |= n == 44 && buf[24..28] == seq.to_be_bytes();
+        }
+        if answered == want {
+            return start.elapsed().as_millis();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "probes never became {}",
+            if want { "answered" } else { "unanswered" }
+        );
+    }
+}
+
+#[test]
+fn daemon_packetd_follows_addresses_over_netlink() {
+    require_root("daemon_packetd_follows_addresses_over_netlink");
+    let pair = Pair::new("dnl", 17);
+    let dir = tempfile::tempdir().unwrap();
+    // No allow-sources: the allowlist is vr's on-link prefixes.
+    let (daemon, first) = spawn(&pair, &dir, "native");
+    assert!(
+        first.contains("rookery_packetd_xdp_attached{interface=\"vr\",mode=\"native\"} 1"),
+        "{first}"
+    );
+    let _peer = peer_pass(&pair);
+    // A source outside vr's subnets: 10.98.17.2 on the sender's side.
+    netns::in_ns(
+        &pair.send,
+        &["ip", "addr", "add", "10.98.17.2/24", "dev", "vs"],
+    );
+    let sock = UdpSocket::bind("10.98.17.2:0").unwrap();
+    let to = SocketAddr::new(pair.v4(1), 862);
+    let mut seq = 0;
+    // The first probe (10 ms) already goes unanswered.
+    let first = ms_until_answered(&sock, to, false, &mut seq);
+    assert!(first < 100, "10.98.17.2 is not on-link yet ({first} ms)");
+    // Adding 10.98.17.1/24 to vr puts the source on-link; removing it takes it off again.
+    // The change must take effect at once (the kernel's notification), not at a poll: packetd
+    // used to re-read the addresses every second, so six transitions each well under that
+    // would be a coincidence of odds below 1 in 1000.
+    for round in 0..3 {
+        netns::in_ns(
+            &pair.refl,
+            &["ip", "addr", "add", "10.98.17.1/24", "dev", "vr"],
+        );
+        let on = ms_until_answered(&sock, to, true, &mut seq);
+        netns::in_ns(
+            &pair.refl,
+            &["ip", "addr", "del", "10.98.17.1/24", "dev", "vr"],
+        );
+        let off = ms_until_answered(&sock, to, false, &mut seq);
+        assert!(
+            on < 300 && off < 300,
+            "round {round}: answered {on} ms after the address was added, unanswered {off} ms after it was removed"
+        );
+    }
+    drop(daemon);
+}
+
+#[test]
+fn daemon_packetd_attaches_again_to_a_recreated_interface() {
+    require_root("daemon_packetd_attaches_again_to_a_recreated_interface");
+    let pair = Pair::new("dre", 18);
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, first) = spawn(&pair, &dir, "native");
+    assert!(
+        first.contains("rookery_packetd_xdp_attached{interface=\"vr\",mode=\"native\"} 1"),
+        "{first}"
+    );
+    let to = SocketAddr::new(pair.v4(1), 862);
+    let mut seq = 0;
+    {
+        let _peer = peer_pass(&pair);
+        let sock = UdpSocket::bind(SocketAddr::new(pair.v4(2), 0)).unwrap();
+        ms_until_answered(&sock, to, true, &mut seq);
+    }
+    // The pair goes away (the kernel detaches the program with it) and comes back: packetd
+    // hears of both over netlink and attaches to the new vr without a reload.
+    netns::in_ns(&pair.refl, &["ip", "link", "del", "vr"]);
+    Pair::enter(&pair.refl);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metrics()
+        .unwrap_or_default()
+        .contains("rookery_packetd_xdp_attached{interface=\"vr\"")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the removed interface is still shown as attached"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pair.link();
+    let _peer = peer_pass(&pair);
+    let sock = UdpSocket::bind(SocketAddr::new(pair.v4(2), 0)).unwrap();
+    let ms = ms_until_answered(&sock, to, true, &mut seq);
+    assert!(ms < 2000, "answered {ms} ms after vr came back");
+    Pair::enter(&pair.refl);
+    let m = metrics().unwrap_or_default();
+    assert!(
+        m.contains("rookery_packetd_xdp_attached{interface=\"vr\",mode=\"native\"} 1"),
+        "{m}"
+    );
+    drop(daemon);
 }

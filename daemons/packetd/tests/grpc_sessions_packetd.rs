@@ -187,6 +187,16 @@ fn grpc_sessions_packetd_start_watch_get_list_stop_store() {
             "{st:?}"
         );
         assert!(st.rtt_p50_ns > 0 && st.rtt_p99_ns < 20_000_000, "{st:?}");
+        // 600 packets at 1000/s: the achieved rate is reported, from a UDP socket.
+        assert!(
+            (900.0..=1100.0).contains(&st.achieved_pps) && st.backend == "udp-socket",
+            "{st:?}"
+        );
+        // (100 + 8 + 20) bytes = 1024 bits per IP packet.
+        assert!(
+            (1020.0..=1028.0).contains(&(st.achieved_bps as f64 / st.achieved_pps)),
+            "{st:?}"
+        );
         assert!(last.finished_unix_ms >= last.started_unix_ms);
 
         let got = c

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rookery_packetd::measure::Stats;
-use rookery_packetd::sender::{SessionSpec, run};
+use rookery_packetd::sender::{Kind, SessionSpec, run};
 use rookery_packetd::wire::{reflect_stamp_in_place, utc_now_ns};
 use rookery_packetd::xdp::{ModePolicy, Reflector};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +43,7 @@ fn run_session(spec: &SessionSpec) -> Stats {
 
 fn spec(to: SocketAddr, rate_pps: u32, count: u64) -> SessionSpec {
     SessionSpec {
+        kind: Kind::Stamp,
         destination: to,
         source: None,
         dscp: 10,

@@ -170,6 +170,8 @@ impl StartRequest {
             duration_ms: duration_ms.unwrap_or(0),
             ssid,
             rate_bps,
+            // The REST API starts STAMP sessions only (packetd's raw generator is gRPC-only).
+            kind: proto::SessionKind::Stamp.into(),
         })
     }
 }

@@ -59,9 +59,17 @@ impl Pair {
         ip(&["netns", "add", &refl]);
         let pair = Self { refl, send, n };
         ip(&["netns", "add", &pair.send]);
+        pair.link();
+        pair
+    }
+
+    /// Creates the veth pair (2 queues each way) with its addresses, up; also used to re-create
+    /// it after a test removed it.
+    pub fn link(&self) {
+        let n = self.n;
         ip(&[
             "-n",
-            &pair.refl,
+            &self.refl,
             "link",
             "add",
             "vr",
@@ -75,13 +83,13 @@ impl Pair {
             "name",
             "vs",
             "netns",
-            &pair.send,
+            &self.send,
             "numtxqueues",
             "2",
             "numrxqueues",
             "2",
         ]);
-        for (ns, dev, host) in [(&pair.refl, "vr", 1), (&pair.send, "vs", 2)] {
+        for (ns, dev, host) in [(&self.refl, "vr", 1), (&self.send, "vs", 2)] {
             ip(&[
                 "-n",
                 ns,
@@ -105,8 +113,7 @@ impl Pair {
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
         // The sender sends full checksums, as a real NIC delivers them to the reflector.
-        in_ns(&pair.send, &["ethtool", "-K", "vs", "tx", "off"]);
-        pair
+        in_ns(&self.send, &["ethtool", "-K", "vs", "tx", "off"]);
     }
 
     pub fn enter(ns: &str) {

@@ -1,0 +1,323 @@
+//! The raw rate generator: a session of plain UDP packets (not STAMP) sent at a fixed rate
+//! from one connected UDP socket with `sendmmsg(2)`, up to [`BATCH`] packets per call. Each
+//! payload starts with the packet's sequence number (big-endian `u64`, from 0) and is zero
+//! after it. The result is what was actually sent: packets and IP bits per second over the
+//! time from the first to the last send, and the kernel's refusals (`send_errors`). Datagrams
+//! coming back to the socket (e.g. from a UDP echo) are counted, not matched.
+//!
+//! Pacing: the thread sends whatever `rate × elapsed` says is due (in batches), then sleeps
+//! until the next packet is due when that is more than [`SLEEP_ABOVE`] away and yields the
+//! CPU otherwise; a sender that falls behind catches up in batches. A session with a
+//! duration ends when the duration is over even if the rate was not reached. It runs on a blocking
+//! thread of its own (tokio's `spawn_blocking`) and checks for cancellation between batches.
+//!
+//! AF_XDP is not used (see `docs/packetd.md`): the socket path is what this generator offers.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{setsockopt, sockopt};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::measure::Stats;
+use crate::sender::SessionSpec;
+
+/// Most packets one `sendmmsg` call sends.
+pub const BATCH: usize = 64;
+/// When the next packet is due further away than this, the generator sleeps; closer, it yields.
+pub const SLEEP_ABOVE: Duration = Duration::from_micros(200);
+/// How long replies are still counted after the last packet.
+pub const GRACE: Duration = Duration::from_millis(200);
+/// Socket send buffer asked for (the kernel caps it at `net.core.wmem_max`).
+const SNDBUF: usize = 4 << 20;
+
+fn socket(spec: &SessionSpec) -> io::Result<Socket> {
+    let dest = spec.destination;
+    let sock = Socket::new(Domain::for_address(dest), Type::DGRAM, Some(Protocol::UDP))?;
+    let local = spec.source.unwrap_or(if dest.is_ipv4() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    });
+    sock.bind(&SocketAddr::new(local, 0).into())?;
+    let tos = i32::from(spec.dscp) << 2;
+    if dest.is_ipv4() {
+        setsockopt(&sock, sockopt::Ipv4Tos, &tos)
+    } else {
+        setsockopt(&sock, sockopt::Ipv6TClass, &tos)
+    }
+    .map_err(io::Error::from)?;
+    // A smaller buffer than asked for only means earlier back-pressure.
+    let _ = sock.set_send_buffer_size(SNDBUF);
+    sock.connect(&dest.into())?;
+    Ok(sock)
+}
+
+/// Counters of a running generator.
+struct Run<'a> {
+    spec: &'a SessionSpec,
+    start: Instant,
+    sent: u64,
+    send_errors: u64,
+    received: u64,
+    received_bytes: u64,
+    first_send: Option<Instant>,
+    last_send: Instant,
+}
+
+impl Run<'_> {
+    fn stats(&self) -> Stats {
+        let span = self.first_send.map_or(Duration::ZERO, |f| {
+            self.last_send.saturating_duration_since(f)
+        });
+        let (achieved_pps, achieved_bps) = self.spec.achieved(self.sent, span);
+        let elapsed = self.start.elapsed().as_secs_f64();
+        Stats {
+            sent: self.sent,
+            received: self.received,
+            send_errors: self.send_errors,
+            throughput_bps: if elapsed > 0.0 {
+                (self.received_bytes as f64 * 8.0 / elapsed) as u64
+            } else {
+                0
+            },
+            achieved_pps,
+            achieved_bps,
+            backend: "sendmmsg".to_owned(),
+            ..Stats::default()
+        }
+    }
+}
+
+/// Counts what came back to the socket, without blocking (at most 256 datagrams per call).
+fn drain(sock: &Socket, buf: &mut [u8], run: &mut Run<'_>) {
+    for _ in 0..256 {
+        match nix::sys::socket::recv(
+            sock.as_raw_fd(),
+            buf,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(n) => {
+                run.received += 1;
+                run.received_bytes += n as u64;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Sends `count` packets (numbered from `first`) with one `sendmmsg`; returns how many the
+/// kernel took, or the error of the first one.
+fn send_batch(sock: &Socket, bufs: &mut [Vec<u8>], first: u64, count: usize) -> io::Result<usize> {
+    let count = count.min(bufs.len());
+    let mut iovs: Vec<libc::iovec> = Vec::with_capacity(count);
+    for (i, b) in bufs.iter_mut().take(count).enumerate() {
+        b[..8].copy_from_slice(&(first + i as u64).to_be_bytes());
+        iovs.push(libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        });
+    }
+    let mut hdrs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .map(|iov| {
+            // SAFETY: mmsghdr is a plain C struct for which all-zero bytes are a valid value
+            // (no name, no control data, no flags).
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = std::ptr::from_mut(iov);
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    let n = libc::c_uint::try_from(hdrs.len()).unwrap_or(0);
+    // SAFETY: `hdrs` holds `n` initialised headers, each pointing at one iovec of `iovs`, which
+    // points into a buffer of `bufs`; all three outlive the call and are not moved during it.
+    let r = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), n, 0) };
+    usize::try_from(r).map_err(|_| io::Error::last_os_error())
+}
+
+/// Runs a raw session to its end (or until `cancel`) on the calling thread, publishing
+/// progress on `progress` about every 100 ms, and returns the final statistics.
+pub fn run(
+    spec: &SessionSpec,
+    progress: &watch::Sender<Stats>,
+    cancel: &CancellationToken,
+) -> io::Result<Stats> {
+    let sock = socket(spec)?;
+    let total = spec.total_packets();
+    let size = usize::try_from(spec.packet_size).unwrap_or(8).max(8);
+    let mut bufs = vec![vec![0_u8; size]; BATCH];
+    let mut rbuf = vec![0_u8; 65_536];
+    let rate = u128::from(spec.rate_pps.max(1));
+    let mut run = Run {
+        spec,
+        start: Instant::now(),
+        sent: 0,
+        send_errors: 0,
+        received: 0,
+        received_bytes: 0,
+        first_send: None,
+        last_send: Instant::now(),
+    };
+    // Packets handed to the kernel or refused by it: the next sequence number.
+    let mut attempted: u64 = 0;
+    let mut next_report = run.start + Duration::from_millis(100);
+    // A duration bounds the time as well as the count: a generator slower than its rate
+    // stops at the end of the duration with fewer packets (its achieved rate says so).
+    let stop_at = (!spec.duration.is_zero()).then(|| run.start + spec.duration);
+    while attempted < total && !cancel.is_cancelled() && stop_at.is_none_or(|t| Instant::now() < t)
+    {
+        let elapsed = run.start.elapsed().as_nanos();
+        let due = u64::try_from(elapsed * rate / 1_000_000_000)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+            .min(total);
+        if attempted < due {
+            let want = usize::try_from(due - attempted).unwrap_or(BATCH).min(BATCH);
+            match send_batch(&sock, &mut bufs, attempted, want) {
+                Ok(n) if n > 0 => {
+                    run.last_send = Instant::now();
+                    run.first_send.get_or_insert(run.last_send);
+                    run.sent += n as u64;
+                    attempted += n as u64;
+                }
+                // Refused (e.g. no route, a full device queue): that packet is not sent.
+                Ok(_) | Err(_) => {
+                    run.send_errors += 1;
+                    attempted += 1;
+                }
+            }
+            continue;
+        }
+        drain(&sock, &mut rbuf, &mut run);
+        let now = Instant::now();
+        if now >= next_report {
+            progress.send_replace(run.stats());
+            next_report = now + Duration::from_millis(100);
+        }
+        let next_due_ns = u128::from(attempted) * 1_000_000_000 / rate;
+        let wait = Duration::from_nanos(
+            u64::try_from(next_due_ns.saturating_sub(run.start.elapsed().as_nanos()))
+                .unwrap_or(u64::MAX),
+        );
+        if wait > SLEEP_ABOVE {
+            std::thread::sleep((wait - SLEEP_ABOVE / 2).min(Duration::from_millis(10)));
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    let grace_end = Instant::now() + GRACE;
+    while Instant::now() < grace_end && !cancel.is_cancelled() {
+        drain(&sock, &mut rbuf, &mut run);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stats = run.stats();
+    progress.send_replace(stats.clone());
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sender::Kind;
+
+    fn spec(dest: SocketAddr, rate_pps: u32, count: u64) -> SessionSpec {
+        SessionSpec {
+            kind: Kind::Raw,
+            destination: dest,
+            source: None,
+            dscp: 10,
+            packet_size: 18,
+            rate_pps,
+            count,
+            duration: Duration::ZERO,
+            ssid: 0,
+        }
+    }
+
+    #[test]
+    fn sends_numbered_payloads_at_the_rate_on_loopback() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        rx.set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let dest = rx.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        // The receiver reads while the generator sends (a socket buffer holds fewer than 500).
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0_u8; 64];
+            let mut got = Vec::new();
+            while let Ok(n) = rx.recv(&mut buf) {
+                got.push(buf[..n].to_vec());
+                if got.len() == 500 {
+                    break;
+                }
+            }
+            got
+        });
+        let (tx, _rx) = watch::channel(Stats::default());
+        let s = spec(dest, 2000, 500);
+        let t = Instant::now();
+        let stats = run(&s, &tx, &CancellationToken::new()).unwrap_or_else(|e| panic!("{e}"));
+        let took = t.elapsed();
+        let got = reader.join().unwrap_or_default();
+        assert_eq!((stats.sent, stats.send_errors), (500, 0));
+        // 500 packets at 2000/s: 249.5 ms of sending, plus the 200 ms grace.
+        assert!(took >= Duration::from_millis(440), "{took:?}");
+        assert!(
+            (1800.0..=2200.0).contains(&stats.achieved_pps),
+            "{}",
+            stats.achieved_pps
+        );
+        // (18 + 8 + 20) bytes = 368 bits per packet.
+        let bps = stats.achieved_bps as f64 / stats.achieved_pps;
+        assert!((367.0..=369.0).contains(&bps), "{bps}");
+        assert_eq!(got.len(), 500);
+        for (want, p) in (0..500_u64).zip(&got) {
+            assert_eq!(p.len(), 18);
+            assert_eq!(p[..8], want.to_be_bytes());
+            assert!(p[8..18].iter().all(|b| *b == 0));
+        }
+    }
+
+    #[test]
+    fn a_duration_ends_on_time_even_when_the_rate_is_out_of_reach() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let dest = rx.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let (tx, _rx) = watch::channel(Stats::default());
+        let mut s = spec(dest, 2_000_000_000, 0);
+        s.duration = Duration::from_millis(300);
+        let t = Instant::now();
+        let stats = run(&s, &tx, &CancellationToken::new()).unwrap_or_else(|e| panic!("{e}"));
+        // 300 ms of sending and the 200 ms grace; 600 million packets were never possible.
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(
+            stats.sent > 0 && stats.sent < s.total_packets(),
+            "{stats:?}"
+        );
+    }
+
+    #[test]
+    fn stops_when_cancelled() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let dest = rx.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let (tx, _rx) = watch::channel(Stats::default());
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            c.cancel();
+        });
+        let t = Instant::now();
+        let stats = run(&spec(dest, 100, 100_000), &tx, &cancel).unwrap_or_else(|e| panic!("{e}"));
+        let _ = stopper.join();
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert!((5..=20).contains(&stats.sent), "{}", stats.sent);
+    }
+}
