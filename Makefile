@@ -21,6 +21,7 @@ deps:
 	bash scripts/install-probed-test-deps.sh
 	bash scripts/install-packetd-build-deps.sh
 	bash scripts/install-ingestd-test-deps.sh
+	bash scripts/install-postgres-test-deps.sh
 	bash scripts/install-webui-deps.sh
 
 build: deps

@@ -16,6 +16,8 @@ pub mod grpc;
 pub mod http;
 pub mod logging;
 pub mod notify;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod proto;
 
 /// Product version, from the repository's `.version` file (e.g. `v0.1.0`).

@@ -65,10 +65,12 @@ pub fn bin_dir() -> Result<PathBuf, String> {
         })
         .collect();
     versions.sort();
-    versions
-        .pop()
-        .map(|(_, bin)| bin)
-        .ok_or_else(|| format!("no /usr/lib/postgresql/<N>/bin/postgres under {}", root.display()))
+    versions.pop().map(|(_, bin)| bin).ok_or_else(|| {
+        format!(
+            "no /usr/lib/postgresql/<N>/bin/postgres under {}",
+            root.display()
+        )
+    })
 }
 
 fn unprivileged_user() -> Result<Option<(Uid, Gid)>, String> {
@@ -156,7 +158,14 @@ impl PgServer {
             .command("initdb")
             .arg("-D")
             .arg(self.data())
-            .args(["-U", USER, "--auth=scram-sha-256", "--no-locale", "-E", "UTF8"])
+            .args([
+                "-U",
+                USER,
+                "--auth=scram-sha-256",
+                "--no-locale",
+                "-E",
+                "UTF8",
+            ])
             .arg(format!("--pwfile={}", pwfile.display()))
             .args(["--no-sync", "--no-instructions"])
             .stdin(Stdio::null())
@@ -241,7 +250,15 @@ impl PgServer {
     fn create_database(&self) -> Result<(), String> {
         let out = self
             .command("createdb")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER, DATABASE])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                USER,
+                DATABASE,
+            ])
             .env("PGPASSWORD", PASSWORD)
             .output()
             .map_err(|e| format!("createdb: {e}"))?;
@@ -292,7 +309,15 @@ impl PgServer {
     pub fn create(&self, database: &str) -> Result<(), String> {
         let out = self
             .command("createdb")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER, database])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                USER,
+                database,
+            ])
             .env("PGPASSWORD", PASSWORD)
             .output()
             .map_err(|e| format!("createdb: {e}"))?;
@@ -312,7 +337,17 @@ impl PgServer {
         let out = self
             .command("psql")
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
-            .args(["-d", DATABASE, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .args([
+                "-d",
+                DATABASE,
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
             .env("PGPASSWORD", PASSWORD)
             .output()
             .map_err(|e| format!("psql: {e}"))?;
