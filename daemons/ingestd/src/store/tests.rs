@@ -135,7 +135,7 @@ async fn retention_keeps_the_store_under_max_bytes_deleting_the_oldest() {
             .await
             .unwrap();
     }
-    let conn = Connection::open(store.path()).unwrap();
+    let conn = Connection::open(store.path().unwrap()).unwrap();
     let before = used_bytes(&conn).unwrap();
     assert!(before > 4_000_000, "{before}");
     let max = 2 * 1024 * 1024;
