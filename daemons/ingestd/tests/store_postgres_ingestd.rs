@@ -383,3 +383,45 @@ async fn an_unreachable_server_stops_the_start_with_an_error_naming_it() {
     );
     assert!(!err.contains("secret"), "the password is not shown: {err}");
 }
+
+#[test]
+fn store_config_errors_name_file_line_col_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ingestd.toml");
+    let check = |text: &str| -> Vec<String> {
+        std::fs::write(&path, text).unwrap();
+        rookery_common::config::load::<rookery_ingestd::config::Config>(
+            &rookery_common::config::Sources::new("ingestd", Some(&path), Vec::new()),
+        )
+        .expect_err("config must be rejected")
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+    };
+    let p = path.display().to_string();
+    let lines = check(
+        "[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = \"http://db/x\"\npassword-file = \"pw\"\n",
+    );
+    let all = lines.join("\n");
+    assert!(
+        lines.contains(&format!(
+            "{p}:4:7: store.postgres.url: \"http://db/x\" is not a PostgreSQL URL (expected postgres://USER@HOST:PORT/DATABASE)"
+        )),
+        "{all}"
+    );
+    assert!(
+        lines.contains(&format!(
+            "{p}:5:17: store.postgres.password-file: \"pw\" is not an absolute path"
+        )),
+        "{all}"
+    );
+    let lines = check("[store]\nbackend = \"postgres\"\n");
+    assert!(
+        lines.iter().any(|l| l.starts_with(&format!("{p}:"))
+            && l.contains(
+                "store.postgres.url: is required when the store backend is \"postgres\""
+            )),
+        "{lines:?}"
+    );
+}

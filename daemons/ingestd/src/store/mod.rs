@@ -844,7 +844,7 @@ pub struct LogQuery {
     pub max_severity: Option<u8>,
     /// Exact facility.
     pub facility: Option<u8>,
-    /// FTS5 query over the message text.
+    /// Full-text query over the message text (FTS5 syntax; PostgreSQL: websearch syntax).
     pub text: Option<String>,
     /// Only records that did not parse.
     pub parse_errors_only: bool,
