@@ -1,6 +1,6 @@
 //! The log store: SQLite in WAL mode (`logs.sqlite` in the state directory), a `logs` table
 //! with an FTS5 index of the message text, written by one writer thread; or, for fleets, the
-//! same tables in PostgreSQL ([`postgres`], `[store] backend = "postgres"`) behind the same
+//! same tables in PostgreSQL (`store/postgres.rs`, `[store] backend = "postgres"`) behind the same
 //! queue, writer, acknowledgements and queries.
 //!
 //! Inputs hand records to [`Store::submit`] (waits for queue room: TCP and HTTP are held

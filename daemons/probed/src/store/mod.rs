@@ -1,5 +1,5 @@
 //! The results store: every probe result in SQLite (`results.sqlite` in the state directory,
-//! WAL mode) or, for fleets, in PostgreSQL ([`postgres`]), written in batches by one task,
+//! WAL mode) or, for fleets, in PostgreSQL (`store/postgres.rs`), written in batches by one task,
 //! pruned to `[store] retention`.
 //!
 //! [`Store::open`] (SQLite) and [`Store::open_postgres`] create the schema; [`Store::record`]
