@@ -45,6 +45,15 @@ pub struct PgServer {
     dir: tempfile::TempDir,
     bin: PathBuf,
     run_as: Option<(Uid, Gid)>,
+    options: Options,
+}
+
+/// How the server is set up.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// TLS: the server's PEM certificate chain and PEM private key (`ssl = on`; clients may
+    /// still connect without TLS).
+    pub tls: Option<(String, String)>,
 }
 
 /// The newest Debian server binary directory (`/usr/lib/postgresql/<N>/bin`).
@@ -96,6 +105,11 @@ impl PgServer {
     /// Creates a cluster in a new temporary directory and starts the server; returns once it
     /// accepts connections and the test database exists.
     pub fn start() -> Result<Self, String> {
+        Self::start_with(Options::default())
+    }
+
+    /// [`PgServer::start`] with `options`.
+    pub fn start_with(options: Options) -> Result<Self, String> {
         let bin = bin_dir()?;
         let run_as = unprivileged_user()?;
         let dir = tempfile::Builder::new()
@@ -114,8 +128,10 @@ impl PgServer {
             dir,
             bin,
             run_as,
+            options,
         };
         server.initdb()?;
+        server.write_tls()?;
         let mut last = String::new();
         for _ in 0..PORT_ATTEMPTS {
             match server.launch(free_port()?) {
@@ -181,14 +197,50 @@ impl PgServer {
         Ok(())
     }
 
+    /// Writes the certificate and key (the key readable by the server's user only, as
+    /// PostgreSQL demands).
+    fn write_tls(&self) -> Result<(), String> {
+        let Some((cert, key)) = &self.options.tls else {
+            return Ok(());
+        };
+        for (name, text) in [("server.crt", cert), ("server.key", key)] {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, text).map_err(|e| format!("{name}: {e}"))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("chmod {name}: {e}"))?;
+            if let Some((uid, gid)) = self.run_as {
+                chown(&path, Some(uid), Some(gid)).map_err(|e| format!("chown {name}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
     fn launch(&mut self, port: u16) -> Result<(), String> {
         let log = std::fs::File::create(self.log()).map_err(|e| format!("log file: {e}"))?;
         if let Some((uid, gid)) = self.run_as {
             chown(&self.log(), Some(uid), Some(gid)).map_err(|e| format!("chown log: {e}"))?;
         }
         let err = log.try_clone().map_err(|e| format!("log file: {e}"))?;
+        let mut tls = Vec::new();
+        if self.options.tls.is_some() {
+            tls.extend([
+                "-c".to_owned(),
+                "ssl=on".to_owned(),
+                "-c".to_owned(),
+                format!(
+                    "ssl_cert_file={}",
+                    self.dir.path().join("server.crt").display()
+                ),
+                "-c".to_owned(),
+                format!(
+                    "ssl_key_file={}",
+                    self.dir.path().join("server.key").display()
+                ),
+            ]);
+        }
         let mut child = self
             .command("postgres")
+            .args(&tls)
             .arg("-D")
             .arg(self.data())
             .arg("-p")

@@ -311,3 +311,90 @@ fn store_config_errors_name_file_line_col_and_key() {
         "{lines:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_verify_full_trusts_the_configured_ca_only() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        let file = dir.path().join(name);
+        std::fs::write(&file, cert.pem()).unwrap();
+        (Issuer::new(params, key), file)
+    };
+    let (issuer, ca_file) = ca("ca.pem");
+    let (_, other_ca) = ca("other-ca.pem");
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let pg = tokio::task::spawn_blocking(move || {
+        PgServer::start_with(rookery_pgtest::Options {
+            tls: Some((leaf.pem(), key.serialize_pem())),
+        })
+        .expect("start PostgreSQL with TLS")
+    })
+    .await
+    .unwrap();
+    let section = |ca: &Path| rookery_common::postgres::PostgresSection {
+        url: format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            pg.url(),
+            ca.display()
+        ),
+        connect_timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let store = rookery_probed::store::Store::open_postgres(
+        &section(&ca_file),
+        Duration::from_secs(3600),
+        stop.clone(),
+    )
+    .await
+    .expect("verify-full with the server's CA");
+    let row = rookery_probed::store::Row {
+        target: "tls".into(),
+        module: "m".into(),
+        started_ms: 1_700_000_000_000,
+        success: true,
+        reason: "ok".into(),
+        detail: String::new(),
+        total_s: 0.5,
+        phases: "connect=0.001000".into(),
+        facts: std::collections::BTreeMap::new(),
+    };
+    store.insert_now(vec![row.clone()]).await;
+    assert_eq!(store.recent(None, 10).await.unwrap(), vec![row]);
+    assert_eq!(
+        pg.psql(
+            "SELECT bool_and(s.ssl) AND count(*) > 0 FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name LIKE 'rookery-%'"
+        )
+        .unwrap(),
+        "t",
+        "probed's connections use TLS"
+    );
+    stop.cancel();
+
+    let err = rookery_probed::store::Store::open_postgres(
+        &section(&other_ca),
+        Duration::from_secs(3600),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect_err("a server certificate from another CA is refused");
+    let text = rookery_common::error_chain(&err);
+    assert!(
+        text.contains(&format!(
+            "cannot connect to PostgreSQL at postgres://rookery:***@127.0.0.1:{}/",
+            pg.port()
+        )),
+        "{text}"
+    );
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+}
