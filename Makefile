@@ -22,6 +22,7 @@ deps:
 	bash scripts/install-packetd-build-deps.sh
 	bash scripts/install-ingestd-test-deps.sh
 	bash scripts/install-apid-test-deps.sh
+	bash scripts/install-postgres-test-deps.sh
 	bash scripts/install-webui-deps.sh
 
 build: deps

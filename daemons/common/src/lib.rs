@@ -19,6 +19,8 @@ pub mod logging;
 pub mod netlink;
 pub mod netns;
 pub mod notify;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod proto;
 
 /// Product version, from the repository's `.version` file (e.g. `v0.1.0`).

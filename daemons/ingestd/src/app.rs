@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::Config;
+use crate::config::{Config, StoreBackend};
 use crate::events::Metrics;
 use crate::store::{Retention, Store};
 
@@ -71,13 +71,25 @@ impl Daemon for Ingestd {
             .map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))?;
         let metrics = Metrics::default();
         metrics.register(ctx.registry);
-        let store = Store::open(
-            dir,
-            c.store.queue_records,
-            c.store.batch_records,
-            retention(c),
-            metrics.clone(),
-        )?;
+        let store = match c.store.backend {
+            StoreBackend::Sqlite => Store::open(
+                dir,
+                c.store.queue_records,
+                c.store.batch_records,
+                retention(c),
+                metrics.clone(),
+            )?,
+            StoreBackend::Postgres => {
+                Store::open_postgres(
+                    &c.store.postgres,
+                    c.store.queue_records,
+                    c.store.batch_records,
+                    retention(c),
+                    metrics.clone(),
+                )
+                .await?
+            }
+        };
         let shutdown = ctx.shutdown.clone();
         let sctx = crate::syslog::Ctx {
             store: store.clone(),
@@ -205,7 +217,7 @@ impl Daemon for Ingestd {
             .add_service(crate::service::server(store.clone()));
         ctx.routes
             .add_service(crate::service::metrics_server(store.clone()));
-        tracing::info!(listeners = ?bound, db = %store.path().display(), "Log ingest listening.");
+        tracing::info!(listeners = ?bound, db = %store.describe(), "Log ingest listening.");
         Ok(Self {
             store,
             bound,
@@ -242,7 +254,7 @@ impl Daemon for Ingestd {
 
     fn details(&self) -> BTreeMap<String, String> {
         let mut d = self.bound.clone();
-        d.insert("database".into(), self.store.path().display().to_string());
+        d.insert("database".into(), self.store.describe());
         d.insert("queue-depth".into(), self.store.queue_depth().to_string());
         d
     }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rookery_common::config::{DaemonConfig, GrpcSection, Invalid, MetricsSection, StateSection};
+use rookery_common::postgres::PostgresSection;
 use serde::{Deserialize, Serialize};
 
 /// Loopback `/healthz` + `/metrics` port of ingestd (DESIGN.md).
@@ -247,10 +248,15 @@ impl Default for ForwardSection {
     }
 }
 
-/// `[store]`: the SQLite log store, its write queue and retention.
+/// `[store]`: the log and metric store (SQLite, or PostgreSQL for fleets), its write queue
+/// and retention.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StoreSection {
+    /// Where records go.
+    pub backend: StoreBackend,
+    /// The server of `backend = "postgres"`.
+    pub postgres: PostgresSection,
     /// Records queued for the writer at most.
     pub queue_records: usize,
     /// Records per transaction at most.
@@ -273,9 +279,21 @@ pub struct StoreSection {
     pub downsample_step: Duration,
 }
 
+/// The store's database kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreBackend {
+    /// `logs.sqlite` (WAL, FTS5) in the state directory.
+    Sqlite,
+    /// A PostgreSQL server (`[store.postgres]`), e.g. a fleet's central store.
+    Postgres,
+}
+
 impl Default for StoreSection {
     fn default() -> Self {
         Self {
+            backend: StoreBackend::Sqlite,
+            postgres: PostgresSection::default(),
             queue_records: DEFAULT_QUEUE_RECORDS,
             batch_records: DEFAULT_BATCH_RECORDS,
             max_bytes: DEFAULT_MAX_BYTES,
@@ -342,6 +360,16 @@ impl DaemonConfig for Config {
             ));
         }
         let st = &self.store;
+        match st.backend {
+            StoreBackend::Postgres => out.extend(st.postgres.validate("store.postgres")),
+            StoreBackend::Sqlite if st.postgres != PostgresSection::default() => {
+                out.push(Invalid::new(
+                    "store.postgres",
+                    "is set but store.backend is \"sqlite\" (expected store.backend = \"postgres\", or no [store.postgres])",
+                ));
+            }
+            StoreBackend::Sqlite => {}
+        }
         if !(1..=1_000_000).contains(&st.queue_records) {
             out.push(out_of_range(
                 "store.queue-records",

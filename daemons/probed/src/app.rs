@@ -34,7 +34,8 @@ impl Daemon for Probed {
         let dir = &ctx.config.state.directory;
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))?;
-        let store = Store::open(dir, ctx.config.store.retention, ctx.shutdown.clone())?;
+        let store = Store::open_configured(&ctx.config.store, dir, ctx.shutdown.clone()).await?;
+        tracing::info!(store = %store.describe(), "Results store open.");
         let metrics = Arc::new(Metrics::default());
         metrics.register(ctx.registry);
         let sink = Sink::new(metrics, store);
@@ -96,6 +97,7 @@ impl Daemon for Probed {
             "modules".to_owned(),
             self.scheduler.module_names().join(","),
         );
+        d.insert("store".to_owned(), self.scheduler.sink().store.describe());
         d
     }
 

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rookery_common::config::{DaemonConfig, GrpcSection, Invalid, MetricsSection, StateSection};
+use rookery_common::postgres::PostgresSection;
 use serde::{Deserialize, Serialize};
 
 use crate::probe::address;
@@ -128,21 +129,38 @@ impl Default for AutoperfSection {
     }
 }
 
-/// `[store]`: the local results database (`results.sqlite` in the state directory).
+/// `[store]`: the results database: local SQLite (`results.sqlite` in the state directory)
+/// or, for fleets, a PostgreSQL server (`[store.postgres]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StoreSection {
+    /// Where results go.
+    pub backend: StoreBackend,
     /// Results older than this are deleted.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// The server of `backend = "postgres"`.
+    pub postgres: PostgresSection,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         Self {
+            backend: StoreBackend::Sqlite,
             retention: DEFAULT_RETENTION,
+            postgres: PostgresSection::default(),
         }
     }
+}
+
+/// The results database kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreBackend {
+    /// `results.sqlite` (WAL) in the state directory.
+    Sqlite,
+    /// A PostgreSQL server shared by a fleet of probes (`[store.postgres]`).
+    Postgres,
 }
 
 /// The kind of probe a module runs.
@@ -845,6 +863,16 @@ impl DaemonConfig for Config {
                     fmt_duration(self.store.retention)
                 ),
             ));
+        }
+        match self.store.backend {
+            StoreBackend::Postgres => out.extend(self.store.postgres.validate("store.postgres")),
+            StoreBackend::Sqlite if self.store.postgres != PostgresSection::default() => {
+                out.push(Invalid::new(
+                    "store.postgres",
+                    "is set but store.backend is \"sqlite\" (expected store.backend = \"postgres\", or no [store.postgres])",
+                ));
+            }
+            StoreBackend::Sqlite => {}
         }
         for (name, module) in &self.modules {
             validate_module(name, module, &mut out);

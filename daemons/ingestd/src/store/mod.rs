@@ -1,5 +1,7 @@
 //! The log store: SQLite in WAL mode (`logs.sqlite` in the state directory), a `logs` table
-//! with an FTS5 index of the message text, written by one writer thread.
+//! with an FTS5 index of the message text, written by one writer thread; or, for fleets, the
+//! same tables in PostgreSQL (`store/postgres.rs`, `[store] backend = "postgres"`) behind the same
+//! queue, writer, acknowledgements and queries.
 //!
 //! Inputs hand records to [`Store::submit`] (waits for queue room: TCP and HTTP are held
 //! back, which is the backpressure) or [`Store::try_submit`] (UDP: a full queue is a counted
@@ -25,6 +27,8 @@ pub const DB_FILE: &str = "logs.sqlite";
 /// Rows deleted per retention step: small steps keep the writer responsive.
 const RETENTION_CHUNK: i64 = 5_000;
 
+mod postgres;
+
 /// Why a submission or query failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -46,15 +50,80 @@ pub enum StoreError {
     /// A full-text query SQLite could not parse.
     #[error("bad full-text query: {0}")]
     BadText(String),
+    /// PostgreSQL failed.
+    #[error("PostgreSQL error: {0}")]
+    Postgres(#[from] sqlx::Error),
 }
 
 /// Cannot open the store.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open the log store {path}")]
-pub struct OpenStoreError {
-    path: PathBuf,
-    #[source]
-    source: rusqlite::Error,
+pub enum OpenStoreError {
+    /// The SQLite file.
+    #[error("cannot open the log store {path}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The PostgreSQL server cannot be reached or refused the login.
+    #[error("cannot open the PostgreSQL log store")]
+    Connect(#[from] rookery_common::postgres::ConnectError),
+    /// The schema cannot be created on the PostgreSQL server.
+    #[error("cannot create the log store schema in PostgreSQL at {url}")]
+    Schema {
+        /// The server (password removed).
+        url: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// Where queries read.
+#[derive(Clone)]
+enum Reader {
+    /// Each query opens a read connection on the file (WAL lets it run beside the writer).
+    Sqlite(PathBuf),
+    Postgres(postgres::Pg),
+}
+
+/// What the writer thread writes to.
+enum Db {
+    Sqlite(Connection),
+    /// The pool, and the runtime the writer thread blocks on for it.
+    Postgres(postgres::Pg, tokio::runtime::Handle),
+}
+
+/// Labels of a series as stored (canonical JSON object).
+fn parse_labels(text: &str) -> Vec<(String, String)> {
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).unwrap_or_default();
+    map.into_iter()
+        .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+/// Outbox rows `(seq, labels, ts, value)` grouped by series, with the highest seq.
+fn group_outbox(rows: Vec<(i64, String, i64, f64)>) -> Option<(i64, Vec<SeriesSamples>)> {
+    let max_seq = rows.iter().map(|r| r.0).max()?;
+    let mut by_series: std::collections::BTreeMap<String, Vec<(i64, f64)>> =
+        std::collections::BTreeMap::new();
+    for (_, labels, ts, v) in rows {
+        by_series.entry(labels).or_default().push((ts, v));
+    }
+    let series = by_series
+        .into_iter()
+        .map(|(labels, mut samples)| {
+            samples.sort_by_key(|s| s.0);
+            SeriesSamples {
+                labels: parse_labels(&labels),
+                samples,
+            }
+        })
+        .collect();
+    Some((max_seq, series))
 }
 
 /// Metric samples of one series, as remote_write delivers them.
@@ -146,7 +215,7 @@ pub struct Store {
     forward: Arc<std::sync::atomic::AtomicBool>,
     room: Arc<Semaphore>,
     capacity: usize,
-    path: PathBuf,
+    reader: Reader,
     metrics: Metrics,
     retention: Arc<Mutex<Retention>>,
 }
@@ -225,10 +294,48 @@ impl Store {
         metrics: Metrics,
     ) -> Result<Self, OpenStoreError> {
         let path = dir.join(DB_FILE);
-        let conn = open_db(&path).map_err(|source| OpenStoreError {
+        let conn = open_db(&path).map_err(|source| OpenStoreError::Sqlite {
             path: path.clone(),
             source,
         })?;
+        Self::start(
+            Db::Sqlite(conn),
+            Reader::Sqlite(path),
+            queue_records,
+            batch_records,
+            retention,
+            metrics,
+        )
+    }
+
+    /// Connects to the PostgreSQL server of `section` (creating the schema if missing) and
+    /// starts the writer thread; call from within the Tokio runtime.
+    pub async fn open_postgres(
+        section: &rookery_common::postgres::PostgresSection,
+        queue_records: usize,
+        batch_records: usize,
+        retention: Retention,
+        metrics: Metrics,
+    ) -> Result<Self, OpenStoreError> {
+        let pg = postgres::Pg::open(section).await?;
+        Self::start(
+            Db::Postgres(pg.clone(), tokio::runtime::Handle::current()),
+            Reader::Postgres(pg),
+            queue_records,
+            batch_records,
+            retention,
+            metrics,
+        )
+    }
+
+    fn start(
+        db: Db,
+        reader: Reader,
+        queue_records: usize,
+        batch_records: usize,
+        retention: Retention,
+        metrics: Metrics,
+    ) -> Result<Self, OpenStoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let room = Arc::new(Semaphore::new(queue_records));
         metrics
@@ -236,7 +343,7 @@ impl Store {
             .set(i64::try_from(queue_records).unwrap_or(i64::MAX));
         let forward = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = Writer {
-            conn,
+            db,
             forward: forward.clone(),
             series_ids: HashMap::new(),
             rx,
@@ -248,8 +355,8 @@ impl Store {
         std::thread::Builder::new()
             .name("ingestd-writer".into())
             .spawn(move || writer.run())
-            .map_err(|e| OpenStoreError {
-                path: path.clone(),
+            .map_err(|e| OpenStoreError::Sqlite {
+                path: PathBuf::from("ingestd-writer thread"),
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             })?;
         Ok(Self {
@@ -257,15 +364,26 @@ impl Store {
             forward,
             room,
             capacity: queue_records,
-            path,
+            reader,
             metrics,
             retention: Arc::new(Mutex::new(retention)),
         })
     }
 
-    /// Path of the database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Path of the SQLite database file (`None` with PostgreSQL).
+    pub fn path(&self) -> Option<&Path> {
+        match &self.reader {
+            Reader::Sqlite(p) => Some(p),
+            Reader::Postgres(_) => None,
+        }
+    }
+
+    /// What the store is, for status: the SQLite file or the PostgreSQL URL (no password).
+    pub fn describe(&self) -> String {
+        match &self.reader {
+            Reader::Sqlite(p) => p.display().to_string(),
+            Reader::Postgres(pg) => pg.describe(),
+        }
     }
 
     /// Capacity of the write queue in records: the most one submission may hold.
@@ -368,7 +486,10 @@ impl Store {
 
     /// Runs `query` on a read connection.
     pub async fn query(&self, query: LogQuery) -> Result<Vec<StoredLog>, StoreError> {
-        let path = self.path.clone();
+        let path = match &self.reader {
+            Reader::Sqlite(p) => p.clone(),
+            Reader::Postgres(pg) => return pg.query(&query).await,
+        };
         tokio::task::spawn_blocking(move || run_query(&path, &query))
             .await
             .map_err(|_| StoreError::Closed)?
@@ -394,7 +515,7 @@ impl Ack {
 }
 
 struct Writer {
-    conn: Connection,
+    db: Db,
     /// Copy committed samples into the forwarding outbox.
     forward: Arc<std::sync::atomic::AtomicBool>,
     /// Series ids by canonical labels: remote_write repeats the same series every scrape.
@@ -420,11 +541,15 @@ impl Writer {
                         jobs.push(job);
                     }
                     Msg::Forwarded(seq, ack) => {
-                        let r = self
-                            .conn
-                            .execute("DELETE FROM forward_outbox WHERE seq <= ?1", params![seq])
-                            .map(|_| ())
-                            .map_err(|e| e.to_string());
+                        let r = match &self.db {
+                            Db::Sqlite(conn) => conn
+                                .execute("DELETE FROM forward_outbox WHERE seq <= ?1", params![seq])
+                                .map(|_| ())
+                                .map_err(|e| e.to_string()),
+                            Db::Postgres(pg, rt) => rt
+                                .block_on(pg.outbox_delivered(seq))
+                                .map_err(|e| e.to_string()),
+                        };
                         let _ = ack.send(r);
                     }
                     // Retention runs after what was queued before it, before what follows.
@@ -441,6 +566,10 @@ impl Writer {
                 self.commit(jobs);
             }
             if let Some(r) = retain {
+                if let Db::Postgres(pg, rt) = &self.db {
+                    self.retain_postgres(pg, rt, r);
+                    continue;
+                }
                 if let Err(err) = self.downsample(r.downsample_after, r.downsample_step) {
                     tracing::error!(error = %err, "Metric downsampling failed.");
                 }
@@ -456,7 +585,14 @@ impl Writer {
 
     fn commit(&mut self, jobs: Vec<Job>) {
         let forward = self.forward.load(std::sync::atomic::Ordering::Relaxed);
-        let result = insert(&mut self.conn, &jobs, &mut self.series_ids, forward);
+        let result = match &mut self.db {
+            Db::Sqlite(conn) => {
+                insert(conn, &jobs, &mut self.series_ids, forward).map_err(|e| e.to_string())
+            }
+            Db::Postgres(pg, rt) => rt
+                .block_on(pg.insert(&jobs, &mut self.series_ids, forward))
+                .map_err(|e| e.to_string()),
+        };
         match &result {
             Ok(()) => {
                 self.metrics.commits.inc();
@@ -491,7 +627,6 @@ impl Writer {
                 }
             }
         }
-        let result = result.map_err(|e| e.to_string());
         for mut job in jobs {
             let ack = job.ack.take();
             // Queue room comes back after the commit and before the acknowledgement.
@@ -509,11 +644,11 @@ impl Writer {
     /// Keeps, for samples older than `after`, only the last sample of each series per `step`
     /// (the last, not the mean: counters stay monotonic, so `rate` stays right).
     fn downsample(&mut self, after: Duration, step: Duration) -> Result<u64, rusqlite::Error> {
-        let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX).max(1);
-        let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
-        // Only whole steps before the cutoff: a step still receiving samples is left alone.
-        let cutoff = (crate::now_ns() / 1_000_000).saturating_sub(after_ms) / step_ms * step_ms;
-        let n = self.conn.execute(
+        let (cutoff, step_ms) = downsample_cutoff(after, step);
+        let Db::Sqlite(conn) = &self.db else {
+            return Ok(0);
+        };
+        let n = conn.execute(
             "DELETE FROM samples WHERE ts_ms < ?1 AND ts_ms < (
                  SELECT max(s2.ts_ms) FROM samples AS s2
                  WHERE s2.series_id = samples.series_id
@@ -523,12 +658,30 @@ impl Writer {
         Ok(n as u64)
     }
 
+    /// Retention of the PostgreSQL backend: downsampling and max age (max-bytes bounds the
+    /// local SQLite file only).
+    fn retain_postgres(&self, pg: &postgres::Pg, rt: &tokio::runtime::Handle, r: Retention) {
+        let (cutoff, step_ms) = downsample_cutoff(r.downsample_after, r.downsample_step);
+        if let Err(err) = rt.block_on(pg.downsample(cutoff, step_ms)) {
+            tracing::error!(error = %err, "Metric downsampling failed.");
+        }
+        match rt.block_on(pg.retain(age_cutoff_ns(r.max_age))) {
+            Ok((deleted, dropped)) => {
+                self.metrics.retention_deleted.inc_by(deleted);
+                self.metrics.forward_dropped.inc_by(dropped);
+            }
+            Err(err) => tracing::error!(error = %err, "Log retention failed."),
+        }
+    }
+
     fn retain(&mut self, max_bytes: u64, max_age: Duration) -> Result<u64, rusqlite::Error> {
-        let now = crate::now_ns();
-        let cutoff = now.saturating_sub(i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX));
+        let cutoff = age_cutoff_ns(max_age);
+        let Db::Sqlite(conn) = &self.db else {
+            return Ok(0);
+        };
         let mut deleted = 0u64;
         loop {
-            let n = self.conn.execute(
+            let n = conn.execute(
                 "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE received_ns < ?1 ORDER BY id LIMIT ?2)",
                 params![cutoff, RETENTION_CHUNK],
             )?;
@@ -538,27 +691,26 @@ impl Writer {
             }
         }
         let cutoff_ms = cutoff / 1_000_000;
-        self.conn
-            .execute("DELETE FROM samples WHERE ts_ms < ?1", params![cutoff_ms])?;
+        conn.execute("DELETE FROM samples WHERE ts_ms < ?1", params![cutoff_ms])?;
         // An uplink outage longer than max-age: the undelivered samples go, counted.
-        let dropped = self.conn.execute(
+        let dropped = conn.execute(
             "DELETE FROM forward_outbox WHERE ts_ms < ?1",
             params![cutoff_ms],
         )?;
         self.metrics.forward_dropped.inc_by(dropped as u64);
-        while used_bytes(&self.conn)? > max_bytes {
-            let mut n = self.conn.execute(
+        while used_bytes(conn)? > max_bytes {
+            let mut n = conn.execute(
                 "DELETE FROM logs WHERE id IN (SELECT id FROM logs ORDER BY id LIMIT ?1)",
                 params![RETENTION_CHUNK / 5],
             )?;
-            let dropped = self.conn.execute(
+            let dropped = conn.execute(
                 "DELETE FROM forward_outbox WHERE seq IN (SELECT seq FROM forward_outbox ORDER BY seq LIMIT ?1)",
                 params![RETENTION_CHUNK],
             )?;
             self.metrics.forward_dropped.inc_by(dropped as u64);
             n += dropped;
             // Metrics share the bound: the oldest samples go too.
-            n += self.conn.execute(
+            n += conn.execute(
                 "DELETE FROM samples WHERE ts_ms <= (SELECT ts_ms FROM samples ORDER BY ts_ms LIMIT 1 OFFSET ?1)",
                 params![RETENTION_CHUNK * 2],
             )?;
@@ -567,16 +719,28 @@ impl Writer {
                 break;
             }
             // Deleted FTS rows only free pages after the index merges its segments.
-            self.conn
-                .execute("INSERT INTO logs_fts(logs_fts) VALUES ('optimize')", [])?;
+            conn.execute("INSERT INTO logs_fts(logs_fts) VALUES ('optimize')", [])?;
         }
         if deleted > 0 {
-            self.conn.execute_batch("PRAGMA incremental_vacuum;")?;
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            conn.execute_batch("PRAGMA incremental_vacuum;")?;
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         }
         Ok(deleted)
     }
+}
+
+/// Cutoff (ms, whole steps) and step (ms) of downsampling.
+fn downsample_cutoff(after: Duration, step: Duration) -> (i64, i64) {
+    let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX).max(1);
+    let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+    // Only whole steps before the cutoff: a step still receiving samples is left alone.
+    let cutoff = (crate::now_ns() / 1_000_000).saturating_sub(after_ms) / step_ms * step_ms;
+    (cutoff, step_ms)
+}
+
+/// Receive times before this (ns) are past `max_age`.
+fn age_cutoff_ns(max_age: Duration) -> i64 {
+    crate::now_ns().saturating_sub(i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// Database pages in use (not free), in bytes.
@@ -680,7 +844,7 @@ pub struct LogQuery {
     pub max_severity: Option<u8>,
     /// Exact facility.
     pub facility: Option<u8>,
-    /// FTS5 query over the message text.
+    /// Full-text query over the message text (FTS5 syntax; PostgreSQL: websearch syntax).
     pub text: Option<String>,
     /// Only records that did not parse.
     pub parse_errors_only: bool,
@@ -795,7 +959,12 @@ impl Store {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<SeriesSamples>, StoreError> {
-        let path = self.path.clone();
+        let path = match &self.reader {
+            Reader::Sqlite(p) => p.clone(),
+            Reader::Postgres(pg) => {
+                return Ok(pg.select_series(&name, &matchers, start_ms, end_ms).await?);
+            }
+        };
         tokio::task::spawn_blocking(move || {
             let conn = Connection::open_with_flags(
                 &path,
@@ -811,12 +980,7 @@ impl Store {
                 .collect::<Result<_, _>>()?;
             let mut out = Vec::new();
             for (id, labels) in rows {
-                let map: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_str(&labels).unwrap_or_default();
-                let labels: Vec<(String, String)> = map
-                    .into_iter()
-                    .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
-                    .collect();
+                let labels = parse_labels(&labels);
                 if !matchers.iter().all(|m| m.matches(&labels)) {
                     continue;
                 }
@@ -844,7 +1008,10 @@ impl Store {
         &self,
         limit: u32,
     ) -> Result<Option<(i64, Vec<SeriesSamples>)>, StoreError> {
-        let path = self.path.clone();
+        let path = match &self.reader {
+            Reader::Sqlite(p) => p.clone(),
+            Reader::Postgres(pg) => return Ok(group_outbox(pg.outbox(limit).await?)),
+        };
         tokio::task::spawn_blocking(move || {
             let conn = Connection::open_with_flags(
                 &path,
@@ -860,30 +1027,7 @@ impl Store {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })?
                 .collect::<Result<_, _>>()?;
-            let Some(max_seq) = rows.iter().map(|r| r.0).max() else {
-                return Ok(None);
-            };
-            let mut by_series: std::collections::BTreeMap<String, Vec<(i64, f64)>> =
-                std::collections::BTreeMap::new();
-            for (_, labels, ts, v) in rows {
-                by_series.entry(labels).or_default().push((ts, v));
-            }
-            let series = by_series
-                .into_iter()
-                .map(|(labels, mut samples)| {
-                    let map: serde_json::Map<String, serde_json::Value> =
-                        serde_json::from_str(&labels).unwrap_or_default();
-                    samples.sort_by_key(|s| s.0);
-                    SeriesSamples {
-                        labels: map
-                            .into_iter()
-                            .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
-                            .collect(),
-                        samples,
-                    }
-                })
-                .collect();
-            Ok(Some((max_seq, series)))
+            Ok(group_outbox(rows))
         })
         .await
         .map_err(|_| StoreError::Closed)?

@@ -135,7 +135,7 @@ async fn retention_keeps_the_store_under_max_bytes_deleting_the_oldest() {
             .await
             .unwrap();
     }
-    let conn = Connection::open(store.path()).unwrap();
+    let conn = Connection::open(store.path().unwrap()).unwrap();
     let before = used_bytes(&conn).unwrap();
     assert!(before > 4_000_000, "{before}");
     let max = 2 * 1024 * 1024;
@@ -262,4 +262,107 @@ async fn old_samples_are_downsampled_to_the_last_per_step_and_recent_ones_kept()
         .collect();
     assert_eq!(&got[..12], &want_old[..]);
     assert_eq!(&got[12..], &recent[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_downsamples_retains_by_age_and_keeps_the_outbox() {
+    let pg = tokio::task::spawn_blocking(|| rookery_pgtest::PgServer::start().unwrap())
+        .await
+        .unwrap();
+    let section = rookery_common::postgres::PostgresSection {
+        url: format!("{}?sslmode=disable", pg.url()),
+        ..Default::default()
+    };
+    let store = Store::open_postgres(&section, 10_000, 100, KEEP, Metrics::default())
+        .await
+        .unwrap();
+    assert!(store.path().is_none());
+    store.set_forwarding(true);
+    let sync = |store: Store| async move {
+        store
+            .submit(vec![rec(9, "h", "sync", 1, "sync")])
+            .await
+            .unwrap()
+            .committed()
+            .await
+            .unwrap();
+    };
+    let mut old_log = rec(1, "h", "a", 1, "received two days ago");
+    old_log.received_ns -= 2 * 86_400 * 1_000_000_000;
+    store
+        .submit(vec![old_log, rec(2, "h", "a", 1, "received now")])
+        .await
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+    let now_ms = crate::now_ns() / 1_000_000;
+    let start = (now_ms - 2 * 86_400_000) / 300_000 * 300_000;
+    let old: Vec<(i64, f64)> = (0..360).map(|i| (start + i * 10_000, i as f64)).collect();
+    let recent: Vec<(i64, f64)> = (0..30)
+        .map(|i| (now_ms - 300_000 + i * 10_000, 1.0))
+        .collect();
+    let labels = vec![("__name__".to_owned(), "c_total".to_owned())];
+    let mut samples = old.clone();
+    samples.extend(&recent);
+    store
+        .submit_samples(vec![SeriesSamples {
+            labels: labels.clone(),
+            samples: samples.clone(),
+        }])
+        .await
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+
+    // The outbox holds every committed sample until it is delivered.
+    let (seq, out) = store.outbox(1_000).await.unwrap().unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].labels, labels);
+    assert_eq!(out[0].samples, samples);
+    store.outbox_delivered(seq).await.unwrap();
+    assert!(store.outbox(1_000).await.unwrap().is_none());
+
+    // Downsampling keeps the last sample per step, as with SQLite.
+    store.set_retention(Retention {
+        downsample_after: Duration::from_secs(86_400),
+        max_age: Duration::from_secs(30 * 86_400),
+        ..KEEP
+    });
+    store.retain_now();
+    sync(store.clone()).await;
+    let got = store
+        .select_series("c_total".into(), Vec::new(), 0, i64::MAX)
+        .await
+        .unwrap();
+    let got = &got[0].samples;
+    let want_old: Vec<(i64, f64)> = (0..12)
+        .map(|k| (start + (k * 30 + 29) * 10_000, (k * 30 + 29) as f64))
+        .collect();
+    assert_eq!(&got[..12], &want_old[..]);
+    assert_eq!(&got[12..], &recent[..]);
+
+    // Max age: the old log and the old samples go, the recent ones stay.
+    store.set_retention(Retention {
+        max_age: Duration::from_secs(86_400),
+        ..KEEP
+    });
+    store.retain_now();
+    sync(store.clone()).await;
+    let logs = store
+        .query(LogQuery {
+            app: Some("a".into()),
+            limit: 10,
+            ..LogQuery::default()
+        })
+        .await
+        .unwrap();
+    let msgs: Vec<&str> = logs.iter().map(|l| &*l.record.message).collect();
+    assert_eq!(msgs, ["received now"]);
+    let got = store
+        .select_series("c_total".into(), Vec::new(), 0, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(got[0].samples, recent);
 }

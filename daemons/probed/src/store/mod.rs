@@ -1,8 +1,12 @@
 //! The results store: every probe result in SQLite (`results.sqlite` in the state directory,
-//! WAL mode), written in batches by one task, pruned to `[store] retention`.
+//! WAL mode) or, for fleets, in PostgreSQL (`store/postgres.rs`), written in batches by one task,
+//! pruned to `[store] retention`.
 //!
-//! [`Store::open`] creates the schema; [`Store::record`] queues a result without blocking the
-//! prober; [`Store::recent`] reads them back (gRPC `GetResults`).
+//! [`Store::open`] (SQLite) and [`Store::open_postgres`] create the schema; [`Store::record`]
+//! queues a result without blocking the prober; [`Store::recent`] reads them back (gRPC
+//! `GetResults`). Both backends keep the same rows and answer the same queries.
+
+mod postgres;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -107,21 +111,53 @@ fn decode_facts(text: &str) -> BTreeMap<String, String> {
 
 /// The store could not be opened.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open results store {}", .path.display())]
-pub struct OpenStoreError {
-    /// The database file.
-    pub path: PathBuf,
-    /// Why.
-    #[source]
-    pub source: rusqlite::Error,
+pub enum OpenStoreError {
+    /// The SQLite file.
+    #[error("cannot open results store {}", .path.display())]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The PostgreSQL server cannot be reached or refused the login.
+    #[error("cannot open the PostgreSQL results store")]
+    Connect(#[from] rookery_common::postgres::ConnectError),
+    /// The schema cannot be created on the PostgreSQL server.
+    #[error("cannot create the results schema in PostgreSQL at {url}")]
+    Schema {
+        /// The server (password removed).
+        url: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// A read or write of the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed.
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] sqlx::Error),
 }
 
 /// Handle to the results store.
 #[derive(Debug, Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    backend: Backend,
     tx: mpsc::Sender<Row>,
     retention: Arc<Mutex<Duration>>,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(Arc<Mutex<Connection>>),
+    Postgres(postgres::Pg),
 }
 
 const SCHEMA: &str = "
@@ -187,7 +223,7 @@ impl Store {
         shutdown: CancellationToken,
     ) -> Result<Self, OpenStoreError> {
         let path = dir.join(FILE_NAME);
-        let err = |source| OpenStoreError {
+        let err = |source| OpenStoreError::Sqlite {
             path: path.clone(),
             source,
         };
@@ -198,15 +234,58 @@ impl Store {
             .map_err(err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        let conn = Arc::new(Mutex::new(conn));
+        Ok(Self::start(
+            Backend::Sqlite(Arc::new(Mutex::new(conn))),
+            retention,
+            shutdown,
+        ))
+    }
+
+    /// Connects to the PostgreSQL server of `section`, creates the schema if missing and
+    /// starts the writer. Rows are those of this probe (its host name): a fleet shares the
+    /// tables, each probe reads and prunes its own results.
+    pub async fn open_postgres(
+        section: &rookery_common::postgres::PostgresSection,
+        retention: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<Self, OpenStoreError> {
+        let pg = postgres::Pg::open(section).await?;
+        Ok(Self::start(Backend::Postgres(pg), retention, shutdown))
+    }
+
+    /// Opens the backend `store` selects (`dir` is the state directory of SQLite).
+    pub async fn open_configured(
+        store: &crate::config::StoreSection,
+        dir: &Path,
+        shutdown: CancellationToken,
+    ) -> Result<Self, OpenStoreError> {
+        match store.backend {
+            crate::config::StoreBackend::Sqlite => Self::open(dir, store.retention, shutdown),
+            crate::config::StoreBackend::Postgres => {
+                Self::open_postgres(&store.postgres, store.retention, shutdown).await
+            }
+        }
+    }
+
+    fn start(backend: Backend, retention: Duration, shutdown: CancellationToken) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let store = Self {
-            conn,
+            backend,
             tx,
             retention: Arc::new(Mutex::new(retention)),
         };
         tokio::spawn(store.clone().writer(rx, shutdown));
-        Ok(store)
+        store
+    }
+
+    /// What the store is, for status: the SQLite file or the PostgreSQL URL (no password).
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Sqlite(c) => lock(c)
+                .path()
+                .map_or_else(|| FILE_NAME.to_owned(), ToOwned::to_owned),
+            Backend::Postgres(pg) => pg.describe(),
+        }
     }
 
     /// Changes the retention (config reload).
@@ -249,7 +328,15 @@ impl Store {
     }
 
     async fn write(&self, batch: Vec<Row>) {
-        let conn = self.conn.clone();
+        let conn = match &self.backend {
+            Backend::Sqlite(conn) => conn.clone(),
+            Backend::Postgres(pg) => {
+                if let Err(err) = pg.write(&batch).await {
+                    tracing::error!(error = %err, rows = batch.len(), "Cannot write probe results to PostgreSQL, a batch is lost.");
+                }
+                return;
+            }
+        };
         let result = tokio::task::spawn_blocking(move || -> rusqlite::Result<()> {
             let mut c = lock(&conn);
             let tx = c.transaction()?;
@@ -279,27 +366,37 @@ impl Store {
     }
 
     /// Deletes rows older than the retention; returns how many.
-    pub async fn prune(&self) -> rusqlite::Result<usize> {
+    pub async fn prune(&self) -> Result<usize, StoreError> {
         let retention = *self
             .retention
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
+        let conn = match &self.backend {
+            Backend::Sqlite(conn) => conn.clone(),
+            Backend::Postgres(pg) => return Ok(pg.prune(cutoff).await?),
+        };
+        Ok(tokio::task::spawn_blocking(move || {
             let c = lock(&conn);
             c.execute("DELETE FROM tier_events WHERE at_ms < ?1", [cutoff])?;
             c.execute("DELETE FROM results WHERE started_ms < ?1", [cutoff])
         })
         .await
-        .unwrap_or(Ok(0))
+        .unwrap_or(Ok(0))?)
     }
 
     /// The newest `limit` results, of `target` if given, newest first.
-    pub async fn recent(&self, target: Option<String>, limit: usize) -> rusqlite::Result<Vec<Row>> {
-        let conn = self.conn.clone();
+    pub async fn recent(
+        &self,
+        target: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        tokio::task::spawn_blocking(move || {
+        let conn = match &self.backend {
+            Backend::Sqlite(conn) => conn.clone(),
+            Backend::Postgres(pg) => return Ok(pg.recent(target, limit).await?),
+        };
+        Ok(tokio::task::spawn_blocking(move || {
             let c = lock(&conn);
             let mut stmt = c.prepare_cached(
                 "SELECT target, module, started_ms, success, reason, detail, total_s, phases, facts
@@ -319,20 +416,23 @@ impl Store {
                     facts: decode_facts(&r.get::<_, String>(8)?),
                 })
             })?;
-            rows.collect()
+            rows.collect::<rusqlite::Result<Vec<_>>>()
         })
         .await
-        .unwrap_or_else(|_| Ok(Vec::new()))
+        .unwrap_or_else(|_| Ok(Vec::new()))?)
     }
 
     /// Records a tier change now (rare: written directly, not batched), and prunes old ones
     /// with the results.
-    pub async fn record_tier_event(&self, mut event: TierEvent) -> rusqlite::Result<()> {
+    pub async fn record_tier_event(&self, mut event: TierEvent) -> Result<(), StoreError> {
         if event.at_ms == 0 {
             event.at_ms = now_ms();
         }
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
+        let conn = match &self.backend {
+            Backend::Sqlite(conn) => conn.clone(),
+            Backend::Postgres(pg) => return Ok(pg.record_tier_event(&event).await?),
+        };
+        Ok(tokio::task::spawn_blocking(move || {
             lock(&conn)
                 .execute(
                     "INSERT INTO tier_events (target, at_ms, from_tier, to_tier, reason, diagnostics)
@@ -349,7 +449,7 @@ impl Store {
                 .map(|_| ())
         })
         .await
-        .unwrap_or(Ok(()))
+        .unwrap_or(Ok(()))?)
     }
 
     /// The newest `limit` tier changes, of `target` if given, newest first.
@@ -357,10 +457,13 @@ impl Store {
         &self,
         target: Option<String>,
         limit: usize,
-    ) -> rusqlite::Result<Vec<TierEvent>> {
-        let conn = self.conn.clone();
+    ) -> Result<Vec<TierEvent>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        tokio::task::spawn_blocking(move || {
+        let conn = match &self.backend {
+            Backend::Sqlite(conn) => conn.clone(),
+            Backend::Postgres(pg) => return Ok(pg.tier_events(target, limit).await?),
+        };
+        Ok(tokio::task::spawn_blocking(move || {
             let c = lock(&conn);
             let mut stmt = c.prepare_cached(
                 "SELECT target, at_ms, from_tier, to_tier, reason, diagnostics FROM tier_events
@@ -376,10 +479,10 @@ impl Store {
                     diagnostics: r.get(5)?,
                 })
             })?;
-            rows.collect()
+            rows.collect::<rusqlite::Result<Vec<_>>>()
         })
         .await
-        .unwrap_or_else(|_| Ok(Vec::new()))
+        .unwrap_or_else(|_| Ok(Vec::new()))?)
     }
 
     /// Inserts `rows` now (tests and imports; the prober goes through [`Store::record`]).
@@ -407,15 +510,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn rows_round_trip_in_wal_mode_and_retention_deletes_old_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let stop = CancellationToken::new();
-        let store = Store::open(dir.path(), Duration::from_secs(3600), stop.clone()).unwrap();
-        let mode: String = lock(&store.conn)
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(mode, "wal");
+    /// The same rows, order, limits and retention, whichever the backend.
+    async fn check_semantics(store: &Store) {
         let now = now_ms();
         store
             .insert_now(vec![
@@ -435,25 +531,107 @@ mod tests {
             })
             .await
             .unwrap();
+        store
+            .record_tier_event(TierEvent {
+                target: "b".to_owned(),
+                at_ms: 0,
+                from_tier: 2,
+                to_tier: 3,
+                reason: "critical".to_owned(),
+                diagnostics: "hop 3 lost 50%".to_owned(),
+            })
+            .await
+            .unwrap();
         let a = store.recent(Some("a".to_owned()), 10).await.unwrap();
         assert_eq!(a.len(), 2);
         assert_eq!(a[0].started_ms, now - 1000, "newest first");
+        assert_eq!(a[0], row("a", now - 1000), "every field round-trips");
         assert_eq!(a[0].facts.get("ip").map(String::as_str), Some("127.0.0.1"));
         assert_eq!(a[0].phase_list(), vec![("connect".to_owned(), 0.001)]);
         assert_eq!(store.recent(None, 10).await.unwrap().len(), 3);
+        assert_eq!(store.recent(None, 1).await.unwrap()[0].target, "b");
+        let b = store.tier_events(Some("b".to_owned()), 10).await.unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!((b[0].from_tier, b[0].to_tier), (2, 3));
+        assert_eq!(b[0].diagnostics, "hop 3 lost 50%");
+        assert!(b[0].at_ms >= now, "0 means now");
+        assert_eq!(store.tier_events(None, 10).await.unwrap().len(), 2);
         assert_eq!(
             store.prune().await.unwrap(),
             1,
             "only the 2 h old row is past 1 h"
         );
         assert_eq!(store.recent(None, 10).await.unwrap().len(), 2);
-        assert!(store.tier_events(None, 10).await.unwrap().is_empty());
+        let events = store.tier_events(None, 10).await.unwrap();
+        assert_eq!(events.len(), 1, "the old tier change went with it");
+        assert_eq!(events[0].target, "b");
         store.set_retention(Duration::from_secs(60));
         assert_eq!(
             store.prune().await.unwrap(),
             0,
             "rows of the last minute stay"
         );
+    }
+
+    #[tokio::test]
+    async fn rows_round_trip_in_wal_mode_and_retention_deletes_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = CancellationToken::new();
+        let store = Store::open(dir.path(), Duration::from_secs(3600), stop.clone()).unwrap();
+        let Backend::Sqlite(conn) = &store.backend else {
+            panic!("SQLite backend expected");
+        };
+        let mode: String = lock(conn)
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        check_semantics(&store).await;
+        stop.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_has_the_same_semantics() {
+        let pg = tokio::task::spawn_blocking(|| rookery_pgtest::PgServer::start().unwrap())
+            .await
+            .unwrap();
+        let section = rookery_common::postgres::PostgresSection {
+            url: format!("{}?sslmode=disable", pg.url()),
+            ..Default::default()
+        };
+        let stop = CancellationToken::new();
+        let store = Store::open_postgres(&section, Duration::from_secs(3600), stop.clone())
+            .await
+            .unwrap();
+        assert!(
+            store.describe().contains(":***@127.0.0.1:"),
+            "{}",
+            store.describe()
+        );
+        check_semantics(&store).await;
+        // Another probe's rows in the shared table are neither read nor pruned.
+        pg.psql(
+            "INSERT INTO probed_results (probe, target, module, started_ms, success, reason, detail, total_s, phases) \
+             VALUES ('other-probe', 'a', 'm', 1, true, 'ok', '', 0.1, '')",
+        )
+        .unwrap();
+        assert!(
+            store
+                .recent(None, 10)
+                .await
+                .unwrap()
+                .iter()
+                .all(|r| r.started_ms > 1)
+        );
+        assert_eq!(store.prune().await.unwrap(), 0);
+        assert_eq!(
+            pg.psql("SELECT count(*) FROM probed_results WHERE probe = 'other-probe'")
+                .unwrap(),
+            "1"
+        );
+        // A second open (a restart, or another probe) finds the schema in place.
+        Store::open_postgres(&section, Duration::from_secs(3600), stop.clone())
+            .await
+            .unwrap();
         stop.cancel();
     }
 }
