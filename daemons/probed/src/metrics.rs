@@ -1,7 +1,7 @@
 //! The `rookery_probed_*` metrics of scheduled probes. Labels: `target`, `module`, the
 //! target's own labels, plus `phase`, `result`, `stat` or `to` where a family needs them.
 //!
-//! Nothing is kept per series: each target has one compact [`TargetState`] (its shared
+//! Nothing is kept per series: each target has one compact `TargetState` (its shared
 //! [`Target`], its last [`Outcome`], its counters) and a [`Collector`] writes the families
 //! from those states at each scrape. Gauges describe the target's last probe; counters
 //! accumulate. A removed target's series are gone at the next scrape; a probe of a removed
@@ -366,5 +366,104 @@ impl Collector for Metrics {
             MetricType::Gauge,
         )?;
         ConstGauge::new(targets).encode(family)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use std::time::Duration;
+
+    use super::*;
+    use crate::probe::{Failure, Run};
+
+    fn target(name: &str, labels: &[(&str, &str)]) -> Arc<Target> {
+        Arc::new(Target {
+            name: name.to_owned(),
+            module: "http".to_owned(),
+            address: "http://127.0.0.1/".to_owned(),
+            interval: None,
+            timeout: None,
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            tiers: None,
+        })
+    }
+
+    fn outcome(failure: Option<Failure>) -> Outcome {
+        let mut run = Run::new(Duration::from_secs(1));
+        run.facts.http_status = Some(200);
+        run.finish(failure.map_or(Ok(()), Err))
+    }
+
+    fn scrape(metrics: &Metrics) -> String {
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn series_come_from_the_last_outcome_and_the_counters() {
+        let m = Metrics::default();
+        let a = target("a", &[("site", "lab \"1\"")]);
+        let b = target("b", &[]);
+        m.set_targets(&[a.clone(), b.clone()]);
+        m.observe(&a, outcome(None));
+        m.observe(&a, outcome(Some(Failure::Refused)));
+        m.observe(&a, outcome(None));
+        m.set_tier(&a, 2, true);
+        let text = scrape(&m);
+        assert!(
+            text.contains("rookery_probed_probe_success{target=\"a\",module=\"http\",site=\"lab \\\"1\\\"\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rookery_probed_probes_total{target=\"a\",module=\"http\",site=\"lab \\\"1\\\"\",result=\"ok\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rookery_probed_probes_total{target=\"a\",module=\"http\",site=\"lab \\\"1\\\"\",result=\"refused\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rookery_probed_http_status_code{target=\"a\",module=\"http\",site=\"lab \\\"1\\\"\"} 200\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rookery_probed_tier_transitions_total{target=\"a\",module=\"http\",site=\"lab \\\"1\\\"\",to=\"2\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("rookery_probed_targets 2\n"), "{text}");
+        // "b" was never probed: no series yet.
+        assert!(!text.contains("target=\"b\""), "{text}");
+        assert_eq!(m.failing(), 0);
+        assert!(m.latest("a").unwrap().success);
+    }
+
+    #[test]
+    fn a_replaced_or_removed_target_no_longer_changes_the_metrics() {
+        let m = Metrics::default();
+        let old = target("a", &[]);
+        m.set_targets(&[old.clone(), target("gone", &[])]);
+        m.observe(&old, outcome(None));
+        // Same labels: the counters carry over to the new definition.
+        let new = target("a", &[]);
+        m.set_targets(&[new.clone()]);
+        // A probe of the old definition (or of a removed target) finishing late is ignored.
+        m.observe(&old, outcome(Some(Failure::Refused)));
+        m.observe(&target("gone", &[]), outcome(None));
+        let text = scrape(&m);
+        assert!(text.contains("result=\"ok\"} 1\n"), "{text}");
+        assert!(!text.contains("refused"), "{text}");
+        assert!(!text.contains("gone"), "{text}");
+        // New labels: a fresh state.
+        m.set_targets(&[target("a", &[("site", "x")])]);
+        let text = scrape(&m);
+        assert!(!text.contains("target=\"a\""), "{text}");
+        assert!(text.contains("rookery_probed_targets 1\n"), "{text}");
     }
 }

@@ -2,7 +2,7 @@
 //! start times spread over the interval (a stable hash of the name) so thousands of targets
 //! do not fire together. A task exists only while a probe (and its tier diagnostics) runs;
 //! all probes (scheduled and ad hoc) share one semaphore of `[scheduler] max-concurrency`
-//! permits, each bounded by its timeout. An idle target costs its [`Entry`] and one heap
+//! permits, each bounded by its timeout. An idle target costs its `Entry` and one heap
 //! item, not a sleeping task.
 //!
 //! [`Scheduler::apply`] swaps the target set on reload: unchanged targets keep their timing
