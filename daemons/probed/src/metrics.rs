@@ -452,7 +452,7 @@ mod tests {
         m.observe(&old, outcome(None));
         // Same labels: the counters carry over to the new definition.
         let new = target("a", &[]);
-        m.set_targets(&[new.clone()]);
+        m.set_targets(std::slice::from_ref(&new));
         // A probe of the old definition (or of a removed target) finishing late is ignored.
         m.observe(&old, outcome(Some(Failure::Refused)));
         m.observe(&target("gone", &[]), outcome(None));
