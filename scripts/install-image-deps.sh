@@ -37,7 +37,7 @@ bp=("${need[@]}")
 need=()
 for p in apt dpkg debian-archive-keyring kmod cpio zstd e2fsprogs dosfstools mtools xz-utils \
          ovmf qemu-efi-aarch64 binfmt-support \
-         gcc-aarch64-linux-gnu libc6-dev-arm64-cross openssl socat; do
+         gcc-aarch64-linux-gnu libc6-dev-arm64-cross openssl socat curl; do
   want "$p"
 done
 if ((${#bp[@]} + ${#need[@]})); then

@@ -27,20 +27,41 @@ result() { # name ok|fail detail
 # The daemons scenario's STAMP check: QEMU forwards this host UDP port to the guest's 862;
 # when the guest says "QEMU-TEST: stamp-ready", stamp.pl sends from here (result in LOG.stamp).
 stamp_port=$(( 20000 + $$ % 20000 ))
+# ... and this host TCP port to the guest's 443: on "QEMU-TEST: https-ready USER PASS" the
+# runner logs in from here with curl (result in LOG.https).
+https_port=$(( stamp_port + 1 ))
+
+# host_https_login PORT USER PASS -> one line "ok ..." or "failed ..."; exit 0 when ok.
+host_https_login() {
+  local port=$1 user=$2 pass=$3 resp code token
+  resp=$(curl -sk --max-time 60 -w '\n%{http_code}' -H 'Content-Type: application/json' \
+    -d "{\"username\":\"$user\",\"password\":\"$pass\"}" "https://127.0.0.1:$port/api/v1/auth/login") ||
+    { echo "failed: no HTTPS answer on 127.0.0.1:$port"; return 1; }
+  code=$(tail -n1 <<<"$resp")
+  [ "$code" = 200 ] || { echo "failed: login answered $code: $(head -n1 <<<"$resp" | head -c 300)"; return 1; }
+  token=$(head -n1 <<<"$resp" | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
+  [ -n "$token" ] || { echo "failed: login answer has no access_token"; return 1; }
+  resp=$(curl -sk --max-time 60 -w '\n%{http_code}' -H "Authorization: Bearer $token" \
+    "https://127.0.0.1:$port/api/v1/auth/me") || { echo "failed: auth/me got no answer"; return 1; }
+  code=$(tail -n1 <<<"$resp")
+  [ "$code" = 200 ] && grep -q "\"username\":\"$user\"" <<<"$resp" ||
+    { echo "failed: auth/me answered $code: $(head -n1 <<<"$resp" | head -c 300)"; return 1; }
+  echo "ok login as $user over https://127.0.0.1:$port (forwarded to the guest's 443), auth/me 200"
+}
 
 # boot ARCH DISK VARS SCENARIOS MODE LOG -> 0 when every scenario passed.
 # MODE: poweroff (wait for the guest to power off) or kill (kill -9 QEMU at the pass marker).
 boot() {
-  local arch=$1 disk=$2 vars=$3 scenarios=$4 mode=$5 log=$6 start pid deadline last stamp=""
+  local arch=$1 disk=$2 vars=$3 scenarios=$4 mode=$5 log=$6 start pid deadline last stamp="" https=""
   : > "$log"
-  rm -f "$log.stamp"
+  rm -f "$log.stamp" "$log.https"
   start=$(date +%s.%N)
   # shellcheck disable=SC2046
   $(qemu_cmd "$arch" "$disk" "$vars") -display none -monitor none \
     -serial "file:$log.console" \
     -device virtio-serial-pci -chardev "file,id=tst,path=$log" \
     -device virtserialport,chardev=tst,name=org.rookery.test \
-    -netdev "user,id=n0,hostfwd=udp:127.0.0.1:$stamp_port-:862" -device virtio-net-pci,netdev=n0 \
+    -netdev "user,id=n0,hostfwd=udp:127.0.0.1:$stamp_port-:862,hostfwd=tcp:127.0.0.1:$https_port-:443" -device virtio-net-pci,netdev=n0 \
     -smbios "type=11,value=io.systemd.credential:rookery.test.scenario=$scenarios" &
   pid=$! qemu_pid=$!
   deadline=$(( $(date +%s) + timeout ))
@@ -49,6 +70,11 @@ boot() {
     if [ -z "$stamp" ] && grep -q '^QEMU-TEST: stamp-ready' "$log"; then
       perl "$here/stamp.pl" 127.0.0.1 "$stamp_port" 150 > "$log.stamp" 2>&1 &
       stamp=$!
+    fi
+    if [ -z "$https" ] && grep -q '^QEMU-TEST: https-ready ' "$log"; then
+      # shellcheck disable=SC2046
+      host_https_login "$https_port" $(sed -n 's/^QEMU-TEST: https-ready //p' "$log" | head -n1) > "$log.https" 2>&1 &
+      https=$!
     fi
     if [ "$mode" = kill ] && grep -q "QEMU-TEST: pass $last" "$log"; then
       kill -9 "$pid"; break
@@ -68,6 +94,10 @@ boot() {
   if [ -n "$stamp" ]; then
     kill "$stamp" 2>/dev/null; wait "$stamp" 2>/dev/null
     echo "HOST stamp: $(cat "$log.stamp")" >> "$log"
+  fi
+  if [ -n "$https" ]; then
+    wait "$https" 2>/dev/null
+    echo "HOST https: $(cat "$log.https")" >> "$log"
   fi
   echo "boot took $(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.0f", e - s }')s" >> "$log"
   local ok=0 s
@@ -109,6 +139,11 @@ for arch in $arches; do
       result "$arch/$first" fail ""
     fi
     if want daemons; then
+      if grep -q '^HOST https: ok ' "$work/$arch-a1.log"; then
+        result "$arch/https-from-host" ok "($(sed -n 's/^HOST https: ok //p' "$work/$arch-a1.log"))"
+      else
+        result "$arch/https-from-host" fail "($(sed -n 's/^HOST https: //p' "$work/$arch-a1.log" | head -n1))"
+      fi
       if grep -q '^HOST stamp: ok ' "$work/$arch-a1.log"; then
         result "$arch/stamp-from-host" ok "($(sed -n 's/^HOST stamp: ok //p' "$work/$arch-a1.log"))"
       else
