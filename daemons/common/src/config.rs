@@ -383,25 +383,32 @@ fn check_file<C: DaemonConfig>(
 ) -> (toml::Table, Vec<Problem>, Vec<String>) {
     /// Bound on the recovery loop: one round per bad entry.
     const MAX_ROUNDS: usize = 200;
-    let tree = match DeTable::parse(text) {
-        Ok(t) => t,
-        Err(err) => {
-            let at = err.span().map_or(0, |s| s.start);
-            let problem = Problem {
-                location: file_location(path, text, at),
-                key: String::new(),
-                message: format!("syntax error: {}", err.message()),
-            };
-            return (toml::Table::new(), vec![problem], Vec::new());
-        }
-    };
     let mut problems = Vec::new();
     let mut shifted = Vec::new();
-    let mut work = text.to_owned();
+    // Only a file with errors needs its span tree (to locate entries) and a working copy (to
+    // blank them out): a valid file is parsed twice, never held as a tree beside its table,
+    // which keeps the peak memory of a large file (thousands of targets) down.
+    let mut tree = None;
+    let mut work: Option<String> = None;
     for _ in 0..MAX_ROUNDS {
-        let err = match toml::from_str::<C>(&work) {
+        let err = match toml::from_str::<C>(work.as_deref().unwrap_or(text)) {
             Ok(_) => break,
             Err(err) => err,
+        };
+        let tree = match &mut tree {
+            Some(t) => t,
+            None => match DeTable::parse(text) {
+                Ok(t) => tree.insert(t),
+                Err(err) => {
+                    let at = err.span().map_or(0, |s| s.start);
+                    let problem = Problem {
+                        location: file_location(path, text, at),
+                        key: String::new(),
+                        message: format!("syntax error: {}", err.message()),
+                    };
+                    return (toml::Table::new(), vec![problem], Vec::new());
+                }
+            },
         };
         let at = err.span().map_or(0, |s| s.start);
         let found = find_entry(tree.get_ref(), text, at, "");
@@ -409,11 +416,12 @@ fn check_file<C: DaemonConfig>(
         if let Some((list, _)) = key.split_once('[') {
             shifted.push(list.to_owned());
         }
+        let work = work.get_or_insert_with(|| text.to_owned());
         if is_cascade(&key, err.message(), &problems) {
             // "missing field `x`" because an earlier round blanked the bad `x`: said already.
             if let Some((_, ranges)) = found.filter(|(_, r)| !r.is_empty()) {
                 for r in ranges {
-                    blank_lines(&mut work, r);
+                    blank_lines(work, r);
                 }
                 continue;
             }
@@ -430,13 +438,14 @@ fn check_file<C: DaemonConfig>(
         match found {
             Some((_, ranges)) if !ranges.is_empty() => {
                 for r in ranges {
-                    blank_lines(&mut work, r);
+                    blank_lines(work, r);
                 }
             }
             _ => break,
         }
     }
-    let good = toml::from_str::<toml::Table>(&work).unwrap_or_default();
+    drop(tree);
+    let good = toml::from_str::<toml::Table>(work.as_deref().unwrap_or(text)).unwrap_or_default();
     problems.sort_by_key(|(at, _)| *at);
     (
         good,

@@ -4,7 +4,7 @@
 //! `{"error", "message", "status", "correlation_id", "timestamp"}`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use axum::Json;
 use axum::extract::State;
@@ -120,6 +120,10 @@ struct MetricsState {
     daemon: &'static str,
     registry: Arc<Registry>,
     health: Health,
+    /// Length of the last exposition: the next one is allocated once at about that size
+    /// instead of growing by doubling (which briefly holds both the old and the new buffer;
+    /// megabytes with thousands of series).
+    last_len: Arc<AtomicUsize>,
 }
 
 /// The `/healthz` + `/metrics` router (exposed for tests and for daemons that add routes).
@@ -138,6 +142,7 @@ pub fn health_metrics_router(
             daemon,
             registry,
             health,
+            last_len: Arc::default(),
         })
 }
 
@@ -168,9 +173,13 @@ async fn healthz(State(s): State<MetricsState>) -> Response {
 }
 
 async fn metrics(State(s): State<MetricsState>) -> Response {
-    let mut out = String::new();
+    let last = s.last_len.load(Ordering::Relaxed);
+    let mut out = String::with_capacity(last + last / 16);
     match prometheus_client::encoding::text::encode(&mut out, &s.registry) {
-        Ok(()) => ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], out).into_response(),
+        Ok(()) => {
+            s.last_len.store(out.len(), Ordering::Relaxed);
+            ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], out).into_response()
+        }
         Err(err) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "metrics_encoding",

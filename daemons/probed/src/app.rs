@@ -36,7 +36,7 @@ impl Daemon for Probed {
             .map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))?;
         let store = Store::open_configured(&ctx.config.store, dir, ctx.shutdown.clone()).await?;
         tracing::info!(store = %store.describe(), "Results store open.");
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Metrics::default();
         metrics.register(ctx.registry);
         let sink = Sink::new(metrics, store);
         let gate = Gate::new(&ctx.config.autoperf);
@@ -71,14 +71,8 @@ impl Daemon for Probed {
     }
 
     fn status_text(&self) -> String {
-        let targets = self.scheduler.targets().len();
-        let latest = self
-            .scheduler
-            .sink()
-            .latest
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let failing = latest.values().filter(|o| !o.success).count();
+        let targets = self.scheduler.target_count();
+        let failing = self.scheduler.sink().metrics.failing();
         let autoperf = if self.gate.state().active {
             ", autoperf on"
         } else {
@@ -91,7 +85,7 @@ impl Daemon for Probed {
         let mut d = BTreeMap::new();
         d.insert(
             "targets".to_owned(),
-            self.scheduler.targets().len().to_string(),
+            self.scheduler.target_count().to_string(),
         );
         d.insert(
             "modules".to_owned(),

@@ -79,6 +79,11 @@ impl Gate {
         self.tx.subscribe()
     }
 
+    /// Whether AutoPerf runs now (cheaper than [`Gate::state`]).
+    pub fn active(&self) -> bool {
+        self.tx.borrow().active
+    }
+
     /// The current state.
     pub fn state(&self) -> State {
         self.tx.borrow().clone()

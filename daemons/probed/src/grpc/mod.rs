@@ -106,13 +106,7 @@ impl Probing for Service {
         &self,
         _: Request<ListTargetsRequest>,
     ) -> Result<Response<ListTargetsResponse>, Status> {
-        let latest = self
-            .scheduler
-            .sink()
-            .latest
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let metrics = &self.scheduler.sink().metrics;
         let tiers = self
             .scheduler
             .sink()
@@ -135,9 +129,9 @@ impl Probing for Service {
                     .module(&t.module)
                     .map(|m| m.module.prober.as_str().to_owned())
                     .unwrap_or_default(),
-                last: latest
-                    .get(&t.name)
-                    .map(|o| result_of(&t.name, &t.module, o)),
+                last: metrics
+                    .latest(&t.name)
+                    .map(|o| result_of(&t.name, &t.module, &o)),
                 interval_ms: millis(interval),
                 timeout_ms: millis(timeout),
                 labels: t.labels.clone().into_iter().collect(),

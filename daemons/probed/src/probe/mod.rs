@@ -305,14 +305,15 @@ pub struct Facts {
     pub redirects: u32,
     /// Body bytes received.
     pub body_bytes: Option<u64>,
-    /// TLS facts (https, tls, tcp with TLS).
-    pub tls: Option<TlsFacts>,
+    /// TLS facts (https, tls, tcp with TLS). The per-protocol facts are boxed: most probes
+    /// have none or one of them, and the latest outcome of every target is kept.
+    pub tls: Option<Box<TlsFacts>>,
     /// DNS facts.
-    pub dns: Option<DnsFacts>,
+    pub dns: Option<Box<DnsFacts>>,
     /// ICMP facts.
-    pub icmp: Option<IcmpFacts>,
+    pub icmp: Option<Box<IcmpFacts>>,
     /// SSH facts.
-    pub ssh: Option<SshFacts>,
+    pub ssh: Option<Box<SshFacts>>,
 }
 
 /// The result of one probe.

@@ -1,23 +1,26 @@
-//! The scheduler: one task per target probing at its interval, start times spread over the
-//! interval (a stable hash of the name) so thousands of targets do not fire together, all
-//! probes (scheduled and ad hoc) sharing one semaphore of `[scheduler] max-concurrency`
-//! permits, each bounded by its timeout.
+//! The scheduler: one loop over a timer heap that starts each target's probe at its time,
+//! start times spread over the interval (a stable hash of the name) so thousands of targets
+//! do not fire together. A task exists only while a probe (and its tier diagnostics) runs;
+//! all probes (scheduled and ad hoc) share one semaphore of `[scheduler] max-concurrency`
+//! permits, each bounded by its timeout. An idle target costs its `Entry` and one heap
+//! item, not a sleeping task.
 //!
-//! [`Scheduler::apply`] swaps the target set on reload: unchanged targets keep their task and
-//! timing, removed or changed ones are cancelled between probes (a probe in flight finishes and
-//! is recorded), new ones start. Results go to the [`Sink`]: metrics, store and the latest
-//! outcome per target.
+//! [`Scheduler::apply`] swaps the target set on reload: unchanged targets keep their timing
+//! and tier, removed or changed ones are dropped between probes (a probe in flight finishes
+//! and is stored, but no longer changes the metrics), new ones start. Results go to the
+//! [`Sink`]: metrics (with the latest outcome per target) and store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::autoperf::{self, Gate};
+use crate::autoperf::Gate;
 use crate::config::{Config, Module, Target};
 use crate::metrics::Metrics;
 use crate::probe::{self, Outcome, Prepared};
@@ -27,12 +30,10 @@ use crate::tiers::{self, TierState, Transition};
 /// Where results go.
 #[derive(Debug, Clone)]
 pub struct Sink {
-    /// Prometheus families.
-    pub metrics: Arc<Metrics>,
+    /// Prometheus families and the latest outcome per target.
+    pub metrics: Metrics,
     /// The results store.
     pub store: Store,
-    /// Latest outcome per target.
-    pub latest: Arc<Mutex<HashMap<String, Outcome>>>,
     /// Current tier and the reason of its last change, per target that escalated.
     pub tiers: Arc<Mutex<HashMap<String, (u8, String)>>>,
     /// Every scheduled result, for watchers (gRPC `WatchResults`).
@@ -44,11 +45,10 @@ pub const WATCH_BUFFER: usize = 1024;
 
 impl Sink {
     /// A sink over `metrics` and `store`.
-    pub fn new(metrics: Arc<Metrics>, store: Store) -> Self {
+    pub fn new(metrics: Metrics, store: Store) -> Self {
         Self {
             metrics,
             store,
-            latest: Arc::default(),
             tiers: Arc::default(),
             watch: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
         }
@@ -56,7 +56,7 @@ impl Sink {
 }
 
 impl Sink {
-    async fn tier_changed(&self, target: &Target, t: &Transition, diagnostics: String) {
+    async fn tier_changed(&self, target: &Arc<Target>, t: &Transition, diagnostics: String) {
         if t.to > t.from {
             tracing::warn!(target = %target.name, from = t.from, to = t.to, reason = %t.reason, diagnostics = %diagnostics, "Target escalated.");
         } else {
@@ -77,8 +77,7 @@ impl Sink {
         }
     }
 
-    fn record(&self, target: &Target, outcome: Outcome) {
-        self.metrics.observe(target, &outcome);
+    fn record(&self, target: &Arc<Target>, outcome: Outcome) {
         let row = Row::from_outcome(&target.name, &target.module, &outcome);
         if self.watch.receiver_count() > 0 {
             // No receiver is not an error: nobody watches.
@@ -87,10 +86,7 @@ impl Sink {
         if !self.store.record(row) {
             tracing::warn!(target = %target.name, "Result queue full, a result was not stored.");
         }
-        self.latest
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(target.name.clone(), outcome);
+        self.metrics.observe(target, outcome);
     }
 }
 
@@ -251,32 +247,128 @@ async fn diagnose(module: &Prepared, s: &Spec, tier: u8, semaphore: &Arc<Semapho
     summary
 }
 
-/// What a target task runs; a change of any part restarts the task.
-#[derive(Debug, Clone, PartialEq)]
+/// What a target runs; a change of any part restarts its schedule (and its tier).
+#[derive(Debug)]
 struct Spec {
-    target: Target,
-    module: Module,
+    target: Arc<Target>,
+    /// The prepared module, shared by every target of the module.
+    module: Arc<Prepared>,
     interval: Duration,
     timeout: Duration,
     /// AutoPerf's interval, if this target is one of `[autoperf] targets`.
     autoperf: Option<Duration>,
 }
 
-struct Task {
-    spec: Spec,
-    cancel: CancellationToken,
-    handle: JoinHandle<()>,
+impl Spec {
+    fn same(&self, other: &Spec) -> bool {
+        self.target == other.target
+            && self.module.module == other.module.module
+            && self.interval == other.interval
+            && self.timeout == other.timeout
+            && self.autoperf == other.autoperf
+    }
+
+    /// The interval now: `base` (the target's, shortened while escalated), or AutoPerf's
+    /// while it runs for this target.
+    fn effective(&self, base: Duration, autoperf_active: bool) -> Duration {
+        match self.autoperf {
+            Some(ap) if autoperf_active => ap.min(base),
+            _ => base,
+        }
+    }
+}
+
+/// The schedule of one target.
+#[derive(Debug)]
+struct Entry {
+    spec: Arc<Spec>,
+    /// First probe (the spread start).
+    first: Instant,
+    /// When the next probe is due (while busy: when the running one was due).
+    next: Instant,
+    /// When the last probe started.
+    last_start: Option<Instant>,
+    /// The target's interval in its current tier.
+    interval: Duration,
+    /// Escalation state (lent to the probe task while it runs).
+    tier: TierState,
+    /// A probe of this target is running (or waiting for a permit).
+    busy: bool,
+}
+
+/// A heap item: `spec`'s probe is due at `at`. Stale once the entry is replaced, busy or
+/// rescheduled (checked when it is popped).
+#[derive(Debug)]
+struct Due {
+    at: Instant,
+    spec: Arc<Spec>,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.at.cmp(&other.at)
+    }
+}
+
+/// The targets and their timer heap.
+#[derive(Debug, Default)]
+struct Plan {
+    entries: BTreeMap<String, Entry>,
+    heap: BinaryHeap<Reverse<Due>>,
+}
+
+impl Plan {
+    /// Queues `spec`'s next probe at `at`; true if it is now the earliest.
+    fn push(&mut self, at: Instant, spec: Arc<Spec>) -> bool {
+        let earliest = self.heap.peek().is_none_or(|Reverse(d)| at < d.at);
+        self.heap.push(Reverse(Due { at, spec }));
+        earliest
+    }
+
+    /// Drops stale items when they outnumber the targets (many reschedules between probes).
+    fn compact(&mut self) {
+        if self.heap.len() > 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.heap.retain(|Reverse(d)| {
+                entries
+                    .get(&d.spec.target.name)
+                    .is_some_and(|e| Arc::ptr_eq(&e.spec, &d.spec) && !e.busy && e.next == d.at)
+            });
+        }
+    }
+}
+
+/// What the scheduler loop and the probe tasks share.
+struct Shared {
+    sink: Sink,
+    semaphore: Arc<Semaphore>,
+    plan: Mutex<Plan>,
+    /// Wakes the loop when an earlier probe was queued.
+    wake: Notify,
+    gate: Arc<Gate>,
+    /// Cancelled by shutdown or [`Scheduler::drain`]: no new probe starts.
+    stop: CancellationToken,
+    /// Probe tasks running; [`Scheduler::drain`] waits for zero.
+    running: watch::Sender<usize>,
 }
 
 /// The running scheduler.
 pub struct Scheduler {
-    sink: Sink,
-    semaphore: Arc<Semaphore>,
+    shared: Arc<Shared>,
     permits: Mutex<usize>,
     modules: Mutex<BTreeMap<String, Arc<Prepared>>>,
-    tasks: Mutex<BTreeMap<String, Task>>,
-    gate: Arc<Gate>,
-    shutdown: CancellationToken,
+    looping: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// A module that could not be prepared (reported at apply).
@@ -306,27 +398,35 @@ pub fn spread(name: &str, interval: Duration) -> Duration {
 }
 
 impl Scheduler {
-    /// A scheduler with no targets yet; call [`Scheduler::apply`].
+    /// A scheduler with no targets yet, its loop running; call [`Scheduler::apply`].
+    /// Must be called within a tokio runtime.
     pub fn new(
         sink: Sink,
         max_concurrency: usize,
         gate: Arc<Gate>,
         shutdown: CancellationToken,
     ) -> Self {
-        Self {
-            gate,
+        let shared = Arc::new(Shared {
             sink,
             semaphore: Arc::new(Semaphore::new(max_concurrency)),
+            plan: Mutex::new(Plan::default()),
+            wake: Notify::new(),
+            gate,
+            stop: shutdown.child_token(),
+            running: watch::channel(0).0,
+        });
+        let handle = tokio::spawn(shared.clone().run());
+        Self {
+            shared,
             permits: Mutex::new(max_concurrency),
             modules: Mutex::new(BTreeMap::new()),
-            tasks: Mutex::new(BTreeMap::new()),
-            shutdown,
+            looping: Mutex::new(Some(handle)),
         }
     }
 
     /// The results sink.
     pub fn sink(&self) -> &Sink {
-        &self.sink
+        &self.shared.sink
     }
 
     /// The prepared module `name`.
@@ -341,10 +441,16 @@ impl Scheduler {
 
     /// The scheduled targets with their interval and timeout.
     pub fn targets(&self) -> Vec<(Target, Duration, Duration)> {
-        lock(&self.tasks)
+        lock(&self.shared.plan)
+            .entries
             .values()
-            .map(|t| (t.spec.target.clone(), t.spec.interval, t.spec.timeout))
+            .map(|e| ((*e.spec.target).clone(), e.spec.interval, e.spec.timeout))
             .collect()
+    }
+
+    /// Number of scheduled targets.
+    pub fn target_count(&self) -> usize {
+        lock(&self.shared.plan).entries.len()
     }
 
     /// Prepares every module of `config` and swaps the target set. On error nothing changes.
@@ -361,139 +467,72 @@ impl Scheduler {
         {
             let mut permits = lock(&self.permits);
             if wanted > *permits {
-                self.semaphore.add_permits(wanted - *permits);
+                self.shared.semaphore.add_permits(wanted - *permits);
                 *permits = wanted;
             } else if wanted < *permits {
                 // Only free permits can be forgotten; the rest shrink at a later apply.
-                *permits -= self.semaphore.forget_permits(*permits - wanted);
+                *permits -= self.shared.semaphore.forget_permits(*permits - wanted);
             }
         }
-        let mut tasks = lock(&self.tasks);
-        let mut keep = BTreeMap::new();
+        let now = Instant::now();
+        let mut plan = lock(&self.shared.plan);
+        let mut old = std::mem::take(&mut plan.entries);
+        let mut earliest = false;
+        let mut scheduled = Vec::with_capacity(config.targets.len());
         for target in &config.targets {
             let Some(module) = prepared.get(&target.module) else {
                 continue;
             };
             let spec = Spec {
-                target: target.clone(),
-                module: module.module.clone(),
+                target: Arc::new(target.clone()),
+                module: module.clone(),
                 interval: config.interval_of(target),
                 timeout: config.timeout_of(target),
                 autoperf: (config.autoperf.enabled
                     && config.autoperf.targets.contains(&target.name))
                 .then_some(config.autoperf.interval),
             };
-            match tasks.remove(&target.name) {
-                Some(task) if task.spec == spec => {
-                    keep.insert(target.name.clone(), task);
-                }
+            let entry = match old.remove(&target.name) {
+                Some(entry) if entry.spec.same(&spec) => entry,
                 old => {
-                    if let Some(old) = old {
-                        old.cancel.cancel();
-                        // The new task starts at tier 1.
-                        lock(&self.sink.tiers).remove(&target.name);
+                    if old.is_some() {
+                        // The new schedule starts at tier 1.
+                        lock(&self.shared.sink.tiers).remove(&target.name);
                     }
-                    keep.insert(target.name.clone(), self.spawn(spec, module.clone()));
+                    let spec = Arc::new(spec);
+                    let first = now + spread(&target.name, spec.interval);
+                    let next = if spec.autoperf.is_some() && self.shared.gate.active() {
+                        now
+                    } else {
+                        first
+                    };
+                    earliest |= plan.push(next, spec.clone());
+                    Entry {
+                        interval: spec.interval,
+                        spec,
+                        first,
+                        next,
+                        last_start: None,
+                        tier: TierState::default(),
+                        busy: false,
+                    }
                 }
-            }
+            };
+            scheduled.push(entry.spec.target.clone());
+            plan.entries.insert(target.name.clone(), entry);
         }
-        for (name, task) in std::mem::take(&mut *tasks) {
-            task.cancel.cancel();
-            self.sink.metrics.forget(&name);
-            lock(&self.sink.latest).remove(&name);
-            lock(&self.sink.tiers).remove(&name);
+        for name in old.into_keys() {
+            lock(&self.shared.sink.tiers).remove(&name);
         }
-        *tasks = keep;
-        self.sink.metrics.set_targets(tasks.len());
-        drop(tasks);
+        plan.compact();
+        // Under the plan's lock: a probe finishing now sees either the old set or the new.
+        self.shared.sink.metrics.set_targets(&scheduled);
+        drop(plan);
+        if earliest {
+            self.shared.wake.notify_one();
+        }
         *lock(&self.modules) = prepared;
         Ok(())
-    }
-
-    fn spawn(&self, spec: Spec, module: Arc<Prepared>) -> Task {
-        let cancel = self.shutdown.child_token();
-        let token = cancel.clone();
-        let sink = self.sink.clone();
-        let semaphore = self.semaphore.clone();
-        let s = spec.clone();
-        let mut gate = self.gate.subscribe();
-        let handle = tokio::spawn(async move {
-            let mut tier = TierState::default();
-            let first = tokio::time::Instant::now() + spread(&s.target.name, s.interval);
-            let mut next = first;
-            let mut last_start: Option<tokio::time::Instant> = None;
-            let mut interval = s.interval;
-            let mut watching = s.autoperf.is_some();
-            // The interval now: the target's (shortened while escalated), or AutoPerf's while
-            // it runs for this target.
-            let effective =
-                |base: Duration, gate: &watch::Receiver<autoperf::State>| match s.autoperf {
-                    Some(ap) if gate.borrow().active => ap.min(base),
-                    _ => base,
-                };
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep_until(next) => {}
-                    changed = gate.changed(), if watching => {
-                        if changed.is_err() {
-                            // The gate is gone (shutdown): stop watching it.
-                            watching = false;
-                        }
-                        let iv = effective(interval, &gate);
-                        let now = tokio::time::Instant::now();
-                        next = match last_start {
-                            Some(t) => (t + iv).max(now),
-                            // Not probed yet: AutoPerf starts at once, else the spread start.
-                            None if gate.borrow().active => now,
-                            None => first,
-                        };
-                        continue;
-                    }
-                    () = token.cancelled() => break,
-                }
-                let permit = tokio::select! {
-                    p = semaphore.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                    () = token.cancelled() => break,
-                };
-                last_start = Some(tokio::time::Instant::now());
-                // Not cancelled midway: a probe that started is finished and recorded.
-                // Boxed (here and below): the probe's future is large (every prober's state)
-                // and would otherwise be part of every idle target's task, ~10 KB each.
-                let outcome = Box::pin(probe::run(&module, &s.target.address, s.timeout)).await;
-                drop(permit);
-                let verdict = s.target.tiers.as_ref().map(|p| tiers::breach(p, &outcome));
-                sink.record(&s.target, outcome);
-                interval = s.interval;
-                if let (Some(policy), Some(verdict)) = (&s.target.tiers, verdict) {
-                    if let Some(t) = tier.observe(policy, verdict.as_deref()) {
-                        let diagnostics = if t.to > t.from {
-                            Box::pin(diagnose(&module, &s, t.to, &semaphore)).await
-                        } else {
-                            String::new()
-                        };
-                        Box::pin(sink.tier_changed(&s.target, &t, diagnostics)).await;
-                    } else {
-                        sink.metrics.set_tier(&s.target, tier.tier(), false);
-                    }
-                    interval = tier.interval(policy, s.interval);
-                }
-                let iv = effective(interval, &gate);
-                next += iv;
-                let now = tokio::time::Instant::now();
-                if next < now {
-                    // Missed ticks are skipped, not bunched up.
-                    next = now + iv;
-                }
-            }
-        });
-        Task {
-            spec,
-            cancel,
-            handle,
-        }
     }
 
     /// Runs one ad-hoc probe of `address` with module `module` under the shared concurrency
@@ -520,18 +559,179 @@ impl Scheduler {
         address: &str,
         timeout: Duration,
     ) -> Option<Outcome> {
-        let _permit = self.semaphore.clone().acquire_owned().await.ok()?;
+        let _permit = self.shared.semaphore.clone().acquire_owned().await.ok()?;
         Some(probe::run(prepared, address, timeout).await)
     }
 
-    /// Stops scheduling and waits for the probes in flight to finish.
+    /// Stops scheduling and waits for the probes in flight to finish (and be recorded).
     pub async fn drain(&self) {
-        let tasks = std::mem::take(&mut *lock(&self.tasks));
-        for task in tasks.values() {
-            task.cancel.cancel();
+        self.shared.stop.cancel();
+        let handle = lock(&self.looping).take();
+        if let Some(handle) = handle {
+            let _ = handle.await;
         }
-        for (_, task) in tasks {
-            let _ = task.handle.await;
+        let mut running = self.shared.running.subscribe();
+        let _ = running.wait_for(|n| *n == 0).await;
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.shared.stop.cancel();
+    }
+}
+
+/// Counts a probe task as running until dropped.
+struct Running(Arc<Shared>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.send_modify(|n| *n -= 1);
+    }
+}
+
+impl Shared {
+    /// The scheduler loop: sleeps until the earliest due probe, starts every due probe in a
+    /// task of its own, follows AutoPerf's gate, until stopped.
+    async fn run(self: Arc<Self>) {
+        let mut gate = self.gate.subscribe();
+        let mut watching = true;
+        loop {
+            let wake_at = lock(&self.plan).heap.peek().map(|Reverse(d)| d.at);
+            let sleep = async {
+                match wake_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = sleep => {}
+                () = self.wake.notified() => continue,
+                changed = gate.changed(), if watching => {
+                    if changed.is_err() {
+                        // The gate is gone (shutdown): stop watching it.
+                        watching = false;
+                    }
+                    self.regate(gate.borrow().active);
+                    continue;
+                }
+                () = self.stop.cancelled() => break,
+            }
+            let now = Instant::now();
+            let mut due = Vec::new();
+            {
+                let mut plan = lock(&self.plan);
+                while plan.heap.peek().is_some_and(|Reverse(d)| d.at <= now) {
+                    let Some(Reverse(d)) = plan.heap.pop() else {
+                        break;
+                    };
+                    if let Some(e) = plan.entries.get_mut(&d.spec.target.name)
+                        && Arc::ptr_eq(&e.spec, &d.spec)
+                        && !e.busy
+                        && e.next == d.at
+                    {
+                        e.busy = true;
+                        due.push((d.spec, std::mem::take(&mut e.tier)));
+                    }
+                }
+            }
+            for (spec, tier) in due {
+                self.running.send_modify(|n| *n += 1);
+                let running = Running(self.clone());
+                tokio::spawn(probe_target(running, spec, tier));
+            }
         }
+    }
+
+    /// AutoPerf started or stopped: reschedules its idle targets (busy ones reschedule when
+    /// their probe ends). The loop looks at the heap again right after.
+    fn regate(&self, active: bool) {
+        let now = Instant::now();
+        let mut plan = lock(&self.plan);
+        let plan = &mut *plan;
+        for e in plan.entries.values_mut() {
+            if e.spec.autoperf.is_none() || e.busy {
+                continue;
+            }
+            let iv = e.spec.effective(e.interval, active);
+            e.next = match e.last_start {
+                Some(t) => (t + iv).max(now),
+                // Not probed yet: AutoPerf starts at once, else the spread start.
+                None if active => now,
+                None => e.first,
+            };
+            plan.heap.push(Reverse(Due {
+                at: e.next,
+                spec: e.spec.clone(),
+            }));
+        }
+        plan.compact();
+    }
+}
+
+/// One scheduled probe of `spec` (and the diagnostics of a tier change), then its next time.
+async fn probe_target(running: Running, s: Arc<Spec>, mut tier: TierState) {
+    let shared = &running.0;
+    let permit = tokio::select! {
+        p = shared.semaphore.clone().acquire_owned() => p.ok(),
+        () = shared.stop.cancelled() => None,
+    };
+    let current = |shared: &Shared| {
+        lock(&shared.plan)
+            .entries
+            .get(&s.target.name)
+            .is_some_and(|e| Arc::ptr_eq(&e.spec, &s))
+    };
+    // Stopped, or removed or changed while waiting for a permit: no probe.
+    let Some(permit) = permit.filter(|_| current(shared)) else {
+        return;
+    };
+    let started = Instant::now();
+    // Not cancelled midway: a probe that started is finished and recorded. Boxed (here and
+    // below): the probe's future is large (every prober's state) and would otherwise be part
+    // of the task from its start, also while it waits for a permit.
+    let outcome = Box::pin(probe::run(&s.module, &s.target.address, s.timeout)).await;
+    drop(permit);
+    let verdict = s.target.tiers.as_ref().map(|p| tiers::breach(p, &outcome));
+    shared.sink.record(&s.target, outcome);
+    let mut interval = s.interval;
+    if let (Some(policy), Some(verdict)) = (&s.target.tiers, verdict) {
+        if let Some(t) = tier.observe(policy, verdict.as_deref()) {
+            let diagnostics = if t.to > t.from {
+                Box::pin(diagnose(&s.module, &s, t.to, &shared.semaphore)).await
+            } else {
+                String::new()
+            };
+            shared.sink.tier_changed(&s.target, &t, diagnostics).await;
+        } else {
+            shared.sink.metrics.set_tier(&s.target, tier.tier(), false);
+        }
+        interval = tier.interval(policy, s.interval);
+    }
+    let active = shared.gate.active();
+    let mut plan = lock(&shared.plan);
+    let Some(e) = plan
+        .entries
+        .get_mut(&s.target.name)
+        .filter(|e| Arc::ptr_eq(&e.spec, &s))
+    else {
+        // Removed or replaced meanwhile: its schedule ended with this probe.
+        return;
+    };
+    e.busy = false;
+    e.tier = tier;
+    e.interval = interval;
+    e.last_start = Some(started);
+    let iv = s.effective(interval, active);
+    let now = Instant::now();
+    e.next += iv;
+    if e.next < now {
+        // Missed ticks are skipped, not bunched up.
+        e.next = now + iv;
+    }
+    let at = e.next;
+    if plan.push(at, s.clone()) {
+        drop(plan);
+        shared.wake.notify_one();
     }
 }

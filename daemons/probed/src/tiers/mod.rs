@@ -222,12 +222,12 @@ mod tests {
     #[test]
     fn latency_and_loss_thresholds_breach() {
         let mut run = crate::probe::Run::new(Duration::from_secs(1));
-        run.facts.icmp = Some(crate::probe::IcmpFacts {
+        run.facts.icmp = Some(Box::new(crate::probe::IcmpFacts {
             sent: 10,
             received: 7,
             rtts: vec![Duration::from_millis(1); 7],
             raw_socket: true,
-        });
+        }));
         let outcome = run.finish(Ok(()));
         let p = TierPolicy {
             max_loss: 0.2,

@@ -111,7 +111,7 @@ pub async fn probe(run: &mut Run, addr: &Address, module: &Module) -> Result<(),
                 .any(|a| a.trim_end_matches('.') == want.trim_end_matches('.'))
         })
         .cloned();
-    run.facts.dns = Some(facts);
+    run.facts.dns = Some(Box::new(facts));
     if code != expect_rcode {
         return Err(if code == 3 {
             Failure::Nxdomain

@@ -178,7 +178,7 @@ pub async fn probe(run: &mut Run, addr: &Address, module: &Module) -> Result<(),
                     }
                     Ok(Err(e)) => {
                         if matches!(net::io_failure(&e), Failure::Unreachable) && facts.received == 0 && next == count {
-                            run.facts.icmp = Some(facts);
+                            run.facts.icmp = Some(Box::new(facts));
                             return Err(Failure::Unreachable);
                         }
                     }
@@ -193,7 +193,7 @@ pub async fn probe(run: &mut Run, addr: &Address, module: &Module) -> Result<(),
     }
     let received = facts.received;
     run.facts.ip = Some(dest.ip());
-    run.facts.icmp = Some(facts);
+    run.facts.icmp = Some(Box::new(facts));
     if received == 0 {
         return Err(Failure::PacketLoss);
     }

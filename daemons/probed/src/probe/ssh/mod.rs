@@ -159,7 +159,7 @@ pub async fn probe(
     };
     facts.banner = banner_line.clone().unwrap_or_default();
     let got = facts.fingerprint.clone();
-    run.facts.ssh = Some(facts);
+    run.facts.ssh = Some(Box::new(facts));
     if mismatch {
         return Err(Failure::HostKeyMismatch(got));
     }

@@ -165,7 +165,7 @@ impl Client {
                 facts.cipher = cipher;
                 facts.verify_error = verify_failure.as_ref().map(ToString::to_string);
                 let days = facts.days_left;
-                run.facts.tls = Some(facts);
+                run.facts.tls = Some(Box::new(facts));
                 match days {
                     Some(days) if days < i64::from(self.min_days_valid) => {
                         Err(Failure::CertExpiresSoon { days })
@@ -174,7 +174,7 @@ impl Client {
                 }
             }
             Err(err) => {
-                run.facts.tls = Some(facts);
+                run.facts.tls = Some(Box::new(facts));
                 Err(verify_failure.unwrap_or(err))
             }
         }
