@@ -8,7 +8,8 @@
 #   3. deploy changes things, a second deploy changes nothing (changed=0);
 #   4. the REST API shows the result: lon1's targets (not nyc1's), the users, the licence key,
 #      probed's config; the saved API key authenticates;
-#   5. one changed variable changes one file and reloads only that daemon;
+#   5. one changed variable changes one file and reloads only that daemon; a value the daemon's
+#      check-config rejects fails the run and leaves the file as it was;
 #   6. status.yml reports every daemon serving; rotate-api-keys.yml replaces the key (the
 #      old one is refused, the new one accepted).
 # Prints the ansible output, then one last line "ok ..." or "failed: ...", which it also
@@ -87,12 +88,17 @@ vault_rookery_user_passwords:
 YAML
 )
 
-play() { # NAME PLAYBOOK [ARGS...]: runs it (bounded), prints the output; sets rc and changed
+run_play() { # NAME PLAYBOOK [ARGS...]: runs it (bounded), prints the output; sets rc
   local name=$1 book=$2; shift 2
   echo "==== ansible-playbook $book $*"
   (cd "$repo/ansible" && timeout 900 ansible-playbook -i "$inv" -e @"$work/secrets.yml" "playbooks/$book" "$@") > "$work/$name.out" 2>&1
   rc=$?
   cat "$work/$name.out"
+}
+play() { # NAME PLAYBOOK [ARGS...]: run_play, which must succeed; sets rc and changed
+  local name=$1 book=$2
+  run_play "$@"
+  shift 2
   changed=$(grep -E '^qemu +:' "$work/$name.out" | sed -n 's/.* changed=\([0-9]*\) .*/\1/p')
   failed=$(grep -E '^qemu +:' "$work/$name.out" | sed -n 's/.* failed=\([0-9]*\) .*/\1/p')
   [ "$rc" -eq 0 ] && [ "${failed:-1}" = 0 ] || fail "$book $* exited $rc (failed=${failed:-?}): $(grep -E '^(fatal|failed):' "$work/$name.out" | head -n1 | cut -c1-300)"
@@ -147,6 +153,15 @@ reloaded=$(sed -n '/^RUNNING HANDLER/,/^TASK\|^PLAY RECAP/p' "$work/one.out" | g
 conf=$(get config/probed "$token" | head -n1)
 grep -q '"default-interval":"45s"' <<<"$conf" || fail "GET config/probed lacks the new default-interval 45s: ${conf:0:300}"
 
+# --- a value probed rejects: check-config on the appliance fails the task, nothing installed ---
+run_play bad deploy.yml -e '{"rookery_probed": {"scheduler": {"default-interval": "45s", "max-concurrency": 0}, "store": {"retention": "14days"}}}'
+[ "$rc" -ne 0 ] || fail "deploy with probed's max-concurrency = 0 succeeded"
+grep -q 'scheduler.max-concurrency: 0 is out of range' "$work/bad.out" ||
+  fail "the failed deploy does not show rookery-probed check-config's message"
+conf=$(get config/probed "$token" | head -n1)
+grep -q '"default-interval":"45s"' <<<"$conf" && ! grep -q 'max-concurrency' <<<"$conf" ||
+  fail "probed.toml changed after check-config rejected the new one: ${conf:0:300}"
+
 # --- status, key rotation ---
 play status status.yml
 grep -q 'probed: serving, ready' "$work/status.out" || fail "status.yml does not report probed serving"
@@ -157,4 +172,4 @@ new_key=$(cat "$work/api-keys/qemu/prometheus.key")
 [ "$(get system "$new_key" | tail -n1)" = 200 ] || fail "the rotated prometheus key is refused"
 [ "$(get system "$old_key" | tail -n1)" = 401 ] || fail "the replaced prometheus key still works"
 
-verdict "ok check mode changed=$check_changed and applied nothing; deploy changed=$first, again changed=0; GET probes/targets: lon1's 3 targets; users, licence ...-${licence##*-} and probed's config as set; one changed key reloaded probed only; status serving; rotated key accepted, old one 401"
+verdict "ok check mode changed=$check_changed and applied nothing; deploy changed=$first, again changed=0; GET probes/targets: lon1's 3 targets; users, licence ...-${licence##*-} and probed's config as set; one changed key reloaded probed only; a value check-config rejects failed the run, file kept; status serving; rotated key accepted, old one 401"
