@@ -43,10 +43,10 @@ test-rust: deps
 webui-build: deps
 	cd webui && npm run build
 
-# Unit tests (vitest), then Debian's Chromium against real apid, probed, licensed and ingestd on
+# Unit tests (vitest), then Debian's Chromium against real apid, probed, licensed, ingestd and packetd on
 # loopback (the binaries are built once here and reused); writes docs/screenshots/*.png.
 webui-test: webui-build
-	$(CARGO) build --locked -p rookery-apid -p rookery-probed -p rookery-licensed -p rookery-ingestd --bins
+	$(CARGO) build --locked -p rookery-apid -p rookery-probed -p rookery-licensed -p rookery-ingestd -p rookery-packetd --bins
 	cd webui && npm test
 	cd webui && npm run e2e
 

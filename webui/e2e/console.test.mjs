@@ -1,5 +1,5 @@
 // The console end to end: Debian's Chromium (driven by playwright-core, never a downloaded
-// browser) against real apid, probed, licensed and ingestd on loopback. Each step also writes a
+// browser) against real apid, probed, licensed, ingestd and packetd on loopback. Each step also writes a
 // screenshot of its page to docs/screenshots/.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -91,6 +91,50 @@ describe("web console", { timeout: 240_000 }, () => {
     await page.getByRole("button", { name: "web", exact: true }).waitFor({ state: "detached" });
     await page.getByLabel("Filter targets").fill("");
     await shot("probes");
+  });
+
+  it("starts a STAMP session, follows its live chart and shows the results", async () => {
+    await page.getByRole("link", { name: "Packet tests" }).click();
+    await page.getByRole("heading", { name: "Packet tests" }).waitFor();
+    const form = page.getByRole("form", { name: "New session" });
+    // A name is not an address: the form says which field is wrong and sends nothing.
+    await form.getByLabel("Reflector address", { exact: true }).fill("reflector.example");
+    await form.getByRole("button", { name: "Start session" }).click();
+    await form.getByRole("alert").filter({ hasText: "Reflector address" }).waitFor();
+    // 300 packets at 100/s: three seconds of live progress from packetd's userspace reflector.
+    await form.getByLabel("Reflector address", { exact: true }).fill("127.0.0.1");
+    await form.getByLabel("Port", { exact: true }).fill(String(stack.stampPort));
+    await form.getByLabel("Packets", { exact: true }).fill("300");
+    await form.getByLabel("Rate (packets/s)", { exact: true }).fill("100");
+    await form.getByLabel("DSCP", { exact: true }).fill("46");
+    await form.getByRole("button", { name: "Start session" }).click();
+    const detail = page.getByRole("region", { name: /^Session #\d+$/ });
+    await detail.waitFor();
+    // The chart is drawn from the Server-Sent Events while the session runs.
+    await detail.getByRole("status").filter({ hasText: "live" }).waitFor();
+    await detail.getByRole("img", { name: /^Round-trip time of session \d+, in milliseconds$/ }).locator("canvas").first().waitFor();
+    await detail.getByRole("heading", { name: "Results", exact: true }).waitFor({ timeout: 20_000 });
+    const results = detail.getByRole("table", { name: /^Results of session \d+$/ });
+    await results.getByRole("row", { name: /Loss 0 of 300 \(0 %\)/ }).waitFor();
+    for (const k of ["RTT p50", "RTT p90", "RTT p99", "RTT max", "Jitter (RFC 3550)"]) {
+      assert.match(await results.getByRole("row", { name: k, exact: false }).first().textContent(), /\d+(\.\d+)? (ns|µs|ms)/, k);
+    }
+    await results.getByRole("row", { name: /^Duplicates 0$/ }).waitFor();
+    await results.getByRole("row", { name: /^Reordered 0 / }).waitFor();
+    await detail.getByRole("status").filter({ hasText: "done" }).filter({ hasText: "received 300, lost 0" }).waitFor();
+    await page.getByRole("region", { name: "Sessions" }).getByRole("row", { name: /127\.0\.0\.1.*done.*300.*300.*0 %/ }).waitFor();
+    await shot("packet-tests");
+
+    // A long session is stopped from its page; its results so far stay.
+    await form.getByLabel("Packets", { exact: true }).fill("");
+    await form.getByLabel("Duration (ms)", { exact: true }).fill("60000");
+    await form.getByLabel("Rate (packets/s)", { exact: true }).fill("20");
+    await form.getByRole("button", { name: "Start session" }).click();
+    await detail.getByRole("status").filter({ hasText: "live" }).waitFor();
+    await detail.getByRole("button", { name: "Stop session" }).click();
+    await detail.getByRole("status").filter({ hasText: "stopped" }).waitFor();
+    await detail.getByRole("heading", { name: "Results", exact: true }).waitFor();
+    assert.equal(await detail.getByRole("button", { name: "Stop session" }).count(), 0);
   });
 
   it("finds a line sent by logger through full-text search on the logs page", async () => {
@@ -255,6 +299,26 @@ describe("web console", { timeout: 240_000 }, () => {
     await page.goto(stack.base + "/probes?target=web");
     await page.getByRole("heading", { name: "Target web" }).waitFor();
     assert.equal(await page.getByRole("button", { name: "Run now" }).count(), 0);
+
+    // Packet tests: the viewer sees the sessions and results, but no start or stop control.
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Packet tests" }).click();
+    await page.getByRole("heading", { name: "Packet tests" }).waitFor();
+    await page.getByRole("region", { name: "Sessions" }).getByRole("row", { name: /127\.0\.0\.1.*done/ }).first().waitFor();
+    assert.equal(await page.getByRole("form", { name: "New session" }).count(), 0);
+    assert.equal(await page.getByRole("button", { name: "Start session" }).count(), 0);
+    await page.getByRole("region", { name: "Sessions" }).getByRole("button", { name: /^#\d+$/ }).first().click();
+    await page.getByRole("table", { name: /^Results of session \d+$/ }).waitFor();
+    assert.equal(await page.getByRole("button", { name: "Stop session" }).count(), 0);
+    const refused = await page.evaluate(async () => {
+      const r = await fetch("/api/v1/packet/sessions", {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-csrf-token": sessionStorage.getItem("rookery.csrf") ?? "" },
+        body: JSON.stringify({ destination: "127.0.0.1", count: 1 }),
+      });
+      return { status: r.status, body: await r.json() };
+    });
+    assert.equal(refused.status, 403, JSON.stringify(refused.body));
+    assert.equal(refused.body.error, "forbidden");
 
     // The server enforces it too: the same session, with its CSRF token, gets 403.
     const answer = await page.evaluate(async () => {

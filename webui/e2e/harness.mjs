@@ -1,5 +1,5 @@
 // Starts real daemons for the end-to-end tests: rookery-licensed, rookery-probed,
-// rookery-ingestd and rookery-apid (built by cargo beforehand; ROOKERY_BIN_DIR, default ../target/debug), each
+// rookery-ingestd, rookery-packetd and rookery-apid (built by cargo beforehand; ROOKERY_BIN_DIR, default ../target/debug), each
 // with its own config in a fresh temp directory, on loopback only. apid serves webui/dist.
 import { spawn } from "node:child_process";
 import { createSocket } from "node:dgram";
@@ -105,7 +105,7 @@ export const step = () => Math.floor(Date.now() / 1000 / 30);
 /** The daemons, running until `stop()`. */
 export async function startStack({ adminPassword, extraTargets = 0 }) {
   const bin = resolve(process.env.ROOKERY_BIN_DIR ?? join(REPO, "target/debug"));
-  for (const b of ["rookery-apid", "rookery-probed", "rookery-licensed", "rookery-ingestd"]) {
+  for (const b of ["rookery-apid", "rookery-probed", "rookery-licensed", "rookery-ingestd", "rookery-packetd"]) {
     if (!existsSync(join(bin, b))) {
       throw new Error(`${join(bin, b)} is missing: build it first (cargo build -p ${b} --bins) or set ROOKERY_BIN_DIR`);
     }
@@ -124,6 +124,8 @@ export async function startStack({ adminPassword, extraTargets = 0 }) {
   const apidMetrics = await freePort();
   const ingestdMetrics = await freePort();
   const syslogPort = await freeUdpPort();
+  const packetdMetrics = await freePort();
+  const stampPort = await freeUdpPort();
 
   writeFileSync(
     p("etc/licensed.toml"),
@@ -196,6 +198,28 @@ export async function startStack({ adminPassword, extraTargets = 0 }) {
       "",
     ].join("\n"),
   );
+  writeFileSync(
+    p("etc/packetd.toml"),
+    [
+      "# packetd for the console's end-to-end test: its userspace STAMP reflector on loopback",
+      "# (no XDP, an unprivileged port), answering 127.0.0.0/8; sessions to it from the console",
+      "[xdp]",
+      'interfaces = ["lo"]',
+      'mode = "userspace"',
+      `stamp-port = ${stampPort}`,
+      "echo-port = 0",
+      'allow-sources = ["127.0.0.0/8"]',
+      "[sessions]",
+      "max-pps = 2000",
+      "[grpc]",
+      `socket = "${p("run/packetd.sock")}"`,
+      "[metrics]",
+      `listen = "127.0.0.1:${packetdMetrics}"`,
+      "[state]",
+      `directory = "${p("packetd-state")}"`,
+      "",
+    ].join("\n"),
+  );
   writeFileSync(p("initial-admin"), `username=admin\npassword=${adminPassword}\n`);
   writeFileSync(
     p("apid.toml"),
@@ -243,6 +267,7 @@ export async function startStack({ adminPassword, extraTargets = 0 }) {
     dir,
     base: `https://localhost:${apidPort}`,
     syslogPort,
+    stampPort,
     path: p,
     logs: () => children.map((c) => `----- ${c.name}\n${c.log()}`).join("\n"),
     async stop() {
@@ -271,6 +296,7 @@ export async function startStack({ adminPassword, extraTargets = 0 }) {
     start("licensed", p("etc/licensed.toml"));
     start("probed", p("etc/probed.toml"));
     start("ingestd", p("etc/ingestd.toml"));
+    start("packetd", p("etc/packetd.toml"));
     start("apid", p("apid.toml"));
     for (const c of children) {
       c.child.on("exit", (code) => {
@@ -278,8 +304,8 @@ export async function startStack({ adminPassword, extraTargets = 0 }) {
       });
     }
     await waitFor(
-      "licensed, probed and ingestd sockets",
-      () => ["licensed", "probed", "ingestd"].every((d) => existsSync(p(`run/${d}.sock`))),
+      "licensed, probed, ingestd and packetd sockets",
+      () => ["licensed", "probed", "ingestd", "packetd"].every((d) => existsSync(p(`run/${d}.sock`))),
     );
     await waitFor("apid over HTTPS", async () => (await httpsGet(`${stack.base}/api/v1/openapi.json`)).status === 200);
   } catch (err) {

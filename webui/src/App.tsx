@@ -15,6 +15,7 @@ import { Licence } from "./pages/Licence";
 import { Logs } from "./pages/Logs";
 import { ForcedPasswordChange, Login } from "./pages/Login";
 import { Metrics } from "./pages/Metrics";
+import { PacketTests } from "./pages/PacketTests";
 import { Probes } from "./pages/Probes";
 import { Users } from "./pages/Users";
 
@@ -54,6 +55,7 @@ export function App() {
         <Routes>
           <Route path="/" element={<Dashboard />} />
           <Route path="/probes" element={<Probes />} />
+          <Route path="/packet-tests" element={<PacketTests />} />
           <Route path="/logs" element={<Logs />} />
           <Route path="/metrics" element={<Metrics />} />
           <Route path="/config" element={<Config />} />

@@ -697,6 +697,9 @@ fn sample_body(method: &Method, path: &str) -> Option<Value> {
         ("PUT", "/api/v1/licence/key") => Some(json!({"key": "PENG-0000-0000-0000-0000-0000"})),
         ("POST", "/api/v1/api-keys") => Some(json!({"name": "ci", "role": "viewer"})),
         ("POST", "/api/v1/probes/run") => Some(json!({"target": "web"})),
+        ("POST", "/api/v1/packet/sessions") => {
+            Some(json!({"destination": "192.0.2.1", "count": 10}))
+        }
         _ => None,
     }
 }

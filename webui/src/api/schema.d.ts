@@ -398,6 +398,75 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/packet/sessions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Needs the viewer role or higher. */
+        get: operations["get_packet_sessions"];
+        put?: never;
+        /** Needs the maintainer role or higher. */
+        post: operations["post_packet_sessions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/packet/sessions/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Needs the viewer role or higher. */
+        get: operations["get_packet_sessions__id_"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/packet/sessions/{id}/stop": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Needs the maintainer role or higher. */
+        post: operations["post_packet_sessions__id__stop"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/packet/sessions/{id}/watch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Needs the viewer role or higher. */
+        get: operations["get_packet_sessions__id__watch"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/probes/results": {
         parameters: {
             query?: never;
@@ -846,8 +915,177 @@ export interface components {
             role: string;
             username: string;
         };
+        /** @description One STAMP session. */
+        SessionView: {
+            /** @description Why a failed session failed; empty otherwise. */
+            error: string;
+            /**
+             * Format: int64
+             * @description 0 while running.
+             */
+            finished_unix_ms: number;
+            /** Format: int64 */
+            id: number;
+            spec: components["schemas"]["SpecView"];
+            /** Format: int64 */
+            started_unix_ms: number;
+            /** @description `running`, `done`, `stopped` or `failed`. */
+            state: string;
+            stats: components["schemas"]["StatsView"];
+        };
         SetKey: {
             key: string;
+        };
+        /** @description What a session sends. */
+        SpecView: {
+            /**
+             * Format: int64
+             * @description 0: as many as `duration_ms` allows.
+             */
+            count: number;
+            destination: string;
+            /** Format: int32 */
+            dscp: number;
+            /**
+             * Format: int64
+             * @description 0: until `count` packets are sent.
+             */
+            duration_ms: number;
+            /**
+             * Format: int32
+             * @description UDP payload bytes per packet.
+             */
+            packet_size: number;
+            /** Format: int32 */
+            port: number;
+            /**
+             * Format: int32
+             * @description Packets per second (from `rate_bps` when that was given).
+             */
+            rate_pps: number;
+            /** @description Empty: chosen by routing. */
+            source: string;
+            /** Format: int32 */
+            ssid: number;
+        };
+        /**
+         * @description Body of `POST /api/v1/packet/sessions`. Give `count`, `duration_ms` or both (the session
+         *     ends at whichever comes first), and `rate_pps` or `rate_bps`.
+         */
+        StartRequest: {
+            /**
+             * Format: int64
+             * @description Packets to send.
+             */
+            count?: number | null;
+            /** @description Reflector address, an IPv4 or IPv6 literal. */
+            destination: string;
+            /**
+             * Format: int32
+             * @description DSCP of the test packets; absent: 0.
+             */
+            dscp?: number | null;
+            /**
+             * Format: int64
+             * @description How long to send, in milliseconds.
+             */
+            duration_ms?: number | null;
+            /**
+             * Format: int32
+             * @description UDP payload bytes per packet; absent: 44.
+             */
+            packet_size?: number | null;
+            /**
+             * Format: int32
+             * @description Reflector UDP port; absent: 862.
+             */
+            port?: number | null;
+            /**
+             * Format: int64
+             * @description Bits per second of IP packets instead of `rate_pps` (set one of the two).
+             */
+            rate_bps?: number | null;
+            /**
+             * Format: int32
+             * @description Packets per second (the interval between packets is 1/rate), at most packetd's
+             *     `[sessions] max-pps`. Absent with `rate_bps` absent: 10.
+             */
+            rate_pps?: number | null;
+            /** @description Address to send from; absent: chosen by routing. */
+            source?: string | null;
+            /**
+             * Format: int32
+             * @description RFC 8972 Session-Sender Identifier; absent: 0.
+             */
+            ssid?: number | null;
+        };
+        /**
+         * @description Measurements of a session as packetd reports them (so far, while it runs). Times are
+         *     nanoseconds; round-trip times leave out the reflector's residence time.
+         */
+        StatsView: {
+            /** Format: int64 */
+            duplicates: number;
+            /**
+             * Format: int64
+             * @description RFC 5481 IPDV: largest absolute value.
+             */
+            ipdv_max_abs_ns: number;
+            /**
+             * Format: int64
+             * @description RFC 5481 IPDV between consecutive sequence numbers: mean absolute value.
+             */
+            ipdv_mean_abs_ns: number;
+            /**
+             * Format: int64
+             * @description RFC 3550 interarrival jitter over the round-trip time.
+             */
+            jitter_ns: number;
+            /** Format: int64 */
+            lost: number;
+            /**
+             * Format: int64
+             * @description Mean one-way delay back; trust it only when `owd_synchronized`.
+             */
+            owd_backward_mean_ns: number;
+            /**
+             * Format: int64
+             * @description Mean one-way delay there; trust it only when `owd_synchronized`.
+             */
+            owd_forward_mean_ns: number;
+            /** @description Both clocks synchronised (reflector S bit on every reply and this host's clock). */
+            owd_synchronized: boolean;
+            /** Format: int64 */
+            received: number;
+            /**
+             * Format: int64
+             * @description RFC 4737 reordered packets (sequence number below the next expected).
+             */
+            reordered: number;
+            /**
+             * Format: double
+             * @description reordered / received.
+             */
+            reordered_ratio: number;
+            /** Format: int64 */
+            rtt_max_ns: number;
+            /** Format: int64 */
+            rtt_mean_ns: number;
+            /** Format: int64 */
+            rtt_min_ns: number;
+            /** Format: int64 */
+            rtt_p50_ns: number;
+            /** Format: int64 */
+            rtt_p90_ns: number;
+            /** Format: int64 */
+            rtt_p99_ns: number;
+            /** Format: int64 */
+            sent: number;
+            /**
+             * Format: int64
+             * @description Reply bits received per second.
+             */
+            throughput_bps: number;
         };
         SystemView: {
             /** @description Each daemon's `Admin.Status` over its socket, or why it is unavailable. */
@@ -3384,6 +3622,498 @@ export interface operations {
             };
             /** @description account locked */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    get_packet_sessions: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description ok */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionView"][];
+                };
+            };
+            /** @description bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description role too low, CSRF failed or password change required */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no such route or object */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description body larger than [http] body-limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description well-formed but invalid */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the daemon does not answer on its socket */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    post_packet_sessions: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["StartRequest"];
+            };
+        };
+        responses: {
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionView"];
+                };
+            };
+            /** @description bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description role too low, CSRF failed or password change required */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no such route or object */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description body larger than [http] body-limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description well-formed but invalid */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the daemon does not answer on its socket */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    get_packet_sessions__id_: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description ok */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionView"];
+                };
+            };
+            /** @description bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description role too low, CSRF failed or password change required */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no such route or object */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description body larger than [http] body-limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description well-formed but invalid */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the daemon does not answer on its socket */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    post_packet_sessions__id__stop: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description ok */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionView"];
+                };
+            };
+            /** @description bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description role too low, CSRF failed or password change required */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no such route or object */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description body larger than [http] body-limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description well-formed but invalid */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the daemon does not answer on its socket */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    get_packet_sessions__id__watch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Server-Sent Events: `session` events (data: JSON of the schema) until the last, final one, then `end`; `error` (data: the error body) if the watch ends early */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": components["schemas"]["SessionView"];
+                };
+            };
+            /** @description bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description role too low, CSRF failed or password change required */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no such route or object */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description body larger than [http] body-limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description well-formed but invalid */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the daemon does not answer on its socket */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

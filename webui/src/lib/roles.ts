@@ -18,10 +18,11 @@ export interface NavItem {
   min: Role;
 }
 
-/** The console's pages. Packet tests are absent: apid has no packet routes yet. */
+/** The console's pages. */
 export const NAV: NavItem[] = [
   { to: "/", label: "Dashboard", min: "viewer" },
   { to: "/probes", label: "Probes", min: "viewer" },
+  { to: "/packet-tests", label: "Packet tests", min: "viewer" },
   { to: "/logs", label: "Logs", min: "viewer" },
   { to: "/metrics", label: "Metrics", min: "viewer" },
   { to: "/config", label: "Config", min: "viewer" },

@@ -14,6 +14,7 @@ mod extract;
 mod ingest;
 mod keys;
 pub mod openapi;
+mod packet;
 mod probes;
 mod system;
 mod totp;
@@ -139,6 +140,31 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
         Method::POST,
         "/api/v1/probes/run",
         Access::Min(Role::Maintainer),
+    ),
+    (
+        Method::GET,
+        "/api/v1/packet/sessions",
+        Access::Min(Role::Viewer),
+    ),
+    (
+        Method::POST,
+        "/api/v1/packet/sessions",
+        Access::Min(Role::Maintainer),
+    ),
+    (
+        Method::GET,
+        "/api/v1/packet/sessions/{id}",
+        Access::Min(Role::Viewer),
+    ),
+    (
+        Method::POST,
+        "/api/v1/packet/sessions/{id}/stop",
+        Access::Min(Role::Maintainer),
+    ),
+    (
+        Method::GET,
+        "/api/v1/packet/sessions/{id}/watch",
+        Access::Min(Role::Viewer),
     ),
     (Method::GET, "/api/v1/logs", Access::Min(Role::Viewer)),
     (
@@ -440,6 +466,13 @@ pub fn router(api: Arc<Api>, body_limit: usize, webui: std::path::PathBuf) -> ax
         .route("/api/v1/probes/results", get(probes::results))
         .route("/api/v1/probes/tier-events", get(probes::tier_events))
         .route("/api/v1/probes/run", post(probes::run))
+        .route(
+            "/api/v1/packet/sessions",
+            get(packet::list).post(packet::start),
+        )
+        .route("/api/v1/packet/sessions/{id}", get(packet::get_one))
+        .route("/api/v1/packet/sessions/{id}/stop", post(packet::stop))
+        .route("/api/v1/packet/sessions/{id}/watch", get(packet::watch))
         .route("/api/v1/logs", get(ingest::logs))
         .route("/api/v1/metrics/query_range", get(ingest::query_range))
         .route("/api/v1/users", get(users::list).post(users::create))

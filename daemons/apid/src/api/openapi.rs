@@ -48,6 +48,7 @@ fn body_of(method: &axum::http::Method, path: &str) -> Option<&'static str> {
         ("PUT", "/api/v1/config/{daemon}") => "PutConfig",
         ("POST", "/api/v1/config/{daemon}/rollback") => "RollbackRequest",
         ("POST", "/api/v1/probes/run") => "RunRequest",
+        ("POST", "/api/v1/packet/sessions") => "StartRequest",
         _ => return None,
     })
 }
@@ -65,6 +66,8 @@ pub enum Answer {
     Text,
     /// JSON array of this schema, or CSV with `format=csv`.
     Export(&'static str),
+    /// `text/event-stream`: Server-Sent Events whose data is JSON of this schema.
+    Events(&'static str),
 }
 
 /// The success body of a route, by schema name.
@@ -97,6 +100,10 @@ pub fn answer_of(method: &axum::http::Method, path: &str) -> Answer {
         ("GET", "/api/v1/probes/results") => Answer::Many("ResultView"),
         ("GET", "/api/v1/probes/tier-events") => Answer::Many("TierEventView"),
         ("POST", "/api/v1/probes/run") => Answer::One("ResultView"),
+        ("GET", "/api/v1/packet/sessions") => Answer::Many("SessionView"),
+        ("POST", "/api/v1/packet/sessions" | "/api/v1/packet/sessions/{id}/stop")
+        | ("GET", "/api/v1/packet/sessions/{id}") => Answer::One("SessionView"),
+        ("GET", "/api/v1/packet/sessions/{id}/watch") => Answer::Events("SessionView"),
         ("GET", "/api/v1/logs") => Answer::One("LogPage"),
         ("GET", "/api/v1/metrics/query_range") => Answer::Many("SeriesView"),
         ("GET", "/api/v1/users") => Answer::Many("UserView"),
@@ -138,6 +145,16 @@ fn success_response(method: &axum::http::Method, path: &str) -> utoipa::openapi:
         Answer::Export(name) => b
             .content("application/json", json(many(name)))
             .content("text/csv", text()),
+        Answer::Events(name) => b
+            .description(
+                "Server-Sent Events: `session` events (data: JSON of the schema) until the \
+                 last, final one, then `end`; `error` (data: the error body) if the watch \
+                 ends early",
+            )
+            .content(
+                "text/event-stream",
+                json(Ref::from_schema_name(name).into()),
+            ),
     }
     .build()
 }
@@ -152,6 +169,7 @@ fn query_params(path: &str) -> &'static [&'static str] {
         ],
         "/api/v1/config/{daemon}/diff" => &["against"],
         "/api/v1/probes/results" | "/api/v1/probes/tier-events" => &["target", "limit"],
+        "/api/v1/packet/sessions" => &["limit"],
         "/api/v1/logs" => &[
             "since",
             "until",
@@ -173,7 +191,9 @@ fn query_params(path: &str) -> &'static [&'static str] {
 
 fn success(method: &axum::http::Method, path: &str) -> (&'static str, &'static str) {
     match (method.as_str(), path) {
-        ("POST", "/api/v1/users" | "/api/v1/api-keys") => ("201", "created"),
+        ("POST", "/api/v1/users" | "/api/v1/api-keys" | "/api/v1/packet/sessions") => {
+            ("201", "created")
+        }
         ("DELETE", _) | ("POST", "/api/v1/auth/logout" | "/api/v1/auth/totp/disable") => {
             ("204", "done")
         }
@@ -249,6 +269,7 @@ pub fn document() -> OpenApi {
         if path.starts_with("/api/v1/config")
             || path.starts_with("/api/v1/licence")
             || path.starts_with("/api/v1/probes")
+            || path.starts_with("/api/v1/packet")
             || path.starts_with("/api/v1/logs")
             || path.starts_with("/api/v1/metrics")
             || *path == "/api/v1/system"
@@ -259,6 +280,10 @@ pub fn document() -> OpenApi {
             let name = seg.trim_matches(['{', '}']);
             let schema = if name == "daemon" {
                 string_schema().enum_values(Some(super::daemons::EDITABLE))
+            } else if path.starts_with("/api/v1/packet") {
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
             } else {
                 string_schema()
             };
@@ -279,6 +304,8 @@ pub fn document() -> OpenApi {
                         super::probes::MAX_LIMIT
                     } else if *path == "/api/v1/logs" {
                         super::ingest::MAX_LOG_LIMIT
+                    } else if path.starts_with("/api/v1/packet") {
+                        super::packet::MAX_LIMIT
                     } else {
                         1000
                     })),
@@ -403,6 +430,10 @@ pub fn document() -> OpenApi {
         .schema_from::<super::probes::ResultView>()
         .schema_from::<super::probes::PhaseView>()
         .schema_from::<super::probes::TierEventView>()
+        .schema_from::<super::packet::StartRequest>()
+        .schema_from::<super::packet::SessionView>()
+        .schema_from::<super::packet::SpecView>()
+        .schema_from::<super::packet::StatsView>()
         .schema_from::<super::ingest::LogPage>()
         .schema_from::<super::ingest::LogView>()
         .schema_from::<super::ingest::SeriesView>()
