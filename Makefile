@@ -6,7 +6,7 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: all deps build test test-rust webui-build webui-test fmt-check clippy doc lockfile-check \
-        test-ci-script test-schemathesis ci-selftest-pass ci-selftest-fail help bench
+        test-ci-script test-schemathesis ci-selftest-pass ci-selftest-fail help bench ansible-lint
 
 all: build
 
@@ -23,6 +23,7 @@ deps:
 	bash scripts/install-ingestd-test-deps.sh
 	bash scripts/install-apid-test-deps.sh
 	bash scripts/install-postgres-test-deps.sh
+	bash scripts/install-ansible-deps.sh
 	bash scripts/install-webui-deps.sh
 
 build: deps
@@ -74,7 +75,13 @@ ci-selftest-pass:
 ci-selftest-fail:
 	@echo "ci-selftest-fail: failing on purpose" >&2; false
 
-test: deps fmt-check clippy doc test-rust webui-test test-schemathesis lockfile-check test-ci-script
+# ansible/: ansible-lint (production profile, offline) and its table of factory keys current
+# with etc/rookery/*.toml. The playbooks run against the VM in `make test-qemu`.
+ansible-lint: deps
+	cd ansible && PATH=/opt/rookery-test-venv/bin:$$PATH ansible-lint --nocolor -q
+	/opt/rookery-test-venv/bin/python ansible/tools/factory-keys.py --check ansible/roles/rookery/vars/main.yml
+
+test: deps fmt-check clippy doc test-rust webui-test test-schemathesis lockfile-check test-ci-script ansible-lint
 	@echo "make test: all steps passed"
 
 # Benchmarks: each bench/*.sh runs one daemon and its peer in one run and prints ratios.

@@ -65,5 +65,5 @@ vm: image-deps
 	[ -f $(IMAGE_OUT)/rookery-$(VERSION)-$(HOST_ARCH).raw ] || $(MAKE) image-$(HOST_ARCH)
 	bash tests/qemu/vm.sh $(IMAGE_OUT)/rookery-$(VERSION)-$(HOST_ARCH).raw $(HOST_ARCH)
 
-test-qemu: image-x86-64 image-arm64
+test-qemu: image-x86-64 image-arm64 deps
 	bash tests/qemu/run.sh $(IMAGE_OUT) $(VERSION)

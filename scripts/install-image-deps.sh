@@ -2,7 +2,8 @@
 # Installs what building the appliance image and booting it in QEMU need on a fresh Debian
 # bookworm (or newer) machine, as root: mkosi 24+ and systemd tools from bookworm-backports,
 # QEMU with UEFI firmware for amd64 and arm64, binfmt for building the arm64 image, and the
-# aarch64 cross toolchain for the daemons. Idempotent: quiet and fast when all is present.
+# aarch64 cross toolchain for the daemons; the SSH client of the QEMU ansible check.
+# Idempotent: quiet and fast when all is present.
 set -euo pipefail
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -37,7 +38,7 @@ bp=("${need[@]}")
 need=()
 for p in apt dpkg debian-archive-keyring kmod cpio zstd e2fsprogs dosfstools mtools xz-utils \
          ovmf qemu-efi-aarch64 binfmt-support \
-         gcc-aarch64-linux-gnu libc6-dev-arm64-cross openssl socat curl; do
+         gcc-aarch64-linux-gnu libc6-dev-arm64-cross openssl socat curl openssh-client; do
   want "$p"
 done
 if ((${#bp[@]} + ${#need[@]})); then

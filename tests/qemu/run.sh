@@ -2,6 +2,7 @@
 # Boots the built images under QEMU and checks them from outside.
 #   tests/qemu/run.sh OUTPUT_DIR VERSION [ARCH...]      (default: x86-64 arm64)
 #   ROOKERY_QEMU_MATCH=persist  only checks whose name contains the pattern
+#   ROOKERY_QEMU_ANSIBLE_TIMEOUT=2400  hard timeout of the ansible boot (default 2400 s)
 # Each boot runs guest scenarios (image/mkosi.extra/usr/lib/rookery/tests/) chosen with the
 # SMBIOS credential rookery.test.scenario; the guest reports "QEMU-TEST: pass|fail NAME" on
 # the virtio-serial port org.rookery.test. Every boot has a hard timeout; on failure the
@@ -30,6 +31,12 @@ stamp_port=$(( 20000 + $$ % 20000 ))
 # ... and this host TCP port to the guest's 443: on "QEMU-TEST: https-ready USER PASS" the
 # runner logs in from here with curl (result in LOG.https).
 https_port=$(( stamp_port + 1 ))
+# ... and this host TCP port to the guest's 22, closed unless the ansible scenario opens it:
+# on "QEMU-TEST: ansible-ready USER PASS" ansible.sh runs the playbooks of ansible/ over SSH
+# with a key made here for this run (its public half goes in the SMBIOS credential
+# rookery.test.ssh-key of that boot only) and checks through the forwarded 443 (LOG.ansible).
+ssh_port=$(( stamp_port + 2 ))
+boot_extra=()
 
 # host_https_login PORT USER PASS -> one line "ok ..." or "failed ..."; exit 0 when ok.
 host_https_login() {
@@ -49,22 +56,24 @@ host_https_login() {
   echo "ok login as $user over https://127.0.0.1:$port (forwarded to the guest's 443), auth/me 200"
 }
 
-# boot ARCH DISK VARS SCENARIOS MODE LOG -> 0 when every scenario passed.
+# boot ARCH DISK VARS SCENARIOS MODE LOG [TIMEOUT] -> 0 when every scenario passed.
 # MODE: poweroff (wait for the guest to power off) or kill (kill -9 QEMU at the pass marker).
+# QEMU gets the arguments in boot_extra (e.g. more SMBIOS credentials) too.
 boot() {
   local arch=$1 disk=$2 vars=$3 scenarios=$4 mode=$5 log=$6 start pid deadline last stamp="" https=""
+  local ansible="" ansible_done=""
   : > "$log"
-  rm -f "$log.stamp" "$log.https"
+  rm -f "$log.stamp" "$log.https" "$log.ansible"
   start=$(date +%s.%N)
   # shellcheck disable=SC2046
   $(qemu_cmd "$arch" "$disk" "$vars") -display none -monitor none \
     -serial "file:$log.console" \
     -device virtio-serial-pci -chardev "file,id=tst,path=$log" \
     -device virtserialport,chardev=tst,name=org.rookery.test \
-    -netdev "user,id=n0,hostfwd=udp:127.0.0.1:$stamp_port-:862,hostfwd=tcp:127.0.0.1:$https_port-:443" -device virtio-net-pci,netdev=n0 \
-    -smbios "type=11,value=io.systemd.credential:rookery.test.scenario=$scenarios" &
+    -netdev "user,id=n0,hostfwd=udp:127.0.0.1:$stamp_port-:862,hostfwd=tcp:127.0.0.1:$https_port-:443,hostfwd=tcp:127.0.0.1:$ssh_port-:22" -device virtio-net-pci,netdev=n0 \
+    -smbios "type=11,value=io.systemd.credential:rookery.test.scenario=$scenarios" "${boot_extra[@]}" &
   pid=$! qemu_pid=$!
-  deadline=$(( $(date +%s) + timeout ))
+  deadline=$(( $(date +%s) + ${7:-$timeout} ))
   last=${scenarios##*+}
   while kill -0 "$pid" 2>/dev/null; do
     if [ -z "$stamp" ] && grep -q '^QEMU-TEST: stamp-ready' "$log"; then
@@ -75,6 +84,20 @@ boot() {
       # shellcheck disable=SC2046
       host_https_login "$https_port" $(sed -n 's/^QEMU-TEST: https-ready //p' "$log" | head -n1) > "$log.https" 2>&1 &
       https=$!
+    fi
+    if [ -z "$ansible" ] && grep -q '^QEMU-TEST: ansible-ready ' "$log"; then
+      # shellcheck disable=SC2046
+      bash "$here/ansible.sh" "$ssh_port" "$https_port" "$work/ssh-key" \
+        $(sed -n 's/^QEMU-TEST: ansible-ready //p' "$log" | head -n1) "$work/ansible" > "$log.ansible" 2>&1 &
+      ansible=$!
+    fi
+    # ansible.sh hands its verdict to the guest over SSH; without SSH the guest would wait
+    # for it until its own bound: give it 120 s after ansible.sh ended.
+    if [ -n "$ansible" ] && [ -z "$ansible_done" ] && ! kill -0 "$ansible" 2>/dev/null; then
+      ansible_done=$(( $(date +%s) + 120 ))
+    fi
+    if [ -n "$ansible_done" ] && [ "$(date +%s)" -ge "$ansible_done" ]; then
+      echo "guest did not finish within 120 s of ansible.sh's end" >> "$log"; kill -9 "$pid"; break
     fi
     if [ "$mode" = kill ] && grep -q "QEMU-TEST: pass $last" "$log"; then
       kill -9 "$pid"; break
@@ -99,6 +122,10 @@ boot() {
     wait "$https" 2>/dev/null
     echo "HOST https: $(cat "$log.https")" >> "$log"
   fi
+  if [ -n "$ansible" ]; then
+    kill "$ansible" 2>/dev/null; wait "$ansible" 2>/dev/null
+    echo "HOST ansible: $(tail -n1 "$log.ansible")" >> "$log"
+  fi
   echo "boot took $(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.0f", e - s }')s" >> "$log"
   local ok=0 s
   for s in ${scenarios//+/ }; do grep -q "QEMU-TEST: pass $s\$" "$log" || ok=1; done
@@ -108,6 +135,10 @@ boot() {
     echo "---- console (last lines) ----"; tail -n 60 "$log.console"
     mkdir -p "$artifacts" && cp "$log" "$log.console" "$artifacts/" &&
       echo "---- saved: $artifacts/$(basename "$log") (guest report + journal) and .console ----"
+  fi
+  if [ -f "$log.ansible" ] && ! grep -q '^HOST ansible: ok ' "$log"; then
+    echo "---- $log.ansible (host: ansible-playbook runs, last lines) ----"; tail -n 120 "$log.ansible"
+    mkdir -p "$artifacts" && cp "$log.ansible" "$artifacts/" && echo "---- saved: $artifacts/$(basename "$log").ansible ----"
   fi
   return $ok
 }
@@ -163,6 +194,22 @@ for arch in $arches; do
     else
       result "$arch/clean-reboot" fail ""
     fi
+  fi
+  if want ansible; then
+    # A fresh first boot (it needs the one-time admin password) with SSH on for this boot only.
+    rm -f "$work/ssh-key" "$work/ssh-key.pub"
+    ssh-keygen -q -t ed25519 -N '' -C rookery-qemu-test -f "$work/ssh-key"
+    fresh_disk "$arch" "$arch-c"
+    boot_extra=(-smbios "type=11,value=io.systemd.credential:rookery.test.ssh-key=$(cat "$work/ssh-key.pub")")
+    if boot "$arch" "$work/$arch-c.raw" "$work/$arch-c.vars" ansible poweroff "$work/$arch-c1.log" "${ROOKERY_QEMU_ANSIBLE_TIMEOUT:-2400}" &&
+       grep -q '^HOST ansible: ok ' "$work/$arch-c1.log"; then
+      grep '^INFO ' "$work/$arch-c1.log" | sed "s/^INFO /  $arch: /"
+      result "$arch/ansible" ok "($(sed -n 's/^HOST ansible: ok //p' "$work/$arch-c1.log"); $(grep '^boot took' "$work/$arch-c1.log"))"
+    else
+      result "$arch/ansible" fail "($(sed -n 's/^HOST ansible: //p' "$work/$arch-c1.log" | head -n1))"
+    fi
+    boot_extra=()
+    rm -f "$work/$arch-c.raw"
   fi
   if want secrets; then
     fresh_disk "$arch" "$arch-b"
