@@ -383,6 +383,11 @@ fn check_file<C: DaemonConfig>(
 ) -> (toml::Table, Vec<Problem>, Vec<String>) {
     /// Bound on the recovery loop: one round per bad entry.
     const MAX_ROUNDS: usize = 200;
+    if text.len() >= CHUNKED_MIN
+        && let Some(good) = parse_chunked::<C>(text)
+    {
+        return (good, Vec::new(), Vec::new());
+    }
     let mut problems = Vec::new();
     let mut shifted = Vec::new();
     // Only a file with errors needs its span tree (to locate entries) and a working copy (to
@@ -452,6 +457,146 @@ fn check_file<C: DaemonConfig>(
         problems.into_iter().map(|(_, p)| p).collect(),
         shifted,
     )
+}
+
+/// Files from this size on are parsed piece by piece when they can be ([`parse_chunked`]).
+const CHUNKED_MIN: usize = 256 * 1024;
+/// Text per piece of a file parsed piece by piece.
+const CHUNK_TARGET: usize = 64 * 1024;
+
+/// A valid large file, parsed in pieces of about [`CHUNK_TARGET`] bytes cut before top-level
+/// array-of-tables headers (`[[targets]]`): the parser holds every token and event of what it
+/// parses at once (about 30 bytes per byte of text), so a file of 10,000 targets would need
+/// tens of MiB at once, a piece needs about 2 MiB. Each piece must deserialize as `C` on its
+/// own; the pieces' tables are then joined, appending to the arrays of tables they continue.
+///
+/// `None` (parse the whole file instead, which also reports errors with their positions) when
+/// the file has an error, has no such cut, or when the pieces share any key other than the
+/// arrays of tables they continue (a table defined twice is an error only the whole-file
+/// parse sees).
+fn parse_chunked<C: DaemonConfig>(text: &str) -> Option<toml::Table> {
+    let cuts = chunk_cuts(text)?;
+    let mut good = toml::Table::new();
+    // Top-level keys written as `[[key]]` headers so far: the only ones a piece may continue.
+    let mut arrays: Vec<&str> = Vec::new();
+    let mut start = 0;
+    for (end, piece_arrays) in cuts {
+        let piece = &text[start..end];
+        start = end;
+        toml::from_str::<C>(piece).ok()?;
+        let table = toml::from_str::<toml::Table>(piece).ok()?;
+        for (key, value) in table {
+            match (good.get_mut(&key), value) {
+                (None, value) => {
+                    good.insert(key, value);
+                }
+                (Some(toml::Value::Array(have)), toml::Value::Array(more))
+                    if arrays.contains(&key.as_str()) && piece_arrays.contains(&key.as_str()) =>
+                {
+                    have.extend(more);
+                }
+                _ => return None,
+            }
+        }
+        for key in piece_arrays {
+            if !arrays.contains(&key) {
+                arrays.push(key);
+            }
+        }
+    }
+    Some(good)
+}
+
+/// Where to cut `text` into pieces for [`parse_chunked`]: the end of each piece (the last is
+/// `text.len()`), with the top-level keys the piece writes as `[[key]]` headers. A cut is made
+/// only before a `[[key]]` header at the start of a line, outside any value, with `key` one
+/// bare key already written as `[[key]]` before it, once the piece is [`CHUNK_TARGET`] long.
+/// `None` if there is no cut.
+fn chunk_cuts(text: &str) -> Option<Vec<(usize, Vec<&str>)>> {
+    use toml_parser::lexer::TokenKind as K;
+    let source = toml_parser::Source::new(text);
+    let mut tokens = source.lex().peekable();
+    let mut cuts: Vec<(usize, Vec<&str>)> = Vec::new();
+    let mut piece_start = 0;
+    let mut piece_arrays: Vec<&str> = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    // Nesting of `[` / `{` inside a value; a value ends at a newline outside any nesting.
+    let mut depth = 0usize;
+    let mut in_value = false;
+    let mut line_start = true;
+    while let Some(token) = tokens.next() {
+        let span = token.span();
+        match token.kind() {
+            K::Newline => {
+                if depth == 0 {
+                    in_value = false;
+                }
+                line_start = true;
+                continue;
+            }
+            K::Whitespace | K::Comment => continue,
+            K::Eof => break,
+            K::LeftSquareBracket if line_start && !in_value => {
+                line_start = false;
+                // A header: `[[` for an array of tables (the brackets are adjacent).
+                let array = tokens.peek().is_some_and(|t| {
+                    t.kind() == K::LeftSquareBracket && t.span().start() == span.end()
+                });
+                if !array {
+                    // `[table]`: skip to its closing bracket.
+                    for t in tokens.by_ref() {
+                        if matches!(t.kind(), K::RightSquareBracket | K::Newline | K::Eof) {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                tokens.next();
+                let mut key: Option<&str> = None;
+                let mut simple = true;
+                for t in tokens.by_ref() {
+                    match t.kind() {
+                        K::RightSquareBracket | K::Newline | K::Eof => break,
+                        K::Whitespace => {}
+                        K::Atom if key.is_none() => {
+                            key = Some(&text[t.span().start()..t.span().end()]);
+                        }
+                        _ => simple = false,
+                    }
+                }
+                let Some(key) = key.filter(|k| {
+                    simple
+                        && k.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                }) else {
+                    continue;
+                };
+                if span.start() - piece_start >= CHUNK_TARGET && seen.contains(&key) {
+                    cuts.push((span.start(), std::mem::take(&mut piece_arrays)));
+                    piece_start = span.start();
+                }
+                if !piece_arrays.contains(&key) {
+                    piece_arrays.push(key);
+                }
+                if !seen.contains(&key) {
+                    seen.push(key);
+                }
+                continue;
+            }
+            K::Equals if !in_value => in_value = true,
+            K::LeftSquareBracket | K::LeftCurlyBracket if in_value => depth += 1,
+            K::RightSquareBracket | K::RightCurlyBracket if in_value => {
+                depth = depth.saturating_sub(1);
+            }
+            _ => {}
+        }
+        line_start = false;
+    }
+    if cuts.is_empty() {
+        return None;
+    }
+    cuts.push((text.len(), piece_arrays));
+    Some(cuts)
 }
 
 /// Whether `message` at `key` only reports the absence of an entry already reported as wrong.

@@ -367,8 +367,13 @@ impl<D: Daemon> Shared<D> {
                 for w in &loaded.warnings {
                     tracing::warn!(warning = %w, "Configuration file permissions.");
                 }
-                let old = lock(&self.current).config.clone();
-                if old.grpc() != loaded.config.grpc() || old.metrics() != loaded.config.metrics() {
+                let restart_needed = {
+                    // Compared in place: the configuration can be large (thousands of targets).
+                    let current = lock(&self.current);
+                    current.config.grpc() != loaded.config.grpc()
+                        || current.config.metrics() != loaded.config.metrics()
+                };
+                if restart_needed {
                     tracing::warn!(
                         "Changes to [grpc] or [metrics] take effect at the next restart."
                     );

@@ -409,3 +409,83 @@ fn errors_in_nested_map_tables_are_each_reported_and_siblings_kept() {
         "{errs:#?}"
     );
 }
+
+/// A file of `n` targets after the sections, large enough to be parsed in pieces. Every
+/// tenth address is a multi-line string holding a line that looks like a header.
+fn large_file(n: usize) -> String {
+    let mut text = String::from(
+        "[server]\nname = \"big\"\nport = 9000\n\n[modules.http]\nprober = \"http\"\ntimeout = \"3s\"\n\n",
+    );
+    for i in 0..n {
+        if i % 10 == 0 {
+            text.push_str(&format!(
+                "# [[targets]] in a comment\n[[targets]]\nname = \"t{i}\"\naddress = \"\"\"\n[[targets]]\nname = 'x'\"\"\"\n\n"
+            ));
+        } else {
+            text.push_str(&format!(
+                "[[ targets ]]\nname = \"t{i}\"\naddress = \"http://10.0.{}.{}/\"\n\n",
+                i / 250,
+                i % 250
+            ));
+        }
+    }
+    text
+}
+
+#[test]
+fn a_large_file_is_parsed_in_pieces_to_the_same_config() {
+    let text = large_file(8000);
+    assert!(text.len() >= CHUNKED_MIN);
+    let cuts = chunk_cuts(&text).unwrap();
+    assert!(cuts.len() > 4, "{} pieces", cuts.len());
+    for (end, arrays) in &cuts {
+        assert_eq!(arrays, &vec!["targets"]);
+        // Every cut is at a real header, never inside the multi-line strings.
+        if *end < text.len() {
+            assert!(
+                text[*end..].starts_with("[[ targets ]]\nname = \"t"),
+                "{}",
+                &text[*end..*end + 40]
+            );
+        }
+    }
+    let f = Fixture::new();
+    f.write_main(&text);
+    let loaded = f.load(&[]).unwrap();
+    let whole: TestConfig = toml::from_str(&text).unwrap();
+    assert_eq!(loaded.config.targets.len(), 8000);
+    assert_eq!(loaded.config.targets[10].address, "[[targets]]\nname = 'x'");
+    assert_eq!(loaded.config, whole);
+}
+
+#[test]
+fn a_large_file_with_errors_reports_them_at_their_lines() {
+    let f = Fixture::new();
+    let mut text = large_file(8000);
+    text.push_str("[[targets]]\nname = \"last\"\nadress = \"x\"\n");
+    f.write_main(&text);
+    let main = f.main().display().to_string();
+    let line = text.lines().count();
+    let errs = f.errors(&[]);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(&format!(
+            "{main}:{line}:1: targets[8000].adress: unknown field `adress`"
+        )),
+        "{errs:#?}"
+    );
+    // A table defined twice, far apart: only the whole file shows it.
+    let mut text = large_file(8000);
+    text.push_str("[modules.http]\nprober = \"tcp\"\n");
+    f.write_main(&text);
+    let errs = f.errors(&[]);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].contains("syntax error"), "{errs:#?}");
+    // Another top-level table after the targets is fine, and lands in the config.
+    let mut text = large_file(8000);
+    text.push_str("[limits]\nmax-items = 7\n");
+    f.write_main(&text);
+    let loaded = f.load(&[]).unwrap();
+    assert_eq!(loaded.config.limits.max_items, 7);
+    assert_eq!(loaded.config.targets.len(), 8000);
+}
