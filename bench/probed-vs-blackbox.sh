@@ -45,6 +45,10 @@ if [[ -z ${PROBED_BIN:-} ]]; then
   cargo build --release --locked -p rookery-probed >&2
 fi
 [[ -x $PROBED ]] || die "$PROBED missing"
+# probed runs with the environment its systemd unit gives it (glibc malloc settings).
+UNIT=daemons/probed/systemd/rookery-probed.service
+read -r -a PROBED_ENV <<<"$(sed -n 's/^Environment=//p' "$UNIT" | tr '\n' ' ')"
+((${#PROBED_ENV[@]} > 0)) || die "no Environment= in $UNIT"
 
 # cpu_seconds PID: user+system CPU time of the process so far.
 cpu_seconds() {
@@ -111,7 +115,7 @@ probes_done() { # PORT: sum of rookery_probed_probes_total over every target
 }
 
 probed_config "$work/probed.toml" "$PROBED_PORT" probed "$TARGETS"
-"$PROBED" run --config "$work/probed.toml" 2>"$work/probed.log" &
+env "${PROBED_ENV[@]}" "$PROBED" run --config "$work/probed.toml" 2>"$work/probed.log" &
 probed_pid=$!
 pids+=("$probed_pid")
 wait_http "http://127.0.0.1:$PROBED_PORT/healthz" "$probed_pid" ||
@@ -153,7 +157,7 @@ EOF
 }
 
 probed_config "$work/probed2.toml" "$PROBED2_PORT" probed2 0
-"$PROBED" run --config "$work/probed2.toml" 2>"$work/probed2.log" &
+env "${PROBED_ENV[@]}" "$PROBED" run --config "$work/probed2.toml" 2>"$work/probed2.log" &
 probed2_pid=$!
 pids+=("$probed2_pid")
 wait_http "http://127.0.0.1:$PROBED2_PORT/healthz" "$probed2_pid"

@@ -4,7 +4,7 @@
 //! `{"error", "message", "status", "correlation_id", "timestamp"}`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
 use axum::extract::State;
@@ -120,10 +120,6 @@ struct MetricsState {
     daemon: &'static str,
     registry: Arc<Registry>,
     health: Health,
-    /// Length of the last exposition: the next one is allocated once at about that size
-    /// instead of growing by doubling (which briefly holds both the old and the new buffer;
-    /// megabytes with thousands of series).
-    last_len: Arc<AtomicUsize>,
 }
 
 /// The `/healthz` + `/metrics` router (exposed for tests and for daemons that add routes).
@@ -142,7 +138,6 @@ pub fn health_metrics_router(
             daemon,
             registry,
             health,
-            last_len: Arc::default(),
         })
 }
 
@@ -172,18 +167,81 @@ async fn healthz(State(s): State<MetricsState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics(State(s): State<MetricsState>) -> Response {
-    let last = s.last_len.load(Ordering::Relaxed);
-    let mut out = String::with_capacity(last + last / 16);
-    match prometheus_client::encoding::text::encode(&mut out, &s.registry) {
-        Ok(()) => {
-            s.last_len.store(out.len(), Ordering::Relaxed);
-            ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], out).into_response()
+/// Bytes of exposition text sent per piece of a `/metrics` answer.
+const METRICS_CHUNK: usize = 64 * 1024;
+
+/// Sends the exposition text in pieces of [`METRICS_CHUNK`] bytes as it is encoded.
+struct ChunkWriter {
+    buf: String,
+    tx: tokio::sync::mpsc::Sender<Result<String, std::io::Error>>,
+}
+
+impl ChunkWriter {
+    /// Sends what is buffered; an error once the client has gone.
+    fn send(&mut self) -> std::fmt::Result {
+        if self.buf.is_empty() {
+            return Ok(());
         }
-        Err(err) => ApiError::new(
+        let piece = std::mem::replace(&mut self.buf, String::with_capacity(METRICS_CHUNK));
+        self.tx
+            .blocking_send(Ok(piece))
+            .map_err(|_| std::fmt::Error)
+    }
+}
+
+impl std::fmt::Write for ChunkWriter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if self.buf.len() + s.len() > METRICS_CHUNK {
+            self.send()?;
+        }
+        self.buf.push_str(s);
+        Ok(())
+    }
+}
+
+/// The exposition, streamed: encoded on a blocking thread in pieces of [`METRICS_CHUNK`]
+/// bytes that are sent as they come, so a daemon with thousands of series never holds its
+/// whole exposition (megabytes) in memory. Collectors must not hold locks their daemon needs
+/// while they write (a slow client slows the encoding down). An encoding error after the
+/// first piece ends the answer without its terminating chunk, so the client sees it broken,
+/// not short.
+async fn metrics(State(s): State<MetricsState>) -> Response {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let registry = s.registry.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChunkWriter {
+            buf: String::with_capacity(METRICS_CHUNK),
+            tx,
+        };
+        let result =
+            prometheus_client::encoding::text::encode(&mut w, &registry).and_then(|()| w.send());
+        if result.is_err() && !w.tx.is_closed() {
+            let _ =
+                w.tx.blocking_send(Err(std::io::Error::other("cannot encode metrics")));
+        }
+    });
+    // The first piece decides the status: an error before any text is still a clean 500.
+    match rx.recv().await {
+        Some(Ok(first)) => {
+            use tokio_stream::StreamExt as _;
+            let body = tokio_stream::once(Ok(first))
+                .chain(tokio_stream::wrappers::ReceiverStream::new(rx));
+            (
+                [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
+                axum::body::Body::from_stream(body),
+            )
+                .into_response()
+        }
+        Some(Err(err)) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "metrics_encoding",
             format!("cannot encode metrics: {err}"),
+        )
+        .into_response(),
+        None => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics_encoding",
+            "cannot encode metrics: the encoder stopped",
         )
         .into_response(),
     }

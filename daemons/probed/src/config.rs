@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rookery_common::config::{DaemonConfig, GrpcSection, Invalid, MetricsSection, StateSection};
@@ -45,8 +46,10 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
-    /// What to probe: `[[targets]]`.
-    pub targets: Vec<Target>,
+    /// What to probe: `[[targets]]`. Shared: the scheduler and the metrics hold these same
+    /// targets rather than copies (thousands of targets are megabytes).
+    #[serde(with = "shared_targets")]
+    pub targets: Vec<Arc<Target>>,
     /// How to probe: `[modules.<name>]`.
     pub modules: BTreeMap<String, Module>,
     pub scheduler: SchedulerSection,
@@ -456,9 +459,44 @@ pub struct Target {
     /// Extra labels on this target's metrics.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// Tiered escalation; absent = tier 1 only.
+    /// Tiered escalation; absent = tier 1 only. Boxed: most targets have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tiers: Option<TierPolicy>,
+    pub tiers: Option<Box<TierPolicy>>,
+}
+
+/// `[[targets]]` as a list of shared targets, exactly sized.
+mod shared_targets {
+    use std::fmt;
+    use std::sync::Arc;
+
+    use serde::de::{SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    use super::Target;
+
+    pub fn serialize<S: Serializer>(targets: &[Arc<Target>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(targets.iter().map(|t| &**t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Arc<Target>>, D::Error> {
+        struct Targets;
+        impl<'de> Visitor<'de> for Targets {
+            type Value = Vec<Arc<Target>>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                // The hint is bounded: it comes from the file.
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+                while let Some(t) = seq.next_element::<Target>()? {
+                    out.push(Arc::new(t));
+                }
+                out.shrink_to_fit();
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Targets)
+    }
 }
 
 /// `tiers = { … }` of a target: when it escalates to tier 2 and 3 and when it returns.

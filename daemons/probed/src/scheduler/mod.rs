@@ -484,7 +484,7 @@ impl Scheduler {
                 continue;
             };
             let spec = Spec {
-                target: Arc::new(target.clone()),
+                target: target.clone(),
                 module: module.clone(),
                 interval: config.interval_of(target),
                 timeout: config.timeout_of(target),
