@@ -80,6 +80,9 @@ impl Daemon for Ingestd {
                 metrics.clone(),
             )?,
             StoreBackend::Postgres => {
+                let why =
+                    crate::forward::require_central_database(&c.store.licensed_socket).await?;
+                tracing::info!(feature = crate::forward::DATABASE_FEATURE, reason = %why, "PostgreSQL store licensed.");
                 Store::open_postgres(
                     &c.store.postgres,
                     c.store.queue_records,

@@ -257,6 +257,8 @@ pub struct StoreSection {
     pub backend: StoreBackend,
     /// The server of `backend = "postgres"`.
     pub postgres: PostgresSection,
+    /// licensed's socket, asked at start for the `central-database` feature (PostgreSQL only).
+    pub licensed_socket: PathBuf,
     /// Records queued for the writer at most.
     pub queue_records: usize,
     /// Records per transaction at most.
@@ -294,6 +296,7 @@ impl Default for StoreSection {
         Self {
             backend: StoreBackend::Sqlite,
             postgres: PostgresSection::default(),
+            licensed_socket: rookery_common::grpc::socket_path("licensed"),
             queue_records: DEFAULT_QUEUE_RECORDS,
             batch_records: DEFAULT_BATCH_RECORDS,
             max_bytes: DEFAULT_MAX_BYTES,
@@ -369,6 +372,15 @@ impl DaemonConfig for Config {
                 ));
             }
             StoreBackend::Sqlite => {}
+        }
+        if !st.licensed_socket.is_absolute() {
+            out.push(Invalid::new(
+                "store.licensed-socket",
+                format!(
+                    "\"{}\" is not an absolute path",
+                    st.licensed_socket.display()
+                ),
+            ));
         }
         if !(1..=1_000_000).contains(&st.queue_records) {
             out.push(out_of_range(

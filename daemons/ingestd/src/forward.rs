@@ -88,15 +88,23 @@ async fn send(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Outcome {
 /// Name of the licensed feature that gates forwarding.
 pub const FEATURE: &str = "central-forwarding";
 
-/// Asks licensed whether `feature` is enabled: `Some(answer)`, or `None` if unreachable.
-async fn ask(socket: &std::path::Path) -> Option<(bool, String)> {
+/// Name of the licensed feature that gates the PostgreSQL store.
+pub const DATABASE_FEATURE: &str = "central-database";
+
+/// How long the start waits for licensed to answer about the PostgreSQL store (licensed may
+/// be starting at the same time at boot).
+const GATE_WAIT: Duration = Duration::from_secs(10);
+
+/// Asks licensed over `socket` whether `feature` is enabled: `Some((enabled, reason))`, or
+/// `None` if it is unreachable.
+pub async fn ask(socket: &std::path::Path, feature: &str) -> Option<(bool, String)> {
     use rookery_common::proto::CheckFeatureRequest;
     use rookery_common::proto::licensing_client::LicensingClient;
     let channel = rookery_common::grpc::connect(socket).await.ok()?;
     let reply = tokio::time::timeout(
         Duration::from_secs(5),
         LicensingClient::new(channel).check_feature(CheckFeatureRequest {
-            name: FEATURE.to_owned(),
+            name: feature.to_owned(),
         }),
     )
     .await
@@ -104,6 +112,33 @@ async fn ask(socket: &std::path::Path) -> Option<(bool, String)> {
     .ok()?
     .into_inner();
     Some((reply.enabled, reply.reason))
+}
+
+/// The start gate of the PostgreSQL store: licensed at `socket` must grant
+/// [`DATABASE_FEATURE`] (it always does with its release mode off). Waits up to 10 s for an
+/// answer; a refusal or no answer is an error naming the feature, so the start fails rather
+/// than writing to a store the licence does not cover (or silently elsewhere).
+pub async fn require_central_database(socket: &std::path::Path) -> Result<String, String> {
+    let deadline = tokio::time::Instant::now() + GATE_WAIT;
+    loop {
+        match ask(socket, DATABASE_FEATURE).await {
+            Some((true, reason)) => return Ok(reason),
+            Some((false, reason)) => {
+                return Err(format!(
+                    "store.backend = \"postgres\" needs licensed's feature \"{DATABASE_FEATURE}\", which is off ({reason}); \
+                     install a licence that grants it, or set store.backend = \"sqlite\""
+                ));
+            }
+            None if tokio::time::Instant::now() >= deadline => {
+                return Err(format!(
+                    "store.backend = \"postgres\" needs licensed's feature \"{DATABASE_FEATURE}\", but licensed did not answer on {} within {} s",
+                    socket.display(),
+                    GATE_WAIT.as_secs()
+                ));
+            }
+            None => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
 }
 
 /// Sends the outbox per `cfg` until `shutdown`.
@@ -133,7 +168,7 @@ pub async fn run(
     loop {
         if tokio::time::Instant::now() >= next_check {
             next_check = tokio::time::Instant::now() + licence_check_interval;
-            match ask(&licensed_socket).await {
+            match ask(&licensed_socket, FEATURE).await {
                 Some((enabled, reason)) => {
                     if licensed != Some(enabled) {
                         tracing::info!(feature = FEATURE, enabled, reason = %reason, "Forwarding licence answer.");

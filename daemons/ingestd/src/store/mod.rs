@@ -658,8 +658,7 @@ impl Writer {
         Ok(n as u64)
     }
 
-    /// Retention of the PostgreSQL backend: downsampling and max age (max-bytes bounds the
-    /// local SQLite file only).
+    /// Retention of the PostgreSQL backend: downsampling, max age, then max bytes.
     fn retain_postgres(&self, pg: &postgres::Pg, rt: &tokio::runtime::Handle, r: Retention) {
         let (cutoff, step_ms) = downsample_cutoff(r.downsample_after, r.downsample_step);
         if let Err(err) = rt.block_on(pg.downsample(cutoff, step_ms)) {
@@ -671,6 +670,13 @@ impl Writer {
                 self.metrics.forward_dropped.inc_by(dropped);
             }
             Err(err) => tracing::error!(error = %err, "Log retention failed."),
+        }
+        match rt.block_on(pg.retain_bytes(r.max_bytes)) {
+            Ok((deleted, dropped)) => {
+                self.metrics.retention_deleted.inc_by(deleted);
+                self.metrics.forward_dropped.inc_by(dropped);
+            }
+            Err(err) => tracing::error!(error = %err, "Retention by store.max-bytes failed."),
         }
     }
 

@@ -6,8 +6,9 @@
 //!
 //! Several ingestd instances may share the database: logs, series and samples are shared
 //! (a central store), while each instance's forwarding outbox is its own (`instance` = host
-//! name). Retention by age and downsampling run over the shared tables; `max-bytes` bounds
-//! the local SQLite file only (a PostgreSQL server's disk is its operator's).
+//! name). Retention by age, downsampling and `max-bytes` run over the shared tables: the
+//! size is `pg_total_relation_size` of the `ingestd_*` tables (indexes and TOAST included);
+//! above the bound the oldest rows go in batches and `VACUUM FULL` returns the space.
 
 use std::collections::HashMap;
 
@@ -65,6 +66,14 @@ const SCHEMA: &[&str] = &[
         value DOUBLE PRECISION NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS ingestd_forward_outbox_instance ON ingestd_forward_outbox (instance, seq)",
+];
+
+/// ingestd's tables: what `max-bytes` bounds.
+const TABLES: &[&str] = &[
+    "ingestd_logs",
+    "ingestd_series",
+    "ingestd_samples",
+    "ingestd_forward_outbox",
 ];
 
 /// The pool, and this instance's name in the shared outbox.
@@ -297,6 +306,108 @@ impl Pg {
                 .await?
                 .rows_affected();
         Ok((logs, dropped))
+    }
+
+    /// Bytes on disk of ingestd's tables, their indexes and TOAST included.
+    pub(super) async fn size(&self) -> Result<u64, sqlx::Error> {
+        let mut sql = String::from("SELECT 0::bigint");
+        for t in TABLES {
+            sql.push_str(&format!(" + pg_total_relation_size('{t}')"));
+        }
+        // The table names are the constants above.
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Deletes up to `n` of the oldest rows picked by `pick` (a `SELECT` of keys, `$1` the
+    /// limit, `$2` this instance) in batches; returns the rows deleted.
+    async fn delete_oldest(&self, delete: &'static str, n: i64) -> Result<u64, sqlx::Error> {
+        let mut done = 0u64;
+        let mut left = n;
+        while left > 0 {
+            let k = sqlx::query(delete)
+                .bind(left.min(super::RETENTION_CHUNK))
+                .bind(&self.instance)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            if k == 0 {
+                break;
+            }
+            done += k;
+            left -= i64::try_from(k).unwrap_or(i64::MAX);
+        }
+        Ok(done)
+    }
+
+    /// Bounds ingestd's tables to `max_bytes`: while they are larger, the same share of the
+    /// oldest logs, samples and of this instance's outbox is deleted (in batches) so that the
+    /// rest takes about 90 % of the bound, then `VACUUM FULL` rewrites the tables to return
+    /// the space. Returns the records deleted and the undelivered outbox rows dropped.
+    pub(super) async fn retain_bytes(&self, max_bytes: u64) -> Result<(u64, u64), sqlx::Error> {
+        let (mut deleted, mut dropped) = (0u64, 0u64);
+        // A few passes: indexes do not shrink exactly in proportion to their tables.
+        for _ in 0..4 {
+            let size = self.size().await?;
+            if size <= max_bytes {
+                break;
+            }
+            let target = max_bytes / 10 * 9;
+            #[expect(clippy::cast_precision_loss, reason = "a share, not an exact count")]
+            let share = (size - target) as f64 / size as f64;
+            let count = |table: &'static str, filter: &'static str| async move {
+                let sql = format!("SELECT count(*) FROM {table} WHERE {filter}");
+                let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+                    .bind(&self.instance)
+                    .fetch_one(&self.pool)
+                    .await?;
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_precision_loss,
+                    reason = "a row count from a share"
+                )]
+                let k = (n as f64 * share).ceil() as i64;
+                Ok::<i64, sqlx::Error>(k)
+            };
+            let logs = count("ingestd_logs", "$1 = $1").await?;
+            let samples = count("ingestd_samples", "$1 = $1").await?;
+            let outbox = count("ingestd_forward_outbox", "instance = $1").await?;
+            let n = self
+                .delete_oldest(
+                    "DELETE FROM ingestd_logs WHERE id IN
+                         (SELECT id FROM ingestd_logs WHERE $2 = $2 ORDER BY id LIMIT $1)",
+                    logs,
+                )
+                .await?
+                + self
+                    .delete_oldest(
+                        "DELETE FROM ingestd_samples WHERE ctid IN
+                         (SELECT ctid FROM ingestd_samples WHERE $2 = $2 ORDER BY ts_ms LIMIT $1)",
+                        samples,
+                    )
+                    .await?;
+            let o = self
+                .delete_oldest(
+                    "DELETE FROM ingestd_forward_outbox WHERE seq IN
+                         (SELECT seq FROM ingestd_forward_outbox WHERE instance = $2 ORDER BY seq LIMIT $1)",
+                    outbox,
+                )
+                .await?;
+            deleted += n + o;
+            dropped += o;
+            if n + o == 0 {
+                break;
+            }
+            for t in TABLES {
+                // The table names are the constants above; VACUUM runs outside a transaction.
+                sqlx::raw_sql(AssertSqlSafe(format!("VACUUM FULL {t}")))
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok((deleted, dropped))
     }
 
     pub(super) async fn query(&self, q: &LogQuery) -> Result<Vec<StoredLog>, StoreError> {

@@ -366,3 +366,96 @@ async fn postgres_downsamples_retains_by_age_and_keeps_the_outbox() {
         .unwrap();
     assert_eq!(got[0].samples, recent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_max_bytes_deletes_the_oldest_until_the_tables_fit() {
+    let pg = tokio::task::spawn_blocking(|| rookery_pgtest::PgServer::start().unwrap())
+        .await
+        .unwrap();
+    let section = rookery_common::postgres::PostgresSection {
+        url: format!("{}?sslmode=disable", pg.url()),
+        ..Default::default()
+    };
+    let metrics = Metrics::default();
+    let store = Store::open_postgres(&section, 10_000, 1_000, KEEP, metrics.clone())
+        .await
+        .unwrap();
+    let Reader::Postgres(db) = &store.reader else {
+        panic!("not PostgreSQL")
+    };
+    let empty = db.size().await.unwrap();
+    // About 8 MB of logs (messages of 1 KB of words the full-text index has to keep).
+    let total = 8_000usize;
+    for chunk in 0..8usize {
+        let batch: Vec<LogRecord> = (0..1_000)
+            .map(|i| {
+                let n = chunk * 1_000 + i;
+                let words: String = (0..100).map(|w| format!("w{n}x{w} ")).collect();
+                rec(
+                    i64::try_from(n).unwrap(),
+                    "h",
+                    "big",
+                    6,
+                    &format!("#{n} {words}"),
+                )
+            })
+            .collect();
+        store
+            .submit(batch)
+            .await
+            .unwrap()
+            .committed()
+            .await
+            .unwrap();
+    }
+    let full = db.size().await.unwrap();
+    let bound = 4 * 1024 * 1024;
+    assert!(full > 2 * bound, "{full} bytes after the inserts");
+    store.set_retention(Retention {
+        max_bytes: bound,
+        ..KEEP
+    });
+    store.retain_now();
+    // The sync record goes after the retention run in the writer's order.
+    store
+        .submit(vec![rec(0, "h", "sync", 1, "sync")])
+        .await
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+    let after = db.size().await.unwrap();
+    assert!(
+        after <= bound,
+        "{after} bytes over the bound {bound} (empty: {empty})"
+    );
+    let left = store
+        .query(LogQuery {
+            app: Some("big".into()),
+            limit: 10_000,
+            ..LogQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        !left.is_empty() && left.len() < total,
+        "{} left",
+        left.len()
+    );
+    // The newest stay, in one run up to the last: only the oldest went.
+    let nums: Vec<usize> = left
+        .iter()
+        .map(|l| {
+            l.record.message[1..]
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let want: Vec<usize> = (total - left.len()..total).rev().collect();
+    assert_eq!(nums, want);
+    let deleted = metrics.retention_deleted.get();
+    assert_eq!(deleted, (total - left.len()) as u64);
+}
