@@ -93,6 +93,9 @@ impl Daemon for Ingestd {
                 .await?
             }
         };
+        // Before any listener: every record committed from now on is spooled.
+        store.set_forwarding(!c.forward.remote_write_url.is_empty());
+        store.set_otlp_forwarding(!c.forward.otlp_url.is_empty());
         let shutdown = ctx.shutdown.clone();
         let sctx = crate::syslog::Ctx {
             store: store.clone(),
@@ -207,8 +210,15 @@ impl Daemon for Ingestd {
             ));
         }
         if !c.forward.remote_write_url.is_empty() {
-            store.set_forwarding(true);
             tasks.spawn(crate::forward::run(
+                store.clone(),
+                metrics.clone(),
+                c.forward.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if !c.forward.otlp_url.is_empty() {
+            tasks.spawn(crate::forward::run_otlp(
                 store.clone(),
                 metrics.clone(),
                 c.forward.clone(),

@@ -31,6 +31,8 @@ pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(15);
 pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Samples per forwarded request: Prometheus' own max_samples_per_send default range.
 pub const DEFAULT_FORWARD_BATCH: u32 = 2000;
+/// Log records per forwarded OTLP request: about 1 MB of typical records.
+pub const DEFAULT_FORWARD_BATCH_LOGS: u32 = 2000;
 /// Timeout of one forwarded request: a slow uplink still gets a chance.
 pub const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Licence re-check of forwarding: a revoked or newly bought licence takes effect within it.
@@ -224,8 +226,13 @@ impl Default for ScrapeSection {
 pub struct ForwardSection {
     /// Prometheus remote_write URL; empty = no forwarding.
     pub remote_write_url: String,
+    /// Base URL of an OTLP/HTTP receiver (`/v1/logs` and `/v1/metrics` are appended);
+    /// empty = no OTLP forwarding.
+    pub otlp_url: String,
     /// Samples per request at most.
     pub batch_samples: u32,
+    /// Log records per OTLP request at most.
+    pub batch_logs: u32,
     /// Timeout of one request.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -240,7 +247,9 @@ impl Default for ForwardSection {
     fn default() -> Self {
         Self {
             remote_write_url: String::new(),
+            otlp_url: String::new(),
             batch_samples: DEFAULT_FORWARD_BATCH,
+            batch_logs: DEFAULT_FORWARD_BATCH_LOGS,
             timeout: DEFAULT_FORWARD_TIMEOUT,
             licensed_socket: rookery_common::grpc::socket_path("licensed"),
             licence_check_interval: DEFAULT_LICENCE_CHECK_INTERVAL,
@@ -484,6 +493,29 @@ impl DaemonConfig for Config {
                     "\"{}\" is not an http(s) URL (expected e.g. \"https://metrics.example.com/api/v1/write\")",
                     f.remote_write_url
                 ),
+            ));
+        }
+        let url = &f.otlp_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            out.push(Invalid::new(
+                "forward.otlp-url",
+                format!(
+                    "\"{url}\" is not an http(s) URL (expected the receiver's base URL, e.g. \"https://otel.example.com:4318\")"
+                ),
+            ));
+        } else if url.ends_with("/v1/logs") || url.ends_with("/v1/metrics") {
+            out.push(Invalid::new(
+                "forward.otlp-url",
+                format!(
+                    "\"{url}\" names a signal path; give the base URL (\"/v1/logs\" and \"/v1/metrics\" are appended)"
+                ),
+            ));
+        }
+        if !(1..=100_000).contains(&f.batch_logs) {
+            out.push(out_of_range(
+                "forward.batch-logs",
+                f.batch_logs,
+                "1 to 100000",
             ));
         }
         if !(1..=100_000).contains(&f.batch_samples) {

@@ -57,6 +57,15 @@ pub struct Metrics {
     /// Samples dropped from the forwarding outbox: refused by the remote (4xx) or older than
     /// the retention bounds.
     pub forward_dropped: Counter,
+    /// Log records delivered by OTLP forwarding.
+    pub forwarded_otlp_logs: Counter,
+    /// Samples delivered by OTLP forwarding.
+    pub forwarded_otlp_samples: Counter,
+    /// Failed OTLP forwarding attempts (retried).
+    pub forward_otlp_failures: Counter,
+    /// Log records and samples dropped from the OTLP outboxes: refused by the remote (4xx,
+    /// partial success) or reached by retention before they were forwarded.
+    pub forward_otlp_dropped: Counter,
 }
 
 impl Metrics {
@@ -127,6 +136,26 @@ impl Metrics {
             "forward_dropped_samples",
             "Samples dropped from the forwarding outbox (refused by the remote or past retention)",
             self.forward_dropped.clone(),
+        );
+        r.register(
+            "forwarded_otlp_logs",
+            "Log records delivered by OTLP forwarding",
+            self.forwarded_otlp_logs.clone(),
+        );
+        r.register(
+            "forwarded_otlp_samples",
+            "Samples delivered by OTLP forwarding",
+            self.forwarded_otlp_samples.clone(),
+        );
+        r.register(
+            "forward_otlp_failures",
+            "Failed OTLP forwarding attempts, retried",
+            self.forward_otlp_failures.clone(),
+        );
+        r.register(
+            "forward_otlp_dropped_records",
+            "Log records and samples dropped from the OTLP outboxes (refused by the remote or past retention)",
+            self.forward_otlp_dropped.clone(),
         );
         r.register(
             "syslog_connections",

@@ -278,6 +278,7 @@ async fn postgres_downsamples_retains_by_age_and_keeps_the_outbox() {
         .unwrap();
     assert!(store.path().is_none());
     store.set_forwarding(true);
+    store.set_otlp_forwarding(true);
     let sync = |store: Store| async move {
         store
             .submit(vec![rec(9, "h", "sync", 1, "sync")])
@@ -323,6 +324,30 @@ async fn postgres_downsamples_retains_by_age_and_keeps_the_outbox() {
     assert_eq!(out[0].samples, samples);
     store.outbox_delivered(seq).await.unwrap();
     assert!(store.outbox(1_000).await.unwrap().is_none());
+    // The OTLP outboxes hold the same samples and the committed logs, in order.
+    let (seq, out) = store
+        .sample_outbox(Outbox::OtlpSamples, 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out[0].samples, samples);
+    store.delivered(Outbox::OtlpSamples, seq).await.unwrap();
+    let logs = store.log_outbox(1).await.unwrap().unwrap();
+    assert_eq!(logs.missing, 0);
+    assert_eq!(logs.logs.len(), 1);
+    assert_eq!(logs.logs[0].record.message, "received two days ago");
+    let logs = store.log_outbox(10).await.unwrap().unwrap();
+    let msgs: Vec<&str> = logs.logs.iter().map(|l| &*l.record.message).collect();
+    assert_eq!(msgs, ["received two days ago", "received now"]);
+    store.delivered(Outbox::OtlpLogs, logs.seq).await.unwrap();
+    assert!(store.log_outbox(10).await.unwrap().is_none());
+    assert!(
+        store
+            .sample_outbox(Outbox::OtlpSamples, 10)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Downsampling keeps the last sample per step, as with SQLite.
     store.set_retention(Retention {
@@ -458,4 +483,38 @@ async fn postgres_max_bytes_deletes_the_oldest_until_the_tables_fit() {
     assert_eq!(nums, want);
     let deleted = metrics.retention_deleted.get();
     assert_eq!(deleted, (total - left.len()) as u64);
+}
+
+#[tokio::test]
+async fn the_otlp_log_outbox_reports_records_retention_deleted_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 100, KEEP);
+    store.set_otlp_forwarding(true);
+    let mut old = rec(1, "h", "a", 1, "old");
+    old.received_ns -= 2 * 86_400 * 1_000_000_000;
+    store
+        .submit(vec![old, rec(2, "h", "a", 1, "new")])
+        .await
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+    store.set_retention(Retention {
+        max_age: Duration::from_secs(86_400),
+        ..KEEP
+    });
+    store.retain_now();
+    store
+        .submit(vec![rec(3, "h", "a", 1, "sync")])
+        .await
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+    let batch = store.log_outbox(10).await.unwrap().unwrap();
+    assert_eq!(batch.missing, 1);
+    let msgs: Vec<&str> = batch.logs.iter().map(|l| &*l.record.message).collect();
+    assert_eq!(msgs, ["new", "sync"]);
+    store.delivered(Outbox::OtlpLogs, batch.seq).await.unwrap();
+    assert!(store.log_outbox(10).await.unwrap().is_none());
 }
