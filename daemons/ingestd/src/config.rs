@@ -71,6 +71,7 @@ pub struct Config {
     pub syslog: SyslogSection,
     pub http: HttpSection,
     pub otlp: OtlpSection,
+    pub quic: QuicSection,
     pub scrape: ScrapeSection,
     pub forward: ForwardSection,
     pub store: StoreSection,
@@ -85,6 +86,7 @@ impl Default for Config {
             syslog: SyslogSection::default(),
             http: HttpSection::default(),
             otlp: OtlpSection::default(),
+            quic: QuicSection::default(),
             scrape: ScrapeSection::default(),
             forward: ForwardSection::default(),
             store: StoreSection::default(),
@@ -172,6 +174,21 @@ impl Default for OtlpSection {
     }
 }
 
+/// `[quic]`: the receiver of forwarding from other Rookery appliances over QUIC with mutual
+/// TLS; off by default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct QuicSection {
+    /// UDP listeners; empty = off.
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain of this receiver.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert-file`.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificate(s) that every sender's certificate must chain to.
+    pub client_ca_file: Option<PathBuf>,
+}
+
 /// `[scrape]`: the `/metrics` endpoints ingestd scrapes into its metric store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -229,6 +246,16 @@ pub struct ForwardSection {
     /// Base URL of an OTLP/HTTP receiver (`/v1/logs` and `/v1/metrics` are appended);
     /// empty = no OTLP forwarding.
     pub otlp_url: String,
+    /// Another Rookery's `[quic] listen` address, `host:port`; empty = no QUIC forwarding.
+    pub quic_peer: String,
+    /// Name the peer's certificate must carry; empty = the host of `quic-peer`.
+    pub quic_server_name: String,
+    /// PEM certificate chain this sender shows the peer.
+    pub quic_cert_file: Option<PathBuf>,
+    /// PEM private key of `quic-cert-file`.
+    pub quic_key_file: Option<PathBuf>,
+    /// PEM CA certificate(s) the peer's certificate must chain to.
+    pub quic_ca_file: Option<PathBuf>,
     /// Samples per request at most.
     pub batch_samples: u32,
     /// Log records per OTLP request at most.
@@ -248,6 +275,11 @@ impl Default for ForwardSection {
         Self {
             remote_write_url: String::new(),
             otlp_url: String::new(),
+            quic_peer: String::new(),
+            quic_server_name: String::new(),
+            quic_cert_file: None,
+            quic_key_file: None,
+            quic_ca_file: None,
             batch_samples: DEFAULT_FORWARD_BATCH,
             batch_logs: DEFAULT_FORWARD_BATCH_LOGS,
             timeout: DEFAULT_FORWARD_TIMEOUT,
@@ -511,6 +543,57 @@ impl DaemonConfig for Config {
                 ),
             ));
         }
+        let files = |list: [(&str, &Option<PathBuf>); 3], when: &str, out: &mut Vec<Invalid>| {
+            for (key, v) in list {
+                match v {
+                    None => out.push(Invalid::new(
+                        key,
+                        format!("is required when {when} (expected a PEM file path)"),
+                    )),
+                    Some(p) if !p.is_absolute() => out.push(Invalid::new(
+                        key,
+                        format!("\"{}\" is not an absolute path", p.display()),
+                    )),
+                    Some(_) => {}
+                }
+            }
+        };
+        if !f.quic_peer.is_empty() {
+            let port = f
+                .quic_peer
+                .rsplit_once(':')
+                .map(|(h, p)| (h, p.parse::<u16>()));
+            if !matches!(port, Some((h, Ok(p))) if !h.is_empty() && p != 0) {
+                out.push(Invalid::new(
+                    "forward.quic-peer",
+                    format!(
+                        "\"{}\" is not host:port (expected e.g. \"central.example.net:4319\" or \"[fd00::1]:4319\")",
+                        f.quic_peer
+                    ),
+                ));
+            }
+            files(
+                [
+                    ("forward.quic-cert-file", &f.quic_cert_file),
+                    ("forward.quic-key-file", &f.quic_key_file),
+                    ("forward.quic-ca-file", &f.quic_ca_file),
+                ],
+                "forward.quic-peer is set",
+                &mut out,
+            );
+        }
+        let q = &self.quic;
+        if !q.listen.is_empty() {
+            files(
+                [
+                    ("quic.cert-file", &q.cert_file),
+                    ("quic.key-file", &q.key_file),
+                    ("quic.client-ca-file", &q.client_ca_file),
+                ],
+                "quic.listen has listeners",
+                &mut out,
+            );
+        }
         if !(1..=100_000).contains(&f.batch_logs) {
             out.push(out_of_range(
                 "forward.batch-logs",
@@ -556,6 +639,7 @@ impl DaemonConfig for Config {
             ("http.listen", &self.http.listen),
             ("otlp.grpc", &self.otlp.grpc),
             ("otlp.http", &self.otlp.http),
+            ("quic.listen", &self.quic.listen),
         ] {
             for (i, a) in list.iter().enumerate() {
                 if a.port() != 0 && list[..i].contains(a) {

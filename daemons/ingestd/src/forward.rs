@@ -12,6 +12,7 @@
 //! every `licence-check-interval`. Until it says yes (always, with release mode off) the
 //! samples stay spooled; an unreachable licensed keeps the last answer (DESIGN.md).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::{
@@ -388,6 +389,65 @@ pub async fn run(
     .await;
 }
 
+/// How a target ships OTLP-encoded batches.
+enum Transport {
+    /// OTLP/HTTP protobuf.
+    Http {
+        client: reqwest::Client,
+        logs_url: String,
+        metrics_url: String,
+    },
+    /// Another Rookery over QUIC.
+    Quic(Arc<crate::quic::Sender>),
+}
+
+impl Transport {
+    fn describe(&self, logs: bool) -> String {
+        match self {
+            Self::Http {
+                logs_url,
+                metrics_url,
+                ..
+            } => if logs { logs_url } else { metrics_url }.clone(),
+            Self::Quic(q) => q.describe(),
+        }
+    }
+
+    async fn send(&self, logs: bool, body: Vec<u8>) -> Outcome {
+        match self {
+            Self::Http {
+                client,
+                logs_url,
+                metrics_url,
+            } => send_otlp(client, if logs { logs_url } else { metrics_url }, body).await,
+            Self::Quic(q) => {
+                let kind = if logs {
+                    crate::quic::KIND_LOGS
+                } else {
+                    crate::quic::KIND_METRICS
+                };
+                match q.send(kind, &body).await {
+                    Ok(crate::quic::Reply::Stored(resp)) => Outcome::Delivered(resp.into()),
+                    Ok(crate::quic::Reply::Retry(why)) => Outcome::Retry(why),
+                    Ok(crate::quic::Reply::Refused(why)) => Outcome::Refused(why),
+                    Err(why) => Outcome::Retry(why),
+                }
+            }
+        }
+    }
+}
+
+/// A target of log records and samples: its transport, outboxes and counters.
+struct Target {
+    transport: Transport,
+    logs: Outbox,
+    samples: Outbox,
+    metrics: crate::events::TargetMetrics,
+    batch_logs: u32,
+    batch_samples: u32,
+    sender: String,
+}
+
 /// Sends the OTLP outboxes (logs to `<otlp-url>/v1/logs`, samples to `/v1/metrics`) per
 /// `cfg` until `shutdown`.
 pub async fn run_otlp(
@@ -398,18 +458,56 @@ pub async fn run_otlp(
 ) {
     let Some(client) = client(&cfg) else { return };
     let base = cfg.otlp_url.trim_end_matches('/').to_owned();
-    let (logs_url, metrics_url) = (format!("{base}/v1/logs"), format!("{base}/v1/metrics"));
-    let (batch_logs, batch_samples) = (cfg.batch_logs, cfg.batch_samples);
-    let sender = crate::store::host_name();
-    let m = metrics.clone();
-    let failures = metrics.forward_otlp_failures.clone();
+    let target = Target {
+        transport: Transport::Http {
+            client,
+            logs_url: format!("{base}/v1/logs"),
+            metrics_url: format!("{base}/v1/metrics"),
+        },
+        logs: Outbox::OtlpLogs,
+        samples: Outbox::OtlpSamples,
+        metrics: metrics.otlp.clone(),
+        batch_logs: cfg.batch_logs,
+        batch_samples: cfg.batch_samples,
+        sender: crate::store::host_name(),
+    };
+    run_target(store, metrics, cfg, target, shutdown).await;
+}
+
+/// Sends the QUIC outboxes to `[forward] quic-peer` with `sender` until `shutdown`.
+pub async fn run_quic(
+    store: Store,
+    metrics: Metrics,
+    cfg: crate::config::ForwardSection,
+    sender: crate::quic::Sender,
+    shutdown: CancellationToken,
+) {
+    let target = Target {
+        transport: Transport::Quic(Arc::new(sender)),
+        logs: Outbox::QuicLogs,
+        samples: Outbox::QuicSamples,
+        metrics: metrics.quic.clone(),
+        batch_logs: cfg.batch_logs,
+        batch_samples: cfg.batch_samples,
+        sender: crate::store::host_name(),
+    };
+    run_target(store, metrics, cfg, target, shutdown).await;
+}
+
+async fn run_target(
+    store: Store,
+    metrics: Metrics,
+    cfg: crate::config::ForwardSection,
+    target: Target,
+    shutdown: CancellationToken,
+) {
+    let target = Arc::new(target);
+    let failures = target.metrics.failures.clone();
     drive(&cfg, metrics, failures, shutdown, move || {
-        let (store, client, metrics, sender) =
-            (store.clone(), client.clone(), m.clone(), sender.clone());
-        let (logs_url, metrics_url) = (logs_url.clone(), metrics_url.clone());
+        let (store, target) = (store.clone(), target.clone());
         async move {
-            let logs = otlp_log_step(&store, &client, &metrics, &sender, &logs_url, batch_logs);
-            let samples = otlp_sample_step(&store, &client, &metrics, &metrics_url, batch_samples);
+            let logs = log_step(&store, &target);
+            let samples = sample_step(&store, &target);
             match (logs.await, samples.await) {
                 (Step::Failed(why), _) | (_, Step::Failed(why)) => Step::Failed(why),
                 (Step::Idle, Step::Idle) => Step::Idle,
@@ -420,90 +518,76 @@ pub async fn run_otlp(
     .await;
 }
 
-async fn otlp_log_step(
-    store: &Store,
-    client: &reqwest::Client,
-    metrics: &Metrics,
-    sender: &str,
-    url: &str,
-    limit: u32,
-) -> Step {
-    let batch = match store.log_outbox(limit).await {
+async fn log_step(store: &Store, t: &Target) -> Step {
+    let url = t.transport.describe(true);
+    let batch = match store.log_outbox(t.logs, t.batch_logs).await {
         Ok(Some(b)) => b,
         Ok(None) => return Step::Idle,
         Err(err) => {
-            tracing::error!(error = %err, "Cannot read the OTLP log outbox.");
+            tracing::error!(error = %err, outbox = ?t.logs, "Cannot read the log outbox.");
             return Step::Idle;
         }
     };
     if batch.missing > 0 {
-        metrics.forward_otlp_dropped.inc_by(batch.missing);
-        tracing::warn!(
-            records = batch.missing,
-            "Retention deleted log records before they were forwarded by OTLP; they are dropped."
-        );
+        t.metrics.dropped.inc_by(batch.missing);
+        tracing::warn!(url = %url, records = batch.missing, "Retention deleted log records before they were forwarded; they are dropped.");
     }
     if batch.logs.is_empty() {
-        return delivered(store, Outbox::OtlpLogs, batch.seq).await;
+        return delivered(store, t.logs, batch.seq).await;
     }
     let n = batch.logs.len() as u64;
-    let body = otlp_logs(sender, &batch.logs).encode_to_vec();
-    match send_otlp(client, url, body).await {
+    let body = otlp_logs(&t.sender, &batch.logs).encode_to_vec();
+    match t.transport.send(true, body).await {
         Outcome::Delivered(resp) => {
             let rejected = ExportLogsServiceResponse::decode(resp)
                 .ok()
                 .and_then(|r| r.partial_success)
                 .map_or(0, |p| u64::try_from(p.rejected_log_records).unwrap_or(0));
             if rejected > 0 {
-                metrics.forward_otlp_dropped.inc_by(rejected);
-                tracing::warn!(url = %url, records = rejected, "The OTLP receiver rejected some forwarded log records.");
+                t.metrics.dropped.inc_by(rejected);
+                tracing::warn!(url = %url, records = rejected, "The receiver rejected some forwarded log records.");
             }
-            metrics.forwarded_otlp_logs.inc_by(n - rejected.min(n));
-            delivered(store, Outbox::OtlpLogs, batch.seq).await
+            t.metrics.logs.inc_by(n - rejected.min(n));
+            delivered(store, t.logs, batch.seq).await
         }
         Outcome::Refused(why) => {
-            metrics.forward_otlp_dropped.inc_by(n);
-            tracing::error!(url = %url, records = n, reason = %why, "The OTLP receiver refused forwarded log records; they are dropped.");
-            delivered(store, Outbox::OtlpLogs, batch.seq).await
+            t.metrics.dropped.inc_by(n);
+            tracing::error!(url = %url, records = n, reason = %why, "The receiver refused forwarded log records; they are dropped.");
+            delivered(store, t.logs, batch.seq).await
         }
         Outcome::Retry(why) => Step::Failed(format!("{url}: {why}")),
     }
 }
 
-async fn otlp_sample_step(
-    store: &Store,
-    client: &reqwest::Client,
-    metrics: &Metrics,
-    url: &str,
-    limit: u32,
-) -> Step {
-    let (seq, series) = match store.sample_outbox(Outbox::OtlpSamples, limit).await {
+async fn sample_step(store: &Store, t: &Target) -> Step {
+    let url = t.transport.describe(false);
+    let (seq, series) = match store.sample_outbox(t.samples, t.batch_samples).await {
         Ok(Some(b)) => b,
         Ok(None) => return Step::Idle,
         Err(err) => {
-            tracing::error!(error = %err, "Cannot read the OTLP sample outbox.");
+            tracing::error!(error = %err, outbox = ?t.samples, "Cannot read the sample outbox.");
             return Step::Idle;
         }
     };
     let n: u64 = series.iter().map(|s| s.samples.len() as u64).sum();
     let body = otlp_metrics(&series).encode_to_vec();
-    match send_otlp(client, url, body).await {
+    match t.transport.send(false, body).await {
         Outcome::Delivered(resp) => {
             let rejected = ExportMetricsServiceResponse::decode(resp)
                 .ok()
                 .and_then(|r| r.partial_success)
                 .map_or(0, |p| u64::try_from(p.rejected_data_points).unwrap_or(0));
             if rejected > 0 {
-                metrics.forward_otlp_dropped.inc_by(rejected);
-                tracing::warn!(url = %url, samples = rejected, "The OTLP receiver rejected some forwarded samples.");
+                t.metrics.dropped.inc_by(rejected);
+                tracing::warn!(url = %url, samples = rejected, "The receiver rejected some forwarded samples.");
             }
-            metrics.forwarded_otlp_samples.inc_by(n - rejected.min(n));
-            delivered(store, Outbox::OtlpSamples, seq).await
+            t.metrics.samples.inc_by(n - rejected.min(n));
+            delivered(store, t.samples, seq).await
         }
         Outcome::Refused(why) => {
-            metrics.forward_otlp_dropped.inc_by(n);
-            tracing::error!(url = %url, samples = n, reason = %why, "The OTLP receiver refused forwarded samples; they are dropped.");
-            delivered(store, Outbox::OtlpSamples, seq).await
+            t.metrics.dropped.inc_by(n);
+            tracing::error!(url = %url, samples = n, reason = %why, "The receiver refused forwarded samples; they are dropped.");
+            delivered(store, t.samples, seq).await
         }
         Outcome::Retry(why) => Step::Failed(format!("{url}: {why}")),
     }

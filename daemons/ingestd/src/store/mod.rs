@@ -212,6 +212,10 @@ pub enum Outbox {
     OtlpSamples,
     /// Log records (by id) for `forward.otlp-url`.
     OtlpLogs,
+    /// Metric samples for `forward.quic-peer`.
+    QuicSamples,
+    /// Log records (by id) for `forward.quic-peer`.
+    QuicLogs,
 }
 
 impl Outbox {
@@ -221,7 +225,14 @@ impl Outbox {
             Self::RemoteWrite => "forward_outbox",
             Self::OtlpSamples => "forward_otlp_samples",
             Self::OtlpLogs => "forward_otlp_logs",
+            Self::QuicSamples => "forward_quic_samples",
+            Self::QuicLogs => "forward_quic_logs",
         }
+    }
+
+    /// The sample outboxes with their target's counters, for retention.
+    fn samples(m: &Metrics) -> [(Self, &crate::events::TargetMetrics); 2] {
+        [(Self::OtlpSamples, &m.otlp), (Self::QuicSamples, &m.quic)]
     }
 }
 
@@ -246,6 +257,7 @@ pub struct Store {
     tx: mpsc::UnboundedSender<Msg>,
     forward: Arc<std::sync::atomic::AtomicBool>,
     otlp: Arc<std::sync::atomic::AtomicBool>,
+    quic: Arc<std::sync::atomic::AtomicBool>,
     room: Arc<Semaphore>,
     capacity: usize,
     reader: Reader,
@@ -303,6 +315,16 @@ CREATE TABLE IF NOT EXISTS forward_otlp_samples (
     value REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS forward_otlp_logs (
+    seq INTEGER PRIMARY KEY,
+    log_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS forward_quic_samples (
+    seq INTEGER PRIMARY KEY,
+    series_id INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    value REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS forward_quic_logs (
     seq INTEGER PRIMARY KEY,
     log_id INTEGER NOT NULL
 );
@@ -386,10 +408,12 @@ impl Store {
             .set(i64::try_from(queue_records).unwrap_or(i64::MAX));
         let forward = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let otlp = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let quic = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = Writer {
             db,
             forward: forward.clone(),
             otlp: otlp.clone(),
+            quic: quic.clone(),
             series_ids: HashMap::new(),
             rx,
             batch_records,
@@ -408,6 +432,7 @@ impl Store {
             tx,
             forward,
             otlp,
+            quic,
             room,
             capacity: queue_records,
             reader,
@@ -566,6 +591,8 @@ struct Writer {
     forward: Arc<std::sync::atomic::AtomicBool>,
     /// Copy committed samples and log ids into the OTLP outboxes.
     otlp: Arc<std::sync::atomic::AtomicBool>,
+    /// Copy committed samples and log ids into the QUIC outboxes.
+    quic: Arc<std::sync::atomic::AtomicBool>,
     /// Series ids by canonical labels: remote_write repeats the same series every scrape.
     series_ids: HashMap<String, i64>,
     rx: mpsc::UnboundedReceiver<Msg>,
@@ -638,6 +665,7 @@ impl Writer {
         let forward = Forward {
             remote_write: self.forward.load(std::sync::atomic::Ordering::Relaxed),
             otlp: self.otlp.load(std::sync::atomic::Ordering::Relaxed),
+            quic: self.quic.load(std::sync::atomic::Ordering::Relaxed),
         };
         let result = match &mut self.db {
             Db::Sqlite(conn) => {
@@ -722,7 +750,8 @@ impl Writer {
             Ok((deleted, dropped, otlp_dropped)) => {
                 self.metrics.retention_deleted.inc_by(deleted);
                 self.metrics.forward_dropped.inc_by(dropped);
-                self.metrics.forward_otlp_dropped.inc_by(otlp_dropped);
+                self.metrics.otlp.dropped.inc_by(otlp_dropped[0]);
+                self.metrics.quic.dropped.inc_by(otlp_dropped[1]);
             }
             Err(err) => tracing::error!(error = %err, "Log retention failed."),
         }
@@ -730,7 +759,8 @@ impl Writer {
             Ok((deleted, dropped, otlp_dropped)) => {
                 self.metrics.retention_deleted.inc_by(deleted);
                 self.metrics.forward_dropped.inc_by(dropped);
-                self.metrics.forward_otlp_dropped.inc_by(otlp_dropped);
+                self.metrics.otlp.dropped.inc_by(otlp_dropped[0]);
+                self.metrics.quic.dropped.inc_by(otlp_dropped[1]);
             }
             Err(err) => tracing::error!(error = %err, "Retention by store.max-bytes failed."),
         }
@@ -760,11 +790,13 @@ impl Writer {
             params![cutoff_ms],
         )?;
         self.metrics.forward_dropped.inc_by(dropped as u64);
-        let dropped = conn.execute(
-            "DELETE FROM forward_otlp_samples WHERE ts_ms < ?1",
-            params![cutoff_ms],
-        )?;
-        self.metrics.forward_otlp_dropped.inc_by(dropped as u64);
+        for (outbox, m) in Outbox::samples(&self.metrics) {
+            let dropped = conn.execute(
+                &format!("DELETE FROM {} WHERE ts_ms < ?1", outbox.table()),
+                params![cutoff_ms],
+            )?;
+            m.dropped.inc_by(dropped as u64);
+        }
         while used_bytes(conn)? > max_bytes {
             let mut n = conn.execute(
                 "DELETE FROM logs WHERE id IN (SELECT id FROM logs ORDER BY id LIMIT ?1)",
@@ -776,12 +808,17 @@ impl Writer {
             )?;
             self.metrics.forward_dropped.inc_by(dropped as u64);
             n += dropped;
-            let dropped = conn.execute(
-                "DELETE FROM forward_otlp_samples WHERE seq IN (SELECT seq FROM forward_otlp_samples ORDER BY seq LIMIT ?1)",
-                params![RETENTION_CHUNK],
-            )?;
-            self.metrics.forward_otlp_dropped.inc_by(dropped as u64);
-            n += dropped;
+            for (outbox, m) in Outbox::samples(&self.metrics) {
+                let t = outbox.table();
+                let dropped = conn.execute(
+                    &format!(
+                        "DELETE FROM {t} WHERE seq IN (SELECT seq FROM {t} ORDER BY seq LIMIT ?1)"
+                    ),
+                    params![RETENTION_CHUNK],
+                )?;
+                m.dropped.inc_by(dropped as u64);
+                n += dropped;
+            }
             // Metrics share the bound: the oldest samples go too.
             n += conn.execute(
                 "DELETE FROM samples WHERE ts_ms <= (SELECT ts_ms FROM samples ORDER BY ts_ms LIMIT 1 OFFSET ?1)",
@@ -829,6 +866,7 @@ fn used_bytes(conn: &Connection) -> Result<u64, rusqlite::Error> {
 struct Forward {
     remote_write: bool,
     otlp: bool,
+    quic: bool,
 }
 
 fn insert(
@@ -849,6 +887,9 @@ fn insert(
         )?;
         let mut otlp_out = tx.prepare_cached(
             "INSERT INTO forward_otlp_samples (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut quic_out = tx.prepare_cached(
+            "INSERT INTO forward_quic_samples (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
         )?;
         for job in jobs {
             let Payload::Samples(series) = &job.payload else {
@@ -879,6 +920,9 @@ fn insert(
                     if forward.otlp {
                         otlp_out.execute(params![id, ts, v])?;
                     }
+                    if forward.quic {
+                        quic_out.execute(params![id, ts, v])?;
+                    }
                 }
             }
         }
@@ -890,6 +934,8 @@ fn insert(
         )?;
         let mut log_out =
             tx.prepare_cached("INSERT INTO forward_otlp_logs (log_id) VALUES (?1)")?;
+        let mut quic_log_out =
+            tx.prepare_cached("INSERT INTO forward_quic_logs (log_id) VALUES (?1)")?;
         let logs = jobs.iter().filter_map(|j| match &j.payload {
             Payload::Logs(r) => Some(r),
             Payload::Samples(_) => None,
@@ -914,6 +960,9 @@ fn insert(
             ])?;
             if forward.otlp {
                 log_out.execute(params![tx.last_insert_rowid()])?;
+            }
+            if forward.quic {
+                quic_log_out.execute(params![tx.last_insert_rowid()])?;
             }
         }
     }
@@ -1104,6 +1153,11 @@ impl Store {
         self.otlp.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Turns the copy of committed samples and logs into the QUIC outboxes on or off.
+    pub fn set_quic_forwarding(&self, on: bool) {
+        self.quic.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The oldest undelivered samples of `outbox` (a sample outbox), as [`Store::outbox`].
     pub async fn sample_outbox(
         &self,
@@ -1136,13 +1190,17 @@ impl Store {
         .map_err(|_| StoreError::Closed)?
     }
 
-    /// The oldest undelivered log records of the OTLP outbox (at most `limit` outbox rows):
-    /// the highest sequence number, the records still stored, in order, and how many of the
-    /// rows point to records retention has deleted meanwhile.
-    pub async fn log_outbox(&self, limit: u32) -> Result<Option<LogBatch>, StoreError> {
+    /// The oldest undelivered log records of `outbox` (a log outbox; at most `limit` outbox
+    /// rows): the highest sequence number, the records still stored, in order, and how many
+    /// of the rows point to records retention has deleted meanwhile.
+    pub async fn log_outbox(
+        &self,
+        outbox: Outbox,
+        limit: u32,
+    ) -> Result<Option<LogBatch>, StoreError> {
         let path = match &self.reader {
             Reader::Sqlite(p) => p.clone(),
-            Reader::Postgres(pg) => return Ok(pg.log_outbox(limit).await?),
+            Reader::Postgres(pg) => return Ok(pg.log_outbox(outbox, limit).await?),
         };
         tokio::task::spawn_blocking(move || {
             let conn = Connection::open_with_flags(
@@ -1151,8 +1209,9 @@ impl Store {
             )?;
             conn.busy_timeout(Duration::from_secs(5))?;
             let mut stmt = conn.prepare(&format!(
-                "SELECT o.seq, {LOG_COLUMNS} FROM forward_otlp_logs AS o
-                 LEFT JOIN logs AS l ON l.id = o.log_id ORDER BY o.seq LIMIT ?1"
+                "SELECT o.seq, {LOG_COLUMNS} FROM {} AS o
+                 LEFT JOIN logs AS l ON l.id = o.log_id ORDER BY o.seq LIMIT ?1",
+                outbox.table()
             ))?;
             let mut batch = LogBatch::default();
             let mut rows = stmt.query(params![limit])?;

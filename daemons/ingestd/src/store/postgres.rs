@@ -83,6 +83,20 @@ const SCHEMA: &[&str] = &[
         log_id BIGINT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS ingestd_forward_otlp_logs_instance ON ingestd_forward_otlp_logs (instance, seq)",
+    "CREATE TABLE IF NOT EXISTS ingestd_forward_quic_samples (
+        seq BIGSERIAL PRIMARY KEY,
+        instance TEXT NOT NULL,
+        series_id BIGINT NOT NULL,
+        ts_ms BIGINT NOT NULL,
+        value DOUBLE PRECISION NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS ingestd_forward_quic_samples_instance ON ingestd_forward_quic_samples (instance, seq)",
+    "CREATE TABLE IF NOT EXISTS ingestd_forward_quic_logs (
+        seq BIGSERIAL PRIMARY KEY,
+        instance TEXT NOT NULL,
+        log_id BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS ingestd_forward_quic_logs_instance ON ingestd_forward_quic_logs (instance, seq)",
 ];
 
 /// ingestd's tables: what `max-bytes` bounds.
@@ -93,6 +107,8 @@ const TABLES: &[&str] = &[
     "ingestd_forward_outbox",
     "ingestd_forward_otlp_samples",
     "ingestd_forward_otlp_logs",
+    "ingestd_forward_quic_samples",
+    "ingestd_forward_quic_logs",
 ];
 
 /// The pool, and this instance's name in the shared outbox.
@@ -178,7 +194,7 @@ impl Pg {
                     if latest.insert((id, *ts), *v).is_none() {
                         order.push((id, *ts));
                     }
-                    if forward.remote_write || forward.otlp {
+                    if forward.remote_write || forward.otlp || forward.quic {
                         o_ids.push(id);
                         o_ts.push(*ts);
                         o_vals.push(*v);
@@ -204,6 +220,7 @@ impl Pg {
         let outboxes = [
             (forward.remote_write, "ingestd_forward_outbox"),
             (forward.otlp, "ingestd_forward_otlp_samples"),
+            (forward.quic, "ingestd_forward_quic_samples"),
         ];
         for (_, table) in outboxes.iter().filter(|o| o.0 && !o_ids.is_empty()) {
             // The table names are the constants above.
@@ -249,14 +266,25 @@ impl Pg {
                              $13::text[], $14::text[], $15::text[])
                       WITH ORDINALITY AS u(a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, ord)
                  ORDER BY ord";
-            let sql = if forward.otlp {
-                format!(
+            let outboxes: Vec<&str> = [
+                (forward.otlp, "ingestd_forward_otlp_logs"),
+                (forward.quic, "ingestd_forward_quic_logs"),
+            ]
+            .iter()
+            .filter(|o| o.0)
+            .map(|o| o.1)
+            .collect();
+            let sql = match outboxes.as_slice() {
+                [] => insert.to_owned(),
+                [one] => format!(
                     "WITH new AS ({insert} RETURNING id)
-                     INSERT INTO ingestd_forward_otlp_logs (instance, log_id)
-                     SELECT $16, id FROM new ORDER BY id"
-                )
-            } else {
-                insert.to_owned()
+                     INSERT INTO {one} (instance, log_id) SELECT $16, id FROM new ORDER BY id"
+                ),
+                [one, two, ..] => format!(
+                    "WITH new AS ({insert} RETURNING id),
+                          first AS (INSERT INTO {one} (instance, log_id) SELECT $16, id FROM new ORDER BY id)
+                     INSERT INTO {two} (instance, log_id) SELECT $16, id FROM new ORDER BY id"
+                ),
             };
             // Built from the constant fragments above.
             let mut q = sqlx::query(AssertSqlSafe(sql))
@@ -275,7 +303,7 @@ impl Pg {
                 .bind(&parse_error)
                 .bind(col(|r| r.input.clone()))
                 .bind(col(|r| r.peer.clone()));
-            if forward.otlp {
+            if !outboxes.is_empty() {
                 q = q.bind(&self.instance);
             }
             q.execute(&mut *tx).await?;
@@ -323,7 +351,7 @@ impl Pg {
 
     /// Deletes logs received before `cutoff_ns` and older samples; returns the records
     /// deleted and the undelivered samples dropped from the remote_write and OTLP outboxes.
-    pub(super) async fn retain(&self, cutoff_ns: i64) -> Result<(u64, u64, u64), sqlx::Error> {
+    pub(super) async fn retain(&self, cutoff_ns: i64) -> Result<(u64, u64, [u64; 2]), sqlx::Error> {
         let cutoff_ms = cutoff_ns / 1_000_000;
         let logs = sqlx::query("DELETE FROM ingestd_logs WHERE received_ns < $1")
             .bind(cutoff_ns)
@@ -341,15 +369,23 @@ impl Pg {
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
-        let otlp_dropped = sqlx::query(
-            "DELETE FROM ingestd_forward_otlp_samples WHERE instance = $1 AND ts_ms < $2",
-        )
-        .bind(&self.instance)
-        .bind(cutoff_ms)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok((logs, dropped, otlp_dropped))
+        let mut target_dropped = [0u64; 2];
+        for (i, outbox) in [Outbox::OtlpSamples, Outbox::QuicSamples]
+            .iter()
+            .enumerate()
+        {
+            // The table name is a constant of `Outbox`.
+            target_dropped[i] = sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM ingestd_{} WHERE instance = $1 AND ts_ms < $2",
+                outbox.table()
+            )))
+            .bind(&self.instance)
+            .bind(cutoff_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        Ok((logs, dropped, target_dropped))
     }
 
     /// Bytes on disk of ingestd's tables, their indexes and TOAST included.
@@ -393,8 +429,8 @@ impl Pg {
     pub(super) async fn retain_bytes(
         &self,
         max_bytes: u64,
-    ) -> Result<(u64, u64, u64), sqlx::Error> {
-        let (mut deleted, mut dropped, mut otlp_dropped) = (0u64, 0u64, 0u64);
+    ) -> Result<(u64, u64, [u64; 2]), sqlx::Error> {
+        let (mut deleted, mut dropped, mut target_dropped) = (0u64, 0u64, [0u64; 2]);
         // A few passes: indexes do not shrink exactly in proportion to their tables.
         for _ in 0..4 {
             let size = self.size().await?;
@@ -422,6 +458,7 @@ impl Pg {
             let samples = count("ingestd_samples", "$1 = $1").await?;
             let outbox = count("ingestd_forward_outbox", "instance = $1").await?;
             let otlp = count("ingestd_forward_otlp_samples", "instance = $1").await?;
+            let quic = count("ingestd_forward_quic_samples", "instance = $1").await?;
             let n = self
                 .delete_oldest(
                     "DELETE FROM ingestd_logs WHERE id IN
@@ -450,10 +487,18 @@ impl Pg {
                     otlp,
                 )
                 .await?;
-            deleted += n + o + p;
+            let q = self
+                .delete_oldest(
+                    "DELETE FROM ingestd_forward_quic_samples WHERE seq IN
+                         (SELECT seq FROM ingestd_forward_quic_samples WHERE instance = $2 ORDER BY seq LIMIT $1)",
+                    quic,
+                )
+                .await?;
+            deleted += n + o + p + q;
             dropped += o;
-            otlp_dropped += p;
-            if n + o + p == 0 {
+            target_dropped[0] += p;
+            target_dropped[1] += q;
+            if n + o + p + q == 0 {
                 break;
             }
             for t in TABLES {
@@ -463,7 +508,7 @@ impl Pg {
                     .await?;
             }
         }
-        Ok((deleted, dropped, otlp_dropped))
+        Ok((deleted, dropped, target_dropped))
     }
 
     pub(super) async fn query(&self, q: &LogQuery) -> Result<Vec<StoredLog>, StoreError> {
@@ -583,15 +628,21 @@ impl Pg {
         Ok(out)
     }
 
-    /// The oldest undelivered log records of this instance's OTLP outbox.
-    pub(super) async fn log_outbox(&self, limit: u32) -> Result<Option<LogBatch>, sqlx::Error> {
-        let rows = sqlx::query(
+    /// The oldest undelivered log records of this instance's `outbox` (a log outbox).
+    pub(super) async fn log_outbox(
+        &self,
+        outbox: Outbox,
+        limit: u32,
+    ) -> Result<Option<LogBatch>, sqlx::Error> {
+        // The table name is a constant of `Outbox`.
+        let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT o.seq, l.id, l.received_ns, l.timestamp_ns, l.host, l.app, l.procid, l.msgid,
                     l.facility, l.severity, l.message, l.structured_data, l.format, l.parse_error,
                     l.input, l.peer
-             FROM ingestd_forward_otlp_logs AS o LEFT JOIN ingestd_logs AS l ON l.id = o.log_id
+             FROM ingestd_{} AS o LEFT JOIN ingestd_logs AS l ON l.id = o.log_id
              WHERE o.instance = $1 ORDER BY o.seq LIMIT $2",
-        )
+            outbox.table()
+        )))
         .bind(&self.instance)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)

@@ -332,15 +332,29 @@ async fn postgres_downsamples_retains_by_age_and_keeps_the_outbox() {
         .unwrap();
     assert_eq!(out[0].samples, samples);
     store.delivered(Outbox::OtlpSamples, seq).await.unwrap();
-    let logs = store.log_outbox(1).await.unwrap().unwrap();
+    let logs = store
+        .log_outbox(Outbox::OtlpLogs, 1)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(logs.missing, 0);
     assert_eq!(logs.logs.len(), 1);
     assert_eq!(logs.logs[0].record.message, "received two days ago");
-    let logs = store.log_outbox(10).await.unwrap().unwrap();
+    let logs = store
+        .log_outbox(Outbox::OtlpLogs, 10)
+        .await
+        .unwrap()
+        .unwrap();
     let msgs: Vec<&str> = logs.logs.iter().map(|l| &*l.record.message).collect();
     assert_eq!(msgs, ["received two days ago", "received now"]);
     store.delivered(Outbox::OtlpLogs, logs.seq).await.unwrap();
-    assert!(store.log_outbox(10).await.unwrap().is_none());
+    assert!(
+        store
+            .log_outbox(Outbox::OtlpLogs, 10)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(
         store
             .sample_outbox(Outbox::OtlpSamples, 10)
@@ -511,10 +525,20 @@ async fn the_otlp_log_outbox_reports_records_retention_deleted_first() {
         .committed()
         .await
         .unwrap();
-    let batch = store.log_outbox(10).await.unwrap().unwrap();
+    let batch = store
+        .log_outbox(Outbox::OtlpLogs, 10)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(batch.missing, 1);
     let msgs: Vec<&str> = batch.logs.iter().map(|l| &*l.record.message).collect();
     assert_eq!(msgs, ["new", "sync"]);
     store.delivered(Outbox::OtlpLogs, batch.seq).await.unwrap();
-    assert!(store.log_outbox(10).await.unwrap().is_none());
+    assert!(
+        store
+            .log_outbox(Outbox::OtlpLogs, 10)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
