@@ -279,6 +279,7 @@ async fn postgres_downsamples_retains_by_age_and_keeps_the_outbox() {
     assert!(store.path().is_none());
     store.set_forwarding(true);
     store.set_otlp_forwarding(true);
+    store.set_quic_forwarding(true);
     let sync = |store: Store| async move {
         store
             .submit(vec![rec(9, "h", "sync", 1, "sync")])
@@ -348,6 +349,22 @@ async fn postgres_downsamples_retains_by_age_and_keeps_the_outbox() {
     let msgs: Vec<&str> = logs.logs.iter().map(|l| &*l.record.message).collect();
     assert_eq!(msgs, ["received two days ago", "received now"]);
     store.delivered(Outbox::OtlpLogs, logs.seq).await.unwrap();
+    // Both log outboxes were written in the same statement (one CTE per outbox).
+    let quic = store
+        .log_outbox(Outbox::QuicLogs, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    let msgs: Vec<&str> = quic.logs.iter().map(|l| &*l.record.message).collect();
+    assert_eq!(msgs, ["received two days ago", "received now"]);
+    store.delivered(Outbox::QuicLogs, quic.seq).await.unwrap();
+    let (seq, out) = store
+        .sample_outbox(Outbox::QuicSamples, 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out[0].samples, samples);
+    store.delivered(Outbox::QuicSamples, seq).await.unwrap();
     assert!(
         store
             .log_outbox(Outbox::OtlpLogs, 10)
