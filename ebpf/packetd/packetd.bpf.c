@@ -298,7 +298,12 @@ static __always_inline int source_allowed(const struct in6_addr *src, int is_v6,
 	__u32 gen = cfg->allow_generation;
 	__u32 zero = 0;
 	struct allow_cache *c = bpf_map_lookup_elem(&packetd_allow_cache, &zero);
-	if (c && c->valid && c->generation == gen &&
+	// Without the cache (cannot happen for an array, but the verifier wants the check) the
+	// trie decides alone. An early return, not `if (c)` twice: clang may then test a copy
+	// of the pointer the verifier no longer knows as one (kernel 6.12 rejected that).
+	if (!c)
+		return lpm_allowed(src, is_v6);
+	if (c->valid && c->generation == gen &&
 	    c->addr.in6_u.u6_addr32[3] == src->in6_u.u6_addr32[3] &&
 	    c->addr.in6_u.u6_addr32[2] == src->in6_u.u6_addr32[2] &&
 	    c->addr.in6_u.u6_addr32[1] == src->in6_u.u6_addr32[1] &&
@@ -306,11 +311,9 @@ static __always_inline int source_allowed(const struct in6_addr *src, int is_v6,
 		return 1;
 	if (!lpm_allowed(src, is_v6))
 		return 0;
-	if (c) {
-		c->generation = gen;
-		c->valid = 1;
-		c->addr = *src;
-	}
+	c->generation = gen;
+	c->valid = 1;
+	c->addr = *src;
 	return 1;
 }
 
