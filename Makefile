@@ -76,12 +76,15 @@ ci-selftest-fail:
 	@echo "ci-selftest-fail: failing on purpose" >&2; false
 
 # ansible/: ansible-lint (production profile, offline) and its table of factory keys current
-# with etc/rookery/*.toml. The playbooks run against the VM in `make test-qemu`.
+# with etc/rookery/*.toml. The playbooks run against the VM in `make test-qemu` (part of `make test`).
 ansible-lint: deps
 	cd ansible && PATH=/opt/rookery-test-venv/bin:$$PATH ansible-lint --nocolor -q
 	/opt/rookery-test-venv/bin/python ansible/tools/factory-keys.py --check ansible/roles/rookery/vars/main.yml
 
-test: deps fmt-check clippy doc test-rust webui-test test-schemathesis lockfile-check test-ci-script ansible-lint
+# Last, the appliance: both images built (release, aarch64 cross-compiled) and booted under
+# QEMU with every check of tests/qemu/ (image/image.mk; about 45 of make test's minutes on a
+# cold 2-core machine, see docs/image.md).
+test: deps fmt-check clippy doc test-rust webui-test test-schemathesis lockfile-check test-ci-script ansible-lint test-qemu
 	@echo "make test: all steps passed"
 
 # Benchmarks: each bench/*.sh runs one daemon and its peer in one run and prints ratios.

@@ -26,8 +26,11 @@ image-deps:
 
 # Cross-built daemons, their units and the factory config, as an extra tree for mkosi.
 stage-%: deps image-deps webui-build
+	@start=$$(date +%s); set -x; \
 	$(CARGO) build --release --locked --target $(RUST_TARGET_$*) \
-	  $(foreach d,$(IMAGE_DAEMONS),-p rookery-$(d)) -p rookeryctl
+	  $(foreach d,$(IMAGE_DAEMONS),-p rookery-$(d)) -p rookeryctl; \
+	{ rc=$$?; set +x; } 2>/dev/null; \
+	echo "image: daemons for $* (release, $(RUST_TARGET_$*)) built in $$(( $$(date +%s) - start ))s"; exit $$rc
 	rm -rf image/build/$*
 	install -d image/build/$*/usr/bin image/build/$*/usr/lib/systemd/system \
 	  image/build/$*/usr/lib/sysusers.d image/build/$*/etc/rookery \
@@ -52,7 +55,7 @@ image-%: stage-%
 	mkosi --architecture=$* --image-version=$(VERSION) --output=rookery-$(VERSION)-$* \
 	  --output-dir=$(IMAGE_OUT) --cache-dir=$(IMAGE_CACHE)/cache \
 	  --package-cache-dir=$(IMAGE_CACHE)/packages --extra-tree=image/build/$* --force build; \
-	echo "image: built rookery-$(VERSION)-$*.raw in $$(( $$(date +%s) - start ))s"
+	echo "image: mkosi built rookery-$(VERSION)-$*.raw in $$(( $$(date +%s) - start ))s"
 	cd $(IMAGE_OUT) && zstd -q -f -T0 -10 rookery-$(VERSION)-$*.raw -o rookery-$(VERSION)-$*.raw.zst && \
 	  sha256sum rookery-$(VERSION)-*.raw rookery-$(VERSION)-*.raw.zst > SHA256SUMS && \
 	  ls -l rookery-$(VERSION)-$*.raw rookery-$(VERSION)-$*.raw.zst

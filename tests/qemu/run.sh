@@ -3,6 +3,13 @@
 #   tests/qemu/run.sh OUTPUT_DIR VERSION [ARCH...]      (default: x86-64 arm64)
 #   ROOKERY_QEMU_MATCH=persist  only checks whose name contains the pattern
 #   ROOKERY_QEMU_ANSIBLE_TIMEOUT=2400  hard timeout of the ansible boot (default 2400 s)
+#   ROOKERY_QEMU_ANSIBLE_ARCHES="x86-64"  architectures whose fresh boot also runs the Ansible
+#     playbooks (default: this machine's architecture only)
+#   ROOKERY_QEMU_SERIAL=1  one architecture after the other (default: all at once, each VM
+#     under TCG mostly keeps one core busy)
+# Per architecture four boots: A1 (first boot: ready, reload, daemons, then a write and QEMU
+# killed), A2 (the write survived; clean power-off), A3 (still there after the clean
+# shutdown), B1 (a second pristine copy: ready, secrets differ from A1's; Ansible).
 # Each boot runs guest scenarios (image/mkosi.extra/usr/lib/rookery/tests/) chosen with the
 # SMBIOS credential rookery.test.scenario; the guest reports "QEMU-TEST: pass|fail NAME" on
 # the virtio-serial port org.rookery.test. Every boot has a hard timeout; on failure the
@@ -15,10 +22,13 @@ arches=${*:-x86-64 arm64}
 match=${ROOKERY_QEMU_MATCH:-}
 timeout=${ROOKERY_QEMU_TIMEOUT:-600}
 work=$(mktemp -d /var/tmp/rookery-qemu.XXXXXX)
+host_arch=$(uname -m | sed 's/x86_64/x86-64/; s/aarch64/arm64/')
+ansible_arches=${ROOKERY_QEMU_ANSIBLE_ARCHES-$host_arch}
 # Guest reports (with the journal sent after a failure) and consoles of failed boots are kept here.
 artifacts=${ROOKERY_QEMU_ARTIFACTS:-$out/qemu-logs}
 qemu_pid=""
 trap '[ -n "$qemu_pid" ] && kill -9 "$qemu_pid" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'exit 130' INT TERM
 passed=0 failed=0
 
 result() { # name ok|fail detail
@@ -27,7 +37,9 @@ result() { # name ok|fail detail
 
 # The daemons scenario's STAMP check: QEMU forwards this host UDP port to the guest's 862;
 # when the guest says "QEMU-TEST: stamp-ready", stamp.pl sends from here (result in LOG.stamp).
-stamp_port=$(( 20000 + $$ % 20000 ))
+# (run_arch adds an offset per architecture: the architectures' VMs run at the same time.)
+base_port=$(( 20000 + $$ % 20000 ))
+stamp_port=$base_port
 # ... and this host TCP port to the guest's 443: on "QEMU-TEST: https-ready USER PASS" the
 # runner logs in from here with curl (result in LOG.https).
 https_port=$(( stamp_port + 1 ))
@@ -87,8 +99,8 @@ boot() {
     fi
     if [ -z "$ansible" ] && grep -q '^QEMU-TEST: ansible-ready ' "$log"; then
       # shellcheck disable=SC2046
-      bash "$here/ansible.sh" "$ssh_port" "$https_port" "$work/ssh-key" \
-        $(sed -n 's/^QEMU-TEST: ansible-ready //p' "$log" | head -n1) "$work/ansible" > "$log.ansible" 2>&1 &
+      bash "$here/ansible.sh" "$ssh_port" "$https_port" "$work/$arch-ssh-key" \
+        $(sed -n 's/^QEMU-TEST: ansible-ready //p' "$log" | head -n1) "$work/$arch-ansible" > "$log.ansible" 2>&1 &
       ansible=$!
     fi
     # ansible.sh hands its verdict to the guest over SSH; without SSH the guest would wait
@@ -100,6 +112,9 @@ boot() {
       echo "guest did not finish within 120 s of ansible.sh's end" >> "$log"; kill -9 "$pid"; break
     fi
     if [ "$mode" = kill ] && grep -q "QEMU-TEST: pass $last" "$log"; then
+      # The host's own checks of this boot (HTTPS login, STAMP) finish first (bounded by
+      # their own timeouts), then the power goes: QEMU killed, no sync, no shutdown.
+      for job in $stamp $https; do wait "$job" 2>/dev/null; done
       kill -9 "$pid"; break
     fi
     if grep -q "QEMU-TEST: end $last" "$log" && [ "$mode" = poweroff ]; then
@@ -151,24 +166,30 @@ fresh_disk() { # ARCH NAME -> creates $work/NAME.raw and $work/NAME.vars
 
 want() { [ -z "$match" ] || [[ $1 == *$match* ]]; }
 
-for arch in $arches; do
+# run_arch ARCH: every check of one architecture; prints PASS/FAIL lines.
+run_arch() {
+  local arch=$1 image first persist="" mode a1=fail ak s1 s2 differ a b k
+  case $arch in x86-64) stamp_port=$base_port ;; *) stamp_port=$(( base_port + 10 )) ;; esac
+  https_port=$(( stamp_port + 1 )) ssh_port=$(( stamp_port + 2 ))
   image="$out/rookery-$version-$arch.raw"
-  [ -f "$image" ] || { result "$arch/image" fail "($image missing)"; continue; }
+  [ -f "$image" ] || { result "$arch/image" fail "($image missing)"; return; }
   echo "== $arch: $(du -h --apparent-size "$image" | cut -f1) raw, $(du -h "$image.zst" 2>/dev/null | cut -f1) compressed"
   fresh_disk "$arch" "$arch-a"
-  # The first boot: daemons needs it (the one-time admin password).
+  # A1, the first boot: daemons needs it (the one-time admin password); persist-write last,
+  # as QEMU is killed at its pass marker.
   first=""
   for s in ready reload daemons; do want "$s" && first=${first:+$first+}$s; done
+  want persist && persist=1
+  if [ -n "$persist" ]; then first=${first:+$first+}persist-write mode=kill; else mode=poweroff; fi
   if [ -n "$first" ]; then
-    if boot "$arch" "$work/$arch-a.raw" "$work/$arch-a.vars" "$first" poweroff "$work/$arch-a1.log"; then
-      grep '^INFO ' "$work/$arch-a1.log" | sed "s/^INFO /  $arch: /"
-      grep '^boot took' "$work/$arch-a1.log" | sed "s/^/  $arch: first /"
-      want ready && result "$arch/ready" ok "(units active and READY, exposure within limits, first-boot secrets present)"
-      want reload && result "$arch/reload" ok "(good edit applied, broken file rejected, old config kept)"
-      want daemons && result "$arch/daemons" ok "(apid login + forced password change + console, ingestd syslog stored and queried, packetd reflected the host's STAMP)"
-    else
-      result "$arch/$first" fail ""
-    fi
+    if boot "$arch" "$work/$arch-a.raw" "$work/$arch-a.vars" "$first" "$mode" "$work/$arch-a1.log"; then a1=ok; else a1=fail; fi
+    grep '^INFO ' "$work/$arch-a1.log" | sed "s/^INFO /  $arch: /"
+    grep '^boot took' "$work/$arch-a1.log" | sed "s/^/  $arch: first /"
+    scenario_ok() { grep -q "QEMU-TEST: pass $1\$" "$work/$arch-a1.log"; }
+    verdict() { if scenario_ok "$1"; then echo ok; else echo fail; fi; }
+    want ready && result "$arch/ready" "$(verdict ready)" "(units active and READY, exposure within limits, first-boot secrets present)"
+    want reload && result "$arch/reload" "$(verdict reload)" "(good edit applied, broken file rejected, old config kept)"
+    want daemons && result "$arch/daemons" "$(verdict daemons)" "(apid login + forced password change + console, ingestd syslog stored and queried, packetd reflected the host's STAMP)"
     if want daemons; then
       if grep -q '^HOST https: ok ' "$work/$arch-a1.log"; then
         result "$arch/https-from-host" ok "($(sed -n 's/^HOST https: ok //p' "$work/$arch-a1.log"))"
@@ -182,52 +203,83 @@ for arch in $arches; do
       fi
     fi
   fi
-  if want persist; then
-    if boot "$arch" "$work/$arch-a.raw" "$work/$arch-a.vars" persist-write kill "$work/$arch-a2.log" &&
-       boot "$arch" "$work/$arch-a.raw" "$work/$arch-a.vars" persist-check poweroff "$work/$arch-a3.log"; then
+  if [ -n "$persist" ]; then
+    if [ "$a1" = ok ] &&
+       boot "$arch" "$work/$arch-a.raw" "$work/$arch-a.vars" persist-check poweroff "$work/$arch-a2.log"; then
+      grep '^INFO ' "$work/$arch-a2.log" | sed "s/^INFO /  $arch: after power loss: /"
       result "$arch/power-loss" ok "(key written before QEMU was killed is intact)"
+      if boot "$arch" "$work/$arch-a.raw" "$work/$arch-a.vars" persist-check poweroff "$work/$arch-a3.log"; then
+        result "$arch/clean-reboot" ok "(state intact after a clean shutdown and boot)"
+      else
+        result "$arch/clean-reboot" fail ""
+      fi
     else
       result "$arch/power-loss" fail ""
-    fi
-    if boot "$arch" "$work/$arch-a.raw" "$work/$arch-a.vars" persist-check poweroff "$work/$arch-a4.log"; then
-      result "$arch/clean-reboot" ok "(state intact after a clean shutdown and boot)"
-    else
-      result "$arch/clean-reboot" fail ""
+      result "$arch/clean-reboot" fail "(not run: the power-loss boot failed)"
     fi
   fi
-  if want ansible; then
-    # A fresh first boot (it needs the one-time admin password) with SSH on for this boot only.
-    rm -f "$work/ssh-key" "$work/ssh-key.pub"
-    ssh-keygen -q -t ed25519 -N '' -C rookery-qemu-test -f "$work/ssh-key"
-    fresh_disk "$arch" "$arch-c"
-    boot_extra=(-smbios "type=11,value=io.systemd.credential:rookery.test.ssh-key=$(cat "$work/ssh-key.pub")")
-    if boot "$arch" "$work/$arch-c.raw" "$work/$arch-c.vars" ansible poweroff "$work/$arch-c1.log" "${ROOKERY_QEMU_ANSIBLE_TIMEOUT:-2400}" &&
-       grep -q '^HOST ansible: ok ' "$work/$arch-c1.log"; then
-      grep '^INFO ' "$work/$arch-c1.log" | sed "s/^INFO /  $arch: /"
-      result "$arch/ansible" ok "($(sed -n 's/^HOST ansible: ok //p' "$work/$arch-c1.log"); $(grep '^boot took' "$work/$arch-c1.log"))"
-    else
-      result "$arch/ansible" fail "($(sed -n 's/^HOST ansible: //p' "$work/$arch-c1.log" | head -n1))"
-    fi
-    boot_extra=()
-    rm -f "$work/$arch-c.raw"
-  fi
-  if want secrets; then
+  rm -f "$work/$arch-a.raw"
+  # B1: a second pristine copy. ready (the secrets to compare with A1's) and, on the
+  # architectures in ROOKERY_QEMU_ANSIBLE_ARCHES, the Ansible playbooks over SSH.
+  ak=""
+  want ansible && [[ " $ansible_arches " == *" $arch "* ]] && ak=1
+  if want secrets || [ -n "$ak" ]; then
     fresh_disk "$arch" "$arch-b"
-    if boot "$arch" "$work/$arch-b.raw" "$work/$arch-b.vars" ready poweroff "$work/$arch-b1.log"; then
-      s1=$(sed -n 's/^INFO secret //p' "$work/$arch-a1.log" 2>/dev/null)
-      s2=$(sed -n 's/^INFO secret //p' "$work/$arch-b1.log")
-      echo "  $arch: boot A secrets: ${s1:-?}"
-      echo "  $arch: boot B secrets: $s2"
-      differ=ok
-      for k in cert admin token machine-id; do
-        a=$(tr ' ' '\n' <<<"$s1" | sed -n "s/^$k=//p"); b=$(tr ' ' '\n' <<<"$s2" | sed -n "s/^$k=//p")
-        if [ -z "$a" ] || [ -z "$b" ] || [ "$a" = "$b" ]; then differ=fail; echo "  $arch: $k is the same (or missing) in two fresh boots"; fi
-      done
-      result "$arch/unique-secrets" $differ "(two fresh boots of one image: different cert, admin password, token key, machine-id)"
-    else
-      result "$arch/unique-secrets" fail "(second fresh boot failed)"
+    boot_extra=()
+    if [ -n "$ak" ]; then
+      rm -f "$work/$arch-ssh-key" "$work/$arch-ssh-key.pub"
+      ssh-keygen -q -t ed25519 -N '' -C rookery-qemu-test -f "$work/$arch-ssh-key"
+      boot_extra=(-smbios "type=11,value=io.systemd.credential:rookery.test.ssh-key=$(cat "$work/$arch-ssh-key.pub")")
     fi
+    boot "$arch" "$work/$arch-b.raw" "$work/$arch-b.vars" "ready${ak:++ansible}" poweroff "$work/$arch-b1.log" \
+      "${ak:+${ROOKERY_QEMU_ANSIBLE_TIMEOUT:-2400}}"
+    boot_extra=()
+    grep '^boot took' "$work/$arch-b1.log" | sed "s/^/  $arch: second fresh /"
+    if want secrets; then
+      if grep -q 'QEMU-TEST: pass ready$' "$work/$arch-b1.log"; then
+        s1=$(sed -n 's/^INFO secret //p' "$work/$arch-a1.log" 2>/dev/null)
+        s2=$(sed -n 's/^INFO secret //p' "$work/$arch-b1.log")
+        echo "  $arch: boot A secrets: ${s1:-?}"
+        echo "  $arch: boot B secrets: $s2"
+        differ=ok
+        for k in cert admin token machine-id; do
+          a=$(tr ' ' '\n' <<<"$s1" | sed -n "s/^$k=//p"); b=$(tr ' ' '\n' <<<"$s2" | sed -n "s/^$k=//p")
+          if [ -z "$a" ] || [ -z "$b" ] || [ "$a" = "$b" ]; then differ=fail; echo "  $arch: $k is the same (or missing) in two fresh boots"; fi
+        done
+        result "$arch/unique-secrets" $differ "(two fresh boots of one image: different cert, admin password, token key, machine-id)"
+      else
+        result "$arch/unique-secrets" fail "(second fresh boot failed)"
+      fi
+    fi
+    if [ -n "$ak" ]; then
+      if grep -q 'QEMU-TEST: pass ansible$' "$work/$arch-b1.log" && grep -q '^HOST ansible: ok ' "$work/$arch-b1.log"; then
+        grep '^INFO ansible' "$work/$arch-b1.log" | sed "s/^INFO /  $arch: /"
+        result "$arch/ansible" ok "($(sed -n 's/^HOST ansible: ok //p' "$work/$arch-b1.log"); $(grep '^boot took' "$work/$arch-b1.log"))"
+      else
+        result "$arch/ansible" fail "($(sed -n 's/^HOST ansible: //p' "$work/$arch-b1.log" | head -n1))"
+      fi
+    fi
+    rm -f "$work/$arch-b.raw"
   fi
-done
-echo "qemu: $passed passed, $failed failed"
+}
+
+start_all=$(date +%s)
+if [ -n "${ROOKERY_QEMU_SERIAL:-}" ] || [ "$(wc -w <<<"$arches")" -eq 1 ]; then
+  for arch in $arches; do run_arch "$arch"; done
+else
+  # Each architecture in its own subshell (its own QEMU, ports and files); the output of
+  # each is printed whole once all are done.
+  pids=()
+  for arch in $arches; do
+    ( qemu_pid=""; trap '[ -n "$qemu_pid" ] && kill -9 "$qemu_pid" 2>/dev/null' EXIT
+      run_arch "$arch" ) > "$work/$arch.out" 2>&1 &
+    pids+=("$!")
+  done
+  trap 'kill "${pids[@]}" 2>/dev/null; exit 130' INT TERM
+  wait "${pids[@]}"
+  for arch in $arches; do cat "$work/$arch.out"; done
+  passed=$(cat "$work"/*.out | grep -c '^PASS ')
+  failed=$(cat "$work"/*.out | grep -c '^FAIL ')
+fi
+echo "qemu: $passed passed, $failed failed ($(( $(date +%s) - start_all ))s)"
 [ "$failed" -eq 0 ]

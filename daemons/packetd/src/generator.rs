@@ -8,7 +8,8 @@
 //! Pacing: the thread sends whatever `rate × elapsed` says is due (in batches), then sleeps
 //! until the next packet is due when that is more than [`SLEEP_ABOVE`] away and yields the
 //! CPU otherwise; a sender that falls behind catches up in batches. A session with a
-//! duration ends when the duration is over even if the rate was not reached. It runs on a blocking
+//! duration sends the packets due within it (late by at most one batch at its end, it sends the
+//! rest then) and ends when it is over even if the rate was not reached. It runs on a blocking
 //! thread of its own (tokio's `spawn_blocking`) and checks for cancellation between batches.
 //!
 //! AF_XDP is not used (see `docs/packetd.md`): the socket path is what this generator offers.
@@ -208,6 +209,29 @@ pub fn run(
             std::thread::sleep((wait - SLEEP_ABOVE / 2).min(Duration::from_millis(10)));
         } else {
             std::thread::yield_now();
+        }
+    }
+    // The duration is over: packets due before its end that a late wake-up left unsent (a
+    // sender behind by at most one batch) still go, so a generator that keeps up sends
+    // exactly rate × duration. One further behind stops here (its achieved rate says so).
+    if let Some(stop) = stop_at {
+        let owed = u64::try_from((spec.duration.as_nanos() * rate).div_ceil(1_000_000_000))
+            .unwrap_or(u64::MAX)
+            .min(total);
+        if Instant::now() >= stop
+            && !cancel.is_cancelled()
+            && attempted < owed
+            && owed - attempted <= BATCH as u64
+        {
+            let want = usize::try_from(owed - attempted).unwrap_or(BATCH);
+            match send_batch(&sock, &mut bufs, attempted, want) {
+                Ok(n) if n > 0 => {
+                    run.last_send = Instant::now();
+                    run.first_send.get_or_insert(run.last_send);
+                    run.sent += n as u64;
+                }
+                Ok(_) | Err(_) => run.send_errors += 1,
+            }
         }
     }
     let grace_end = Instant::now() + GRACE;
