@@ -69,7 +69,8 @@ vm: image-deps
 	bash tests/qemu/vm.sh $(IMAGE_OUT)/rookery-$(VERSION)-$(HOST_ARCH).raw $(HOST_ARCH)
 
 # The workspace's debug test binaries: run.sh's hosttests (tests/qemu/hosttests) run some of
-# them inside the x86-64 VM, whose kernel has sch_netem (a no-op after `cargo test --workspace`).
+# them inside the VM of this machine's architecture, whose kernel has sch_netem (a no-op
+# after `cargo test --workspace`).
 test-bins: deps
 	$(CARGO) test --workspace --no-run --locked
 
