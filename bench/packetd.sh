@@ -4,6 +4,8 @@
 # between two network namespaces this script creates (10.88.0.1 reflector, 10.88.0.2 load).
 #
 #   bare XDP_TX     bench/packetd/xdp_swap.c (xdp_swap): swaps addresses and ports, XDP_TX
+#   bare + clock    the same plus one bpf_ktime_get_tai_ns() per frame (xdp_swap_clock): the
+#                   part of STAMP's cost that no reflector timestamping each packet avoids
 #   packetd STAMP   the rookery-packetd daemon, native XDP: RFC 8762 replies with timestamps
 #   packetd echo    the same daemon's XDP UDP echo (port 2000)
 #   userspace echo  bench/packetd/udp_echo.c, one process per CPU (SO_REUSEPORT)
@@ -17,6 +19,11 @@
 # understate the reflectors' own differences (the rows share the same CPUs with it).
 # STAMP requests carry at least 44 bytes of payload: their frames are 86 bytes, the others'
 # 60 (18-byte payloads); the bare program is measured at both sizes.
+# Profile: right after each XDP measurement, the loop runs BENCH_PROFILE_SECONDS (1) more with
+# kernel.bpf_stats_enabled=1, and the kernel's run count and run time of the program on vr
+# (daemons/packetd/examples/xdp_runtime.rs) give the nanoseconds it spends per packet. That is
+# the reflector's own cost, without the veth, the bouncer or the machine's other load; the
+# stats cost two clock reads per run themselves, so they are off while the rates are measured.
 # Generator: one session (one thread, sendmmsg) at an unreachable rate for BENCH_SECONDS into
 # an XDP_DROP sink; its achieved packets/s. Prints a markdown table and the ratios;
 # docs/benchmarks.md records the results. Needs root (namespaces, XDP).
@@ -27,13 +34,17 @@ SECONDS_RUN=${BENCH_SECONDS:-3}
 REPEAT=${BENCH_REPEAT:-5}
 PACKETD=${PACKETD_BIN:-target/release/rookery-packetd}
 GENERATE=${GENERATE_BIN:-target/release/examples/generate}
+RUNTIME=${XDP_RUNTIME_BIN:-target/release/examples/xdp_runtime}
+PROFILE_SECONDS=${BENCH_PROFILE_SECONDS:-1}
 NS_R=rookery-bench-r-$$
 NS_S=rookery-bench-s-$$
 METRICS_PORT=18491
 
 work=$(mktemp -d /tmp/rookery-bench.XXXXXX)
 pids=()
+stats_before=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo 0)
 cleanup() {
+  sysctl -qw kernel.bpf_stats_enabled="$stats_before" 2>/dev/null || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   ip netns del "$NS_R" 2>/dev/null || true
@@ -45,11 +56,13 @@ trap cleanup EXIT
 die() { echo "bench: $*" >&2; exit 1; }
 
 [[ $(id -u) -eq 0 ]] || die "needs root (network namespaces, XDP)"
-if [[ -z ${PACKETD_BIN:-} || -z ${GENERATE_BIN:-} ]]; then
-  cargo build --release --locked -p rookery-packetd --bin rookery-packetd --example generate >&2
+if [[ -z ${PACKETD_BIN:-} || -z ${GENERATE_BIN:-} || -z ${XDP_RUNTIME_BIN:-} ]]; then
+  cargo build --release --locked -p rookery-packetd --bin rookery-packetd --example generate \
+    --example xdp_runtime >&2
 fi
 [[ -x $PACKETD ]] || die "$PACKETD missing"
 [[ -x $GENERATE ]] || die "$GENERATE missing"
+[[ -x $RUNTIME ]] || die "$RUNTIME missing"
 
 # --- the baselines, built here ------------------------------------------------------------
 asm=()
@@ -92,9 +105,15 @@ vs_stat() { ip netns exec "$NS_S" ethtool -S vs | awk -v k="_$1:" 'index($1, k) 
 vr_stat() { ip netns exec "$NS_R" ethtool -S vr | awk -v k="_$1:" 'index($1, k) && /rx_queue_/ { s += $2 } END { print s + 0 }'; }
 now() { date +%s.%N; }
 
+# vr_prog: the id of the XDP program on vr (empty when none).
+vr_prog() { ip -n "$NS_R" link show vr | sed -n 's/.*prog\/xdp id \([0-9]*\).*/\1/p'; }
+
 # loop_rate PORT PAYLOAD: seeds the loop towards 10.88.0.1:PORT, then sets RATE to the
-# replies per second arriving at vs. (Globals, no subshells: the EXIT trap sees every process.)
+# replies per second arriving at vs, and NSPP to the nanoseconds per run of vr's program
+# (measured afterwards, with the kernel's BPF stats on). (Globals, no subshells: the EXIT
+# trap sees every process.)
 RATE=0
+NSPP=0
 loop_rate() {
   local port=$1 size=$2 c seeds=()
   for c in 0 1; do
@@ -112,6 +131,15 @@ loop_rate() {
   a1=$(vs_stat xdp_packets)
   t1=$(now)
   RATE=$(python3 -c "print(int(($a1 - $a0) / ($t1 - $t0)))")
+  local id s0 s1
+  id=$(vr_prog)
+  [[ -n $id ]] || die "no XDP program on vr"
+  sysctl -qw kernel.bpf_stats_enabled=1
+  s0=$("$RUNTIME" "$id")
+  sleep "$PROFILE_SECONDS"
+  s1=$("$RUNTIME" "$id")
+  sysctl -qw kernel.bpf_stats_enabled=0
+  NSPP=$(python3 -c "a, b = '$s0'.split(), '$s1'.split(); n = int(b[1]) - int(a[1]); print(f'{(int(b[2]) - int(a[2])) / n:.1f}' if n > 0 else 'nan')")
 }
 median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
@@ -124,12 +152,14 @@ measure() {
   [[ -z $check ]] || $check
   $teardown
   eval "runs_$name+=(\"\$RATE\")"
+  eval "ns_$name+=(\"\$NSPP\")"
   sleep 0.3
 }
 
 # --- the configurations -------------------------------------------------------------------
 bare_up() { xdp "$NS_S" vs xdp_swap; xdp "$NS_R" vr xdp_swap; }
 bare_down() { xdp "$NS_R" vr off; xdp "$NS_S" vs off; }
+clock_up() { xdp "$NS_S" vs xdp_swap; xdp "$NS_R" vr xdp_swap_clock; }
 
 packetd_pid=
 packetd_up() {
@@ -205,18 +235,21 @@ user_down() {
 echo "bench: packetd, $REPEAT runs of ${SECONDS_RUN}s each, $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 # Rounds: every configuration once per round, so that a change in the machine's load (other
 # work on the same CPUs) hits all of them alike; ratios are the median of the rounds' ratios.
-runs_bare60=() runs_bare86=() runs_stamp86=() runs_pecho60=() runs_user60=() runs_user86=()
+runs_bare60=() runs_bare86=() runs_clock86=() runs_stamp86=() runs_pecho60=() runs_user60=() runs_user86=()
+ns_bare60=() ns_bare86=() ns_clock86=() ns_stamp86=() ns_pecho60=() ns_user60=() ns_user86=()
 for ((round = 1; round <= REPEAT; round++)); do
   measure bare60 bare_up bare_down 7 18
   measure bare86 bare_up bare_down 7 44
+  measure clock86 clock_up bare_down 7 44
   measure stamp86 packetd_up packetd_down 862 44 packetd_check_stamp
   measure pecho60 packetd_up packetd_down 2000 18
   measure user60 user_up user_down 7 18
   measure user86 user_up user_down 7 44
-  echo "bench: round $round: bare ${runs_bare60[-1]} / ${runs_bare86[-1]}, STAMP ${runs_stamp86[-1]}, packetd echo ${runs_pecho60[-1]}, userspace ${runs_user60[-1]} / ${runs_user86[-1]} replies/s" >&2
+  echo "bench: round $round: bare ${runs_bare60[-1]} / ${runs_bare86[-1]}, bare + clock ${runs_clock86[-1]}, STAMP ${runs_stamp86[-1]}, packetd echo ${runs_pecho60[-1]}, userspace ${runs_user60[-1]} / ${runs_user86[-1]} replies/s; program on vr ${ns_bare60[-1]} / ${ns_bare86[-1]}, ${ns_clock86[-1]}, ${ns_stamp86[-1]}, ${ns_pecho60[-1]} ns/packet" >&2
 done
 bare60=$(median "${runs_bare60[@]}")
 bare86=$(median "${runs_bare86[@]}")
+clock86=$(median "${runs_clock86[@]}")
 stamp86=$(median "${runs_stamp86[@]}")
 pecho60=$(median "${runs_pecho60[@]}")
 user60=$(median "${runs_user60[@]}")
@@ -240,17 +273,21 @@ gen_pps=$(python3 -c "import json,sys; print(int(json.loads(sys.argv[1])['achiev
 gen_sent=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['sent'])" "$gen_json")
 
 fmt() { python3 -c "print(f'{$1 / 1e6:.3f}')"; }
-echo "| what | frame | packets/s (Mpps) |"
-echo "|---|---|---|"
-echo "| bare XDP_TX swap | 60 B | $(fmt "$bare60") |"
-echo "| bare XDP_TX swap | 86 B | $(fmt "$bare86") |"
-echo "| packetd XDP STAMP reflector | 86 B | $(fmt "$stamp86") |"
-echo "| packetd XDP echo | 60 B | $(fmt "$pecho60") |"
-echo "| userspace recvmmsg/sendmmsg echo (2 processes) | 60 B | $(fmt "$user60") |"
-echo "| userspace recvmmsg/sendmmsg echo (2 processes) | 86 B | $(fmt "$user86") |"
-echo "| packetd generator, one session (sendmmsg), sent | 60 B | $(fmt "$gen_pps") |"
+nsmed() { local -n a=ns_$1; median "${a[@]}"; }
+echo "| what | frame | packets/s (Mpps) | program on vr, ns/packet |"
+echo "|---|---|---|---|"
+echo "| bare XDP_TX swap | 60 B | $(fmt "$bare60") | $(nsmed bare60) |"
+echo "| bare XDP_TX swap | 86 B | $(fmt "$bare86") | $(nsmed bare86) |"
+echo "| bare XDP_TX swap + one clock read | 86 B | $(fmt "$clock86") | $(nsmed clock86) |"
+echo "| packetd XDP STAMP reflector | 86 B | $(fmt "$stamp86") | $(nsmed stamp86) |"
+echo "| packetd XDP echo | 60 B | $(fmt "$pecho60") | $(nsmed pecho60) |"
+echo "| userspace recvmmsg/sendmmsg echo (2 processes) | 60 B | $(fmt "$user60") | (XDP_PASS: $(nsmed user60)) |"
+echo "| userspace recvmmsg/sendmmsg echo (2 processes) | 86 B | $(fmt "$user86") | (XDP_PASS: $(nsmed user86)) |"
+echo "| packetd generator, one session (sendmmsg), sent | 60 B | $(fmt "$gen_pps") | |"
 echo
 echo "STAMP reflector / bare XDP_TX (86 B): $(ratio_of stamp86 bare86)x (goal >= 0.9)"
+echo "bare + one clock read / bare XDP_TX (86 B): $(ratio_of clock86 bare86)x (the most any reflector timestamping each packet can reach)"
+echo "STAMP reflector / bare + one clock read (86 B): $(ratio_of stamp86 clock86)x"
 echo "STAMP reflector / userspace echo (86 B): $(ratio_of stamp86 user86)x (goal >= 40)"
 echo "packetd XDP echo / bare XDP_TX (60 B): $(ratio_of pecho60 bare60)x"
 echo "bare XDP_TX / userspace echo (60 B): $(ratio_of bare60 user60)x"

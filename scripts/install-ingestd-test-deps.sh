@@ -21,8 +21,11 @@ VENV=/opt/rookery-test-venv
 # Pinned: the test's client script uses the SDK's logs API, which is still marked unstable.
 OTEL_PKGS=(opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-http==1.45.2)
 venv_ok() {
-  "$VENV/bin/python3" -c 'import opentelemetry.sdk._logs, opentelemetry.exporter.otlp.proto.http' 2>/dev/null &&
-    "$VENV/bin/pip" freeze 2>/dev/null | grep -qx 'opentelemetry-sdk==1.45.2'
+  local installed
+  "$VENV/bin/python3" -c 'import opentelemetry.sdk._logs, opentelemetry.exporter.otlp.proto.http' 2>/dev/null || return 1
+  # Captured first: `pip freeze | grep -q` fails under pipefail when grep stops reading early.
+  installed=$("$VENV/bin/pip" freeze --disable-pip-version-check 2>/dev/null) || return 1
+  grep -qx 'opentelemetry-sdk==1.45.2' <<<"$installed"
 }
 # Debian's python3 creates venvs only with python3-venv (it carries ensurepip's wheels).
 if ! venv_ok && ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q 'ok installed'; then

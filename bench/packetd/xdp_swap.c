@@ -4,6 +4,8 @@
 //             keeps both checksums valid. No allowlist, no rate bound, no timestamps: the
 //             least an XDP reflector can do. The bench also runs it on the far end of the
 //             veth, where it bounces every reply back as a new request.
+//   xdp_swap_clock  xdp_swap plus one bpf_ktime_get_tai_ns() per frame, the clock read every
+//             STAMP reflector needs: what a timestamp alone costs, without the rest of STAMP.
 //   xdp_pass  XDP_PASS: lets a veth take XDP_TX frames from its peer (they need NAPI)
 //             while the kernel stack handles them (the userspace echo's side).
 //   xdp_drop  XDP_DROP: a sink that costs nothing (the generator's side).
@@ -15,8 +17,10 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-SEC("xdp")
-int xdp_swap(struct xdp_md *ctx)
+// Written with each clock reading, so that the compiler keeps the read.
+volatile __u64 last_clock;
+
+static __always_inline int swap(struct xdp_md *ctx, int read_clock)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -29,6 +33,8 @@ int xdp_swap(struct xdp_md *ctx)
 	struct udphdr *udp = (void *)(ip + 1);
 	if ((void *)(udp + 1) > end)
 		return XDP_PASS;
+	if (read_clock)
+		last_clock = bpf_ktime_get_tai_ns();
 	unsigned char mac[ETH_ALEN];
 	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
@@ -40,6 +46,18 @@ int xdp_swap(struct xdp_md *ctx)
 	udp->source = udp->dest;
 	udp->dest = p;
 	return XDP_TX;
+}
+
+SEC("xdp")
+int xdp_swap(struct xdp_md *ctx)
+{
+	return swap(ctx, 0);
+}
+
+SEC("xdp")
+int xdp_swap_clock(struct xdp_md *ctx)
+{
+	return swap(ctx, 1);
 }
 
 SEC("xdp")

@@ -13,7 +13,7 @@
 //    exactly as long as the request. Stateless: Sequence Number = the sender's. The clock is
 //    read once per STAMP packet, once its headers are checked, and that time is both the
 //    Receive Timestamp and the Timestamp (the rewrite takes well under a microsecond, a clock
-//    read is a measurable share of the per-packet cost, and the frame leaves later anyway,
+//    read is the largest share of the per-packet cost, docs/benchmarks.md, and the frame leaves later anyway,
 //    when the driver flushes its XDP_TX queue); NTP format from bpf_ktime_get_tai_ns() plus the
 //    TAI->UTC offset userspace keeps in the map. The Error
 //    Estimate is the one userspace computes from the kernel clock (adjtimex), with S set only when
@@ -159,32 +159,22 @@ static __always_inline __u16 csum_fold(__u64 csum)
 	return (__u16)~csum;
 }
 
-// NTP 64-bit timestamp, network order, into 8 bytes at p.
-static __always_inline void put_ntp(__u8 *p, __u64 utc_ns)
-{
-	__u64 s = utc_ns / NSEC_PER_SEC;
-	__u64 rem = utc_ns - s * NSEC_PER_SEC;
-	__u32 secs = (__u32)(s + NTP_EPOCH_OFFSET);
-	// rem * 2^32 / 10^9 without a second division: rem * round(2^63 / 10^9) >> 31 (rem < 10^9,
-	// so the product fits in 64 bits; at most 1 unit of 2^-32 s below the exact quotient).
-	__u32 frac = (__u32)((rem * 9223372037ULL) >> 31);
-	secs = bpf_htonl(secs);
-	frac = bpf_htonl(frac);
-	__builtin_memcpy(p, &secs, 4);
-	__builtin_memcpy(p + 4, &frac, 4);
-}
-
 static __always_inline __u64 utc_now(const struct packetd_cfg *cfg)
 {
 	return bpf_ktime_get_tai_ns() + (__u64)cfg->utc_minus_tai_ns;
 }
 
+// Swaps the MAC addresses as 16-bit words (a memcpy of the byte arrays is 24 byte accesses).
 static __always_inline void swap_eth(struct ethhdr *eth)
 {
-	__u8 tmp[ETH_ALEN];
-	__builtin_memcpy(tmp, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(eth->h_dest, tmp, ETH_ALEN);
+	__u16 *m = (__u16 *)eth;
+	__u16 d0 = m[0], d1 = m[1], d2 = m[2];
+	m[0] = m[3];
+	m[1] = m[4];
+	m[2] = m[5];
+	m[3] = d0;
+	m[4] = d1;
+	m[5] = d2;
 }
 
 static __always_inline void swap_ports(struct udphdr *udp)
@@ -205,111 +195,133 @@ static __always_inline void ipv4_csum(struct iphdr *ip)
 	ip->check = csum_fold(sum);
 }
 
-union stamp_words {
-	__u8 b[STAMP_LEN];
+// One 32-bit word of the packet, viewed as halves and bytes (layout independent of the host's
+// byte order: the checksum arithmetic below works on words as they lie in memory).
+union word {
+	__u32 w;
+	__u16 h[2];
+	__u8 b[4];
+};
+
+// The STAMP payload as 32-bit words. The payload sits 2 bytes off a 4-byte boundary (after
+// 14 + 20 + 8 or 14 + 40 + 8 bytes of headers); the verifier accepts unaligned packet access
+// where the CPU handles it well (x86-64, arm64), and whole-word loads and stores cost a fraction
+// of the byte-by-byte copies clang emits for a memcpy of unknown alignment.
+struct stamp_payload {
 	__u32 w[STAMP_LEN / 4];
 };
 
+// NTP 64-bit timestamp of utc_ns as two network-order words (seconds, fraction). The one
+// 64-bit division costs 1-2 ns here (docs/benchmarks.md), not worth a per-CPU cache.
+static __always_inline void ntp_words(__u64 utc_ns, __u32 *secs_be, __u32 *frac_be)
+{
+	__u64 s = utc_ns / NSEC_PER_SEC;
+	__u64 rem = utc_ns - s * NSEC_PER_SEC;
+	// rem * 2^32 / 10^9 without a second division: rem * round(2^63 / 10^9) >> 31 (rem < 10^9,
+	// so the product fits in 64 bits; at most 1 unit of 2^-32 s below the exact quotient).
+	*secs_be = bpf_htonl((__u32)(s + NTP_EPOCH_OFFSET));
+	*frac_be = bpf_htonl((__u32)((rem * 9223372037ULL) >> 31));
+}
+
 // Rewrites the STAMP payload in place and updates udp->check; returns 0, or -1 if malformed.
+// Word i of the payload holds bytes 4i..4i+3; word 0 (Sequence Number, stateless: the
+// sender's) and bytes 14-15 (SSID, RFC 8972) keep their place.
 static __always_inline int reflect_stamp(struct udphdr *udp, void *data_end, __u8 ttl,
 					 __u64 rx_ns, const struct packetd_cfg *cfg)
 {
-	__u8 *pl = (__u8 *)(udp + 1);
-	if ((void *)(pl + STAMP_LEN) > data_end)
+	struct stamp_payload *p = (void *)(udp + 1);
+	if ((void *)(p + 1) > data_end)
 		return -1;
-	union stamp_words old, new;
-	__builtin_memcpy(old.b, pl, STAMP_LEN);
-	__builtin_memset(new.b, 0, STAMP_LEN);
-	__builtin_memcpy(new.b + 0, old.b + 0, 4);    // Sequence Number (stateless: the sender's)
-	__u16 err = bpf_htons(cfg->error_estimate);
-	__builtin_memcpy(new.b + 12, &err, 2);        // Error Estimate
-	__builtin_memcpy(new.b + 14, old.b + 14, 2);  // SSID (RFC 8972)
-	put_ntp(new.b + 16, rx_ns);                   // Receive Timestamp
-	__builtin_memcpy(new.b + 4, new.b + 16, 8);   // Timestamp: the same reading
-	__builtin_memcpy(new.b + 24, old.b + 0, 4);   // Session-Sender Sequence Number
-	__builtin_memcpy(new.b + 28, old.b + 4, 8);   // Session-Sender Timestamp
-	__builtin_memcpy(new.b + 36, old.b + 12, 2);  // Session-Sender Error Estimate
-	new.b[40] = ttl;                              // Ses-Sender TTL
+	__u32 o[STAMP_LEN / 4];
+#pragma unroll
+	for (int i = 0; i < STAMP_LEN / 4; i++)
+		o[i] = p->w[i];
+	__u32 secs, frac;
+	ntp_words(rx_ns, &secs, &frac);
+	union word w3 = {.w = o[3]}, w9 = {.w = o[3]}, w10 = {.w = 0};
+	w3.h[0] = bpf_htons(cfg->error_estimate); // Error Estimate; SSID (bytes 14-15) stays
+	w9.h[1] = 0;                              // Session-Sender Error Estimate; MBZ
+	w10.b[0] = ttl;                           // Ses-Sender TTL; MBZ
+	__u32 n[STAMP_LEN / 4] = {
+		o[0],          // Sequence Number
+		secs, frac,    // Timestamp: the same reading as the Receive Timestamp
+		w3.w,          // Error Estimate, SSID
+		secs, frac,    // Receive Timestamp
+		o[0],          // Session-Sender Sequence Number
+		o[1], o[2],    // Session-Sender Timestamp
+		w9.w,          // Session-Sender Error Estimate, MBZ
+		w10.w,         // Ses-Sender TTL, MBZ
+	};
 	if (udp->check) {
 		// RFC 1624 incremental update over 32-bit words, inline (cheaper than the
 		// bpf_csum_diff helper): ~check + sum(new) - sum(old), where -x is ~x because
-		// 2^32 - 1 is a multiple of 2^16 - 1.
+		// 2^32 - 1 is a multiple of 2^16 - 1. Word 0 does not change.
 		__u64 sum = (__u16)~udp->check;
 #pragma unroll
-		for (int i = 0; i < STAMP_LEN / 4; i++)
-			sum += (__u64)new.w[i] + (__u32)~old.w[i];
+		for (int i = 1; i < STAMP_LEN / 4; i++)
+			sum += (__u64)n[i] + (__u32)~o[i];
 		__u16 c = csum_fold(sum);
 		udp->check = c ? c : 0xffff;
 	}
-	__builtin_memcpy(pl, new.b, STAMP_LEN);
+#pragma unroll
+	for (int i = 1; i < STAMP_LEN / 4; i++)
+		p->w[i] = n[i];
 	return 0;
 }
 
-// 1 when the source may be answered (allowlist), else 0.
-// The source as an IPv6 address (IPv4 mapped to ::ffff:a.b.c.d).
-static __always_inline void mapped_source(struct in6_addr *key, const void *saddr, int is_v6)
+// The source address as an IPv6 address (IPv4 mapped to ::ffff:a.b.c.d), word by word.
+static __always_inline void map_v4(struct in6_addr *a, __u32 saddr)
 {
-	__builtin_memset(key, 0, sizeof(*key));
-	if (is_v6) {
-		__builtin_memcpy(key, saddr, 16);
-	} else {
-		key->in6_u.u6_addr8[10] = 0xff;
-		key->in6_u.u6_addr8[11] = 0xff;
-		__builtin_memcpy(&key->in6_u.u6_addr8[12], saddr, 4);
-	}
+	a->in6_u.u6_addr32[0] = 0;
+	a->in6_u.u6_addr32[1] = 0;
+	a->in6_u.u6_addr32[2] = bpf_htonl(0xffff);
+	a->in6_u.u6_addr32[3] = saddr;
 }
 
-static __always_inline int lpm_allowed(const void *saddr, int is_v6)
+static __always_inline int lpm_allowed(const struct in6_addr *src, int is_v6)
 {
 	if (is_v6) {
 		struct lpm6_key k = {.prefixlen = 128};
-		__builtin_memcpy(k.addr, saddr, 16);
+		__builtin_memcpy(k.addr, src, 16);
 		return bpf_map_lookup_elem(&packetd_allow6, &k) != 0;
 	}
 	struct lpm4_key k = {.prefixlen = 32};
-	__builtin_memcpy(k.addr, saddr, 4);
+	__builtin_memcpy(k.addr, &src->in6_u.u6_addr32[3], 4);
 	return bpf_map_lookup_elem(&packetd_allow4, &k) != 0;
 }
 
-static __always_inline int source_allowed(const void *saddr, int is_v6,
+static __always_inline int source_allowed(const struct in6_addr *src, int is_v6,
 					  const struct packetd_cfg *cfg)
 {
 	// Read before the trie: userspace updates the trie first and then bumps the generation,
 	// so a cache entry stored with this generation never outlives a removal it did not see.
 	__u32 gen = cfg->allow_generation;
-	struct in6_addr src;
-	mapped_source(&src, saddr, is_v6);
 	__u32 zero = 0;
 	struct allow_cache *c = bpf_map_lookup_elem(&packetd_allow_cache, &zero);
 	if (c && c->valid && c->generation == gen &&
-	    c->addr.in6_u.u6_addr32[0] == src.in6_u.u6_addr32[0] &&
-	    c->addr.in6_u.u6_addr32[1] == src.in6_u.u6_addr32[1] &&
-	    c->addr.in6_u.u6_addr32[2] == src.in6_u.u6_addr32[2] &&
-	    c->addr.in6_u.u6_addr32[3] == src.in6_u.u6_addr32[3])
+	    c->addr.in6_u.u6_addr32[3] == src->in6_u.u6_addr32[3] &&
+	    c->addr.in6_u.u6_addr32[2] == src->in6_u.u6_addr32[2] &&
+	    c->addr.in6_u.u6_addr32[1] == src->in6_u.u6_addr32[1] &&
+	    c->addr.in6_u.u6_addr32[0] == src->in6_u.u6_addr32[0])
 		return 1;
-	if (!lpm_allowed(saddr, is_v6))
+	if (!lpm_allowed(src, is_v6))
 		return 0;
 	if (c) {
 		c->generation = gen;
 		c->valid = 1;
-		c->addr = src;
+		c->addr = *src;
 	}
 	return 1;
 }
 
 // 1 when the source is still within its per-second budget (and charges it), else 0.
-static __always_inline int source_within_rate(const void *saddr, int is_v6, __u64 now_ns,
-					      const struct packetd_cfg *cfg)
+static __always_inline int source_within_rate(const struct in6_addr *src, __u64 now_ns,
+					      __u32 limit)
 {
-	__u32 limit = cfg->max_pps_per_source;
-	if (!limit)
-		return 1;
-	struct in6_addr key;
-	mapped_source(&key, saddr, is_v6);
-	struct rate_val *v = bpf_map_lookup_elem(&packetd_rate, &key);
+	struct rate_val *v = bpf_map_lookup_elem(&packetd_rate, src);
 	if (!v) {
 		struct rate_val init = {.window_start_ns = now_ns, .count = 1};
-		bpf_map_update_elem(&packetd_rate, &key, &init, BPF_ANY);
+		bpf_map_update_elem(&packetd_rate, src, &init, BPF_ANY);
 		return 1;
 	}
 	if (now_ns - v->window_start_ns >= NSEC_PER_SEC) {
@@ -328,7 +340,7 @@ static __always_inline int source_within_rate(const void *saddr, int is_v6, __u6
 
 static __always_inline int handle_udp(struct udphdr *udp, void *data_end, __u16 ip_payload_len,
 				      __u8 ttl, const struct packetd_cfg *cfg,
-				      int is_v6, const void *saddr)
+				      int is_v6, const struct in6_addr *src)
 {
 	if ((void *)(udp + 1) > data_end)
 		return -1;
@@ -349,9 +361,10 @@ static __always_inline int handle_udp(struct udphdr *udp, void *data_end, __u16 
 		return -1;
 	if (stamp && ulen - sizeof(*udp) < STAMP_LEN)
 		return -1;
-	if (!source_allowed(saddr, is_v6, cfg))
+	if (!source_allowed(src, is_v6, cfg))
 		return R_DENIED;
-	if (!source_within_rate(saddr, is_v6, rx_ns, cfg))
+	if (cfg->max_pps_per_source &&
+	    !source_within_rate(src, rx_ns, cfg->max_pps_per_source))
 		return R_RATE_LIMITED;
 	if (stamp) {
 		if (reflect_stamp(udp, data_end, ttl, rx_ns, cfg))
@@ -392,8 +405,10 @@ int packetd(struct xdp_md *ctx)
 		__u16 tot = bpf_ntohs(ip->tot_len);
 		if (tot < sizeof(*ip))
 			return count(C_MALFORMED, XDP_PASS);
+		struct in6_addr src;
+		map_v4(&src, ip->saddr);
 		r = handle_udp((void *)(ip + 1), data_end, tot - sizeof(*ip), ip->ttl, cfg, 0,
-			       &ip->saddr);
+			       &src);
 		if (r < 0)
 			return count(C_MALFORMED, XDP_PASS);
 		if (r == R_DENIED)
@@ -412,8 +427,13 @@ int packetd(struct xdp_md *ctx)
 			return count(C_PASSED, XDP_PASS);
 		if (ip6->nexthdr != IPPROTO_UDP || ip6->daddr.in6_u.u6_addr8[0] == 0xff)
 			return count(C_PASSED, XDP_PASS);
+		struct in6_addr src;
+		src.in6_u.u6_addr32[0] = ip6->saddr.in6_u.u6_addr32[0];
+		src.in6_u.u6_addr32[1] = ip6->saddr.in6_u.u6_addr32[1];
+		src.in6_u.u6_addr32[2] = ip6->saddr.in6_u.u6_addr32[2];
+		src.in6_u.u6_addr32[3] = ip6->saddr.in6_u.u6_addr32[3];
 		r = handle_udp((void *)(ip6 + 1), data_end, bpf_ntohs(ip6->payload_len),
-			       ip6->hop_limit, cfg, 1, &ip6->saddr);
+			       ip6->hop_limit, cfg, 1, &src);
 		if (r < 0)
 			return count(C_MALFORMED, XDP_PASS);
 		if (r == R_DENIED)

@@ -80,6 +80,9 @@ impl Daemon for Ingestd {
                 metrics.clone(),
             )?,
             StoreBackend::Postgres => {
+                let why =
+                    crate::forward::require_central_database(&c.store.licensed_socket).await?;
+                tracing::info!(feature = crate::forward::DATABASE_FEATURE, reason = %why, "PostgreSQL store licensed.");
                 Store::open_postgres(
                     &c.store.postgres,
                     c.store.queue_records,
@@ -89,6 +92,16 @@ impl Daemon for Ingestd {
                 )
                 .await?
             }
+        };
+        // Before any listener: every record committed from now on is spooled.
+        store.set_forwarding(!c.forward.remote_write_url.is_empty());
+        store.set_otlp_forwarding(!c.forward.otlp_url.is_empty());
+        store.set_quic_forwarding(!c.forward.quic_peer.is_empty());
+        // Certificates are read now: a bad file fails the start instead of spooling forever.
+        let quic_sender = if c.forward.quic_peer.is_empty() {
+            None
+        } else {
+            Some(crate::quic::Sender::new(&c.forward)?)
         };
         let shutdown = ctx.shutdown.clone();
         let sctx = crate::syslog::Ctx {
@@ -143,12 +156,26 @@ impl Daemon for Ingestd {
             bound.insert(format!("otlp-http-{i}"), l.local_addr()?.to_string());
             otlp_http.push(l);
         }
+        let mut quic_eps = Vec::new();
+        for (i, a) in c.quic.listen.iter().enumerate() {
+            let ep = crate::quic::endpoint(*a, &c.quic)?;
+            bound.insert(format!("quic-{i}"), ep.local_addr()?.to_string());
+            quic_eps.push(ep);
+        }
         let mut tasks = JoinSet::new();
         let octx = crate::otlp::OtlpCtx {
             store: store.clone(),
             metrics: metrics.clone(),
             max_labels: c.store.max_labels_per_series,
         };
+        for ep in quic_eps {
+            tasks.spawn(crate::quic::serve(
+                ep,
+                octx.clone(),
+                c.http.max_body_bytes,
+                shutdown.clone(),
+            ));
+        }
         for l in otlp_grpc {
             tasks.spawn(crate::otlp::serve_grpc(l, octx.clone(), shutdown.clone()));
         }
@@ -204,11 +231,27 @@ impl Daemon for Ingestd {
             ));
         }
         if !c.forward.remote_write_url.is_empty() {
-            store.set_forwarding(true);
             tasks.spawn(crate::forward::run(
                 store.clone(),
                 metrics.clone(),
                 c.forward.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if !c.forward.otlp_url.is_empty() {
+            tasks.spawn(crate::forward::run_otlp(
+                store.clone(),
+                metrics.clone(),
+                c.forward.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if let Some(sender) = quic_sender {
+            tasks.spawn(crate::forward::run_quic(
+                store.clone(),
+                metrics.clone(),
+                c.forward.clone(),
+                sender,
                 shutdown.clone(),
             ));
         }

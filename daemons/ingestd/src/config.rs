@@ -31,6 +31,8 @@ pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(15);
 pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Samples per forwarded request: Prometheus' own max_samples_per_send default range.
 pub const DEFAULT_FORWARD_BATCH: u32 = 2000;
+/// Log records per forwarded OTLP request: about 1 MB of typical records.
+pub const DEFAULT_FORWARD_BATCH_LOGS: u32 = 2000;
 /// Timeout of one forwarded request: a slow uplink still gets a chance.
 pub const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Licence re-check of forwarding: a revoked or newly bought licence takes effect within it.
@@ -69,6 +71,7 @@ pub struct Config {
     pub syslog: SyslogSection,
     pub http: HttpSection,
     pub otlp: OtlpSection,
+    pub quic: QuicSection,
     pub scrape: ScrapeSection,
     pub forward: ForwardSection,
     pub store: StoreSection,
@@ -83,6 +86,7 @@ impl Default for Config {
             syslog: SyslogSection::default(),
             http: HttpSection::default(),
             otlp: OtlpSection::default(),
+            quic: QuicSection::default(),
             scrape: ScrapeSection::default(),
             forward: ForwardSection::default(),
             store: StoreSection::default(),
@@ -170,6 +174,21 @@ impl Default for OtlpSection {
     }
 }
 
+/// `[quic]`: the receiver of forwarding from other Rookery appliances over QUIC with mutual
+/// TLS; off by default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct QuicSection {
+    /// UDP listeners; empty = off.
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain of this receiver.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert-file`.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificate(s) that every sender's certificate must chain to.
+    pub client_ca_file: Option<PathBuf>,
+}
+
 /// `[scrape]`: the `/metrics` endpoints ingestd scrapes into its metric store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -224,8 +243,23 @@ impl Default for ScrapeSection {
 pub struct ForwardSection {
     /// Prometheus remote_write URL; empty = no forwarding.
     pub remote_write_url: String,
+    /// Base URL of an OTLP/HTTP receiver (`/v1/logs` and `/v1/metrics` are appended);
+    /// empty = no OTLP forwarding.
+    pub otlp_url: String,
+    /// Another Rookery's `[quic] listen` address, `host:port`; empty = no QUIC forwarding.
+    pub quic_peer: String,
+    /// Name the peer's certificate must carry; empty = the host of `quic-peer`.
+    pub quic_server_name: String,
+    /// PEM certificate chain this sender shows the peer.
+    pub quic_cert_file: Option<PathBuf>,
+    /// PEM private key of `quic-cert-file`.
+    pub quic_key_file: Option<PathBuf>,
+    /// PEM CA certificate(s) the peer's certificate must chain to.
+    pub quic_ca_file: Option<PathBuf>,
     /// Samples per request at most.
     pub batch_samples: u32,
+    /// Log records per OTLP request at most.
+    pub batch_logs: u32,
     /// Timeout of one request.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -240,7 +274,14 @@ impl Default for ForwardSection {
     fn default() -> Self {
         Self {
             remote_write_url: String::new(),
+            otlp_url: String::new(),
+            quic_peer: String::new(),
+            quic_server_name: String::new(),
+            quic_cert_file: None,
+            quic_key_file: None,
+            quic_ca_file: None,
             batch_samples: DEFAULT_FORWARD_BATCH,
+            batch_logs: DEFAULT_FORWARD_BATCH_LOGS,
             timeout: DEFAULT_FORWARD_TIMEOUT,
             licensed_socket: rookery_common::grpc::socket_path("licensed"),
             licence_check_interval: DEFAULT_LICENCE_CHECK_INTERVAL,
@@ -257,6 +298,8 @@ pub struct StoreSection {
     pub backend: StoreBackend,
     /// The server of `backend = "postgres"`.
     pub postgres: PostgresSection,
+    /// licensed's socket, asked at start for the `central-database` feature (PostgreSQL only).
+    pub licensed_socket: PathBuf,
     /// Records queued for the writer at most.
     pub queue_records: usize,
     /// Records per transaction at most.
@@ -294,6 +337,7 @@ impl Default for StoreSection {
         Self {
             backend: StoreBackend::Sqlite,
             postgres: PostgresSection::default(),
+            licensed_socket: rookery_common::grpc::socket_path("licensed"),
             queue_records: DEFAULT_QUEUE_RECORDS,
             batch_records: DEFAULT_BATCH_RECORDS,
             max_bytes: DEFAULT_MAX_BYTES,
@@ -369,6 +413,15 @@ impl DaemonConfig for Config {
                 ));
             }
             StoreBackend::Sqlite => {}
+        }
+        if !st.licensed_socket.is_absolute() {
+            out.push(Invalid::new(
+                "store.licensed-socket",
+                format!(
+                    "\"{}\" is not an absolute path",
+                    st.licensed_socket.display()
+                ),
+            ));
         }
         if !(1..=1_000_000).contains(&st.queue_records) {
             out.push(out_of_range(
@@ -474,6 +527,80 @@ impl DaemonConfig for Config {
                 ),
             ));
         }
+        let url = &f.otlp_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            out.push(Invalid::new(
+                "forward.otlp-url",
+                format!(
+                    "\"{url}\" is not an http(s) URL (expected the receiver's base URL, e.g. \"https://otel.example.com:4318\")"
+                ),
+            ));
+        } else if url.ends_with("/v1/logs") || url.ends_with("/v1/metrics") {
+            out.push(Invalid::new(
+                "forward.otlp-url",
+                format!(
+                    "\"{url}\" names a signal path; give the base URL (\"/v1/logs\" and \"/v1/metrics\" are appended)"
+                ),
+            ));
+        }
+        let files = |list: [(&str, &Option<PathBuf>); 3], when: &str, out: &mut Vec<Invalid>| {
+            for (key, v) in list {
+                match v {
+                    None => out.push(Invalid::new(
+                        key,
+                        format!("is required when {when} (expected a PEM file path)"),
+                    )),
+                    Some(p) if !p.is_absolute() => out.push(Invalid::new(
+                        key,
+                        format!("\"{}\" is not an absolute path", p.display()),
+                    )),
+                    Some(_) => {}
+                }
+            }
+        };
+        if !f.quic_peer.is_empty() {
+            let port = f
+                .quic_peer
+                .rsplit_once(':')
+                .map(|(h, p)| (h, p.parse::<u16>()));
+            if !matches!(port, Some((h, Ok(p))) if !h.is_empty() && p != 0) {
+                out.push(Invalid::new(
+                    "forward.quic-peer",
+                    format!(
+                        "\"{}\" is not host:port (expected e.g. \"central.example.net:4319\" or \"[fd00::1]:4319\")",
+                        f.quic_peer
+                    ),
+                ));
+            }
+            files(
+                [
+                    ("forward.quic-cert-file", &f.quic_cert_file),
+                    ("forward.quic-key-file", &f.quic_key_file),
+                    ("forward.quic-ca-file", &f.quic_ca_file),
+                ],
+                "forward.quic-peer is set",
+                &mut out,
+            );
+        }
+        let q = &self.quic;
+        if !q.listen.is_empty() {
+            files(
+                [
+                    ("quic.cert-file", &q.cert_file),
+                    ("quic.key-file", &q.key_file),
+                    ("quic.client-ca-file", &q.client_ca_file),
+                ],
+                "quic.listen has listeners",
+                &mut out,
+            );
+        }
+        if !(1..=100_000).contains(&f.batch_logs) {
+            out.push(out_of_range(
+                "forward.batch-logs",
+                f.batch_logs,
+                "1 to 100000",
+            ));
+        }
         if !(1..=100_000).contains(&f.batch_samples) {
             out.push(out_of_range(
                 "forward.batch-samples",
@@ -512,6 +639,7 @@ impl DaemonConfig for Config {
             ("http.listen", &self.http.listen),
             ("otlp.grpc", &self.otlp.grpc),
             ("otlp.http", &self.otlp.http),
+            ("quic.listen", &self.quic.listen),
         ] {
             for (i, a) in list.iter().enumerate() {
                 if a.port() != 0 && list[..i].contains(a) {

@@ -57,6 +57,10 @@ pub struct Metrics {
     /// Samples dropped from the forwarding outbox: refused by the remote (4xx) or older than
     /// the retention bounds.
     pub forward_dropped: Counter,
+    /// Forwarding by OTLP/HTTP.
+    pub otlp: TargetMetrics,
+    /// Forwarding to another Rookery over QUIC.
+    pub quic: TargetMetrics,
 }
 
 impl Metrics {
@@ -128,6 +132,8 @@ impl Metrics {
             "Samples dropped from the forwarding outbox (refused by the remote or past retention)",
             self.forward_dropped.clone(),
         );
+        self.otlp.register(r, "otlp", "OTLP");
+        self.quic.register(r, "quic", "QUIC");
         r.register(
             "syslog_connections",
             "Open syslog TCP and TLS connections",
@@ -152,5 +158,44 @@ impl Metrics {
                 input: input.to_owned(),
             })
             .inc_by(n);
+    }
+}
+
+/// Counters of one forwarding target (OTLP, QUIC) that sends logs and samples.
+#[derive(Debug, Clone, Default)]
+pub struct TargetMetrics {
+    /// Log records delivered.
+    pub logs: Counter,
+    /// Samples delivered.
+    pub samples: Counter,
+    /// Failed attempts (retried).
+    pub failures: Counter,
+    /// Log records and samples dropped from its outboxes: refused by the remote (4xx,
+    /// partial success) or reached by retention before they were forwarded.
+    pub dropped: Counter,
+}
+
+impl TargetMetrics {
+    fn register(&self, r: &mut Registry, name: &str, what: &str) {
+        r.register(
+            format!("forwarded_{name}_logs"),
+            format!("Log records delivered by {what} forwarding"),
+            self.logs.clone(),
+        );
+        r.register(
+            format!("forwarded_{name}_samples"),
+            format!("Samples delivered by {what} forwarding"),
+            self.samples.clone(),
+        );
+        r.register(
+            format!("forward_{name}_failures"),
+            format!("Failed {what} forwarding attempts, retried"),
+            self.failures.clone(),
+        );
+        r.register(
+            format!("forward_{name}_dropped_records"),
+            format!("Log records and samples dropped from the {what} outboxes (refused by the remote or past retention)"),
+            self.dropped.clone(),
+        );
     }
 }

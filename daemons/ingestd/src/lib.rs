@@ -19,6 +19,7 @@ pub mod forward;
 pub mod http;
 pub mod otlp;
 pub mod promql;
+pub mod quic;
 pub mod record;
 pub mod remote_write;
 pub mod scrape;

@@ -4,7 +4,9 @@
 //! remote_write body; everything is queried back over gRPC (every filter, PostgreSQL full
 //! text) and `/api/v1/query_range`, acknowledged pushes are there at once (ack after
 //! commit), and the rows are in the server's tables, none in a local SQLite file. An
-//! unreachable server stops the start with an error naming it.
+//! unreachable server stops the start with an error naming it. The backend is licensed's
+//! `central-database` feature: the real licensed (in-process) grants it with release mode
+//! off; with release mode on and no key the start fails naming the feature.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,7 +19,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Ingestd, post, write_config};
+use common::{Ingestd, Licensed, post, write_config};
 use prost::Message as _;
 use rookery_common::proto::QueryLogsRequest;
 use rookery_ingestd::remote_write::{Label, Sample, TimeSeries, WriteRequest};
@@ -55,8 +57,40 @@ fn http(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
     )
 }
 
-fn store_config(url: &str) -> String {
-    format!("backend = \"postgres\"\n[store.postgres]\nurl = \"{url}\"\n")
+fn store_config(url: &str, licensed: &std::path::Path) -> String {
+    format!(
+        "backend = \"postgres\"\nlicensed-socket = \"{}\"\n[store.postgres]\nurl = \"{url}\"\n",
+        licensed.display()
+    )
+}
+
+/// Runs ingestd on `dir`'s config, which must fail to start; returns its stderr.
+fn failed_start(dir: &std::path::Path) -> String {
+    let mut child = Command::new(common::BIN)
+        .args(["run", "--config"])
+        .arg(dir.join("ingestd.toml"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "still running 30 s later");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    assert_ne!(status.code(), Some(78), "not a configuration error");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -65,10 +99,11 @@ async fn syslog_http_and_remote_write_into_postgres_are_queried_back() {
         .await
         .unwrap();
     let tmp = tempfile::tempdir().unwrap();
+    let licensed = Licensed::start(tmp.path(), false).await;
     write_config(
         tmp.path(),
         "",
-        &store_config(&format!("{}?sslmode=disable", pg.url())),
+        &store_config(&format!("{}?sslmode=disable", pg.url()), &licensed.socket),
     );
     let d = Ingestd::start(tmp.path()).await;
     assert!(
@@ -338,43 +373,27 @@ async fn syslog_http_and_remote_write_into_postgres_are_queried_back() {
             .contains("rookery_ingestd_stored_samples_total 6"),
         "counted"
     );
+    drop(d);
+    licensed.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_server_stops_the_start_with_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
+    let licensed = Licensed::start(tmp.path(), false).await;
     let port = common::free_port();
     write_config(
         tmp.path(),
         "",
         &format!(
             "{}connect-timeout = \"2s\"\n",
-            store_config(&format!("postgres://ingestd:secret@127.0.0.1:{port}/logs"))
+            store_config(
+                &format!("postgres://ingestd:secret@127.0.0.1:{port}/logs"),
+                &licensed.socket
+            )
         ),
     );
-    let mut child = Command::new(common::BIN)
-        .args(["run", "--config"])
-        .arg(tmp.path().join("ingestd.toml"))
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "still running 30 s later");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(!status.success());
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = failed_start(tmp.path());
     assert!(
         err.contains(&format!(
             "cannot connect to PostgreSQL at postgres://ingestd:***@127.0.0.1:{port}/logs"
@@ -382,6 +401,44 @@ async fn an_unreachable_server_stops_the_start_with_an_error_naming_it() {
         "{err}"
     );
     assert!(!err.contains("secret"), "the password is not shown: {err}");
+    licensed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_central_database_the_postgres_backend_does_not_start() {
+    let pg = tokio::task::spawn_blocking(|| PgServer::start().expect("start PostgreSQL"))
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("{}?sslmode=disable", pg.url());
+    // Nobody answers on the socket: the start waits 10 s for licensed, then fails.
+    let nobody = tmp.path().join("nobody.sock");
+    write_config(tmp.path(), "", &store_config(&url, &nobody));
+    let err = failed_start(tmp.path());
+    assert!(
+        err.contains(&format!(
+            "store.backend = \"postgres\" needs licensed's feature \"central-database\", but licensed did not answer on {} within 10 s",
+            nobody.display()
+        )),
+        "{err}"
+    );
+    // Release mode on, no licence key: the enterprise feature is off.
+    let licensed = Licensed::start(tmp.path(), true).await;
+    write_config(tmp.path(), "", &store_config(&url, &licensed.socket));
+    let err = failed_start(tmp.path());
+    assert!(
+        err.contains(
+            "store.backend = \"postgres\" needs licensed's feature \"central-database\", which is off ("
+        ) && err.contains("set store.backend = \"sqlite\""),
+        "{err}"
+    );
+    // Nothing was written to the server: the gate comes before the schema.
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'ingestd_%'")
+            .unwrap(),
+        "0"
+    );
+    licensed.stop().await;
 }
 
 #[test]
@@ -415,6 +472,13 @@ fn store_config_errors_name_file_line_col_and_key() {
             "{p}:5:17: store.postgres.password-file: \"pw\" is not an absolute path"
         )),
         "{all}"
+    );
+    let lines = check("[store]\nlicensed-socket = \"licensed.sock\"\n");
+    assert_eq!(
+        lines,
+        [format!(
+            "{p}:2:19: store.licensed-socket: \"licensed.sock\" is not an absolute path"
+        )]
     );
     let lines = check("[store]\nbackend = \"postgres\"\n");
     assert!(

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::allow::Allowlist;
 use crate::config::{Config, Mode, XdpSection};
 use crate::sessions::Sessions;
-use crate::userspace::{Settings, UserspaceReflector};
+use crate::userspace::{Settings, UserspaceError, UserspaceReflector};
 use crate::xdp::{AttachMode, Attached, Counters, Reflector, error_chain};
 
 type Labels = Vec<(String, String)>;
@@ -28,16 +28,43 @@ type Labels = Vec<(String, String)>;
 struct Metrics {
     packets: Family<Labels, Counter>,
     attached: Family<Labels, Gauge>,
+    unserved: Family<Labels, Gauge>,
     sessions_running: Gauge,
 }
 
+/// Why a configured interface is not served now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Unserved {
+    /// No interface of that name exists (yet): it is served as soon as the kernel announces it.
+    Absent,
+    /// It exists, but the XDP program could not be attached in the configured mode (or the
+    /// userspace reflector could not start): tried again at the interface's next link change.
+    Failed(String),
+}
+
+impl Unserved {
+    /// The `reason` label of `rookery_packetd_xdp_unserved`.
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Absent => "absent",
+            Self::Failed(_) => "attach_failed",
+        }
+    }
+}
+
 /// What answers packets: the XDP program, the userspace reflector, or both (on different
-/// interfaces), with the allowlist both enforce.
+/// interfaces), with the allowlist both enforce, and the configured interfaces nothing serves.
 #[derive(Default)]
 struct Backends {
     reflector: Option<Reflector>,
+    /// Why the XDP program could not be loaded (`auto`: every interface is then served by the
+    /// userspace reflector).
+    load_error: Option<String>,
     userspace: Option<UserspaceReflector>,
+    /// What userspace reflectors stopped since the start counted (part of [`Backends::counters`]).
+    retired: Counters,
     attached: Vec<Attached>,
+    unserved: BTreeMap<String, Unserved>,
     allow: Allowlist,
 }
 
@@ -52,14 +79,135 @@ impl Backends {
             .as_ref()
             .map(UserspaceReflector::counters)
             .unwrap_or_default();
-        Ok(Counters {
-            reflected: x.reflected + u.reflected,
-            echoed: x.echoed + u.echoed,
-            malformed: x.malformed + u.malformed,
-            passed: x.passed + u.passed,
-            denied: x.denied + u.denied,
-            rate_limited: x.rate_limited + u.rate_limited,
-        })
+        Ok(x.plus(&u).plus(&self.retired))
+    }
+
+    /// The interfaces the userspace reflector serves.
+    fn userspace_names(&self) -> Vec<String> {
+        self.attached
+            .iter()
+            .filter(|a| a.mode == AttachMode::Userspace)
+            .map(|a| a.iface.clone())
+            .collect()
+    }
+
+    /// Whether the userspace reflector runs even while it serves no interface: the mode says
+    /// so, or (`auto`) the XDP program could not be loaded, so every interface will need it.
+    fn userspace_always(&self, section: &XdpSection) -> bool {
+        section.mode == Mode::Userspace || self.load_error.is_some()
+    }
+
+    fn start_userspace(&mut self, section: &XdpSection) -> Result<(), UserspaceError> {
+        if self.userspace.is_none() {
+            let settings = Settings {
+                interfaces: self.userspace_names(),
+                stamp_port: section.stamp_port,
+                echo_port: section.echo_port,
+                max_pps_per_source: section.max_pps_per_source,
+            };
+            self.userspace = Some(UserspaceReflector::start(&settings, self.allow.clone())?);
+        }
+        Ok(())
+    }
+
+    /// Points the userspace reflector at the interfaces it serves now. In `auto` mode, once no
+    /// interface falls back to it any more, it stops, so its ports are free again.
+    fn sync_userspace(&mut self, section: &XdpSection) {
+        let names = self.userspace_names();
+        if names.is_empty() && !self.userspace_always(section) {
+            if let Some(us) = self.userspace.take() {
+                self.retired = self.retired.plus(&us.counters());
+                drop(us);
+                crate::events::userspace_retired();
+            }
+            return;
+        }
+        if let Some(us) = &self.userspace {
+            us.set_interfaces(&names);
+        }
+    }
+
+    /// Serves the configured interface `iface` when it exists, exactly as at start: the XDP
+    /// program in the configured mode, in `auto` falling back to generic XDP and then to the
+    /// userspace reflector. An interface that does not exist is marked absent (not an error);
+    /// one that exists but cannot be served is marked failed and its error returned.
+    fn serve(&mut self, section: &XdpSection, iface: &str) -> Result<(), BoxError> {
+        let Some(ifindex) = crate::xdp::if_index(iface) else {
+            self.unserved.insert(iface.to_owned(), Unserved::Absent);
+            return Ok(());
+        };
+        let reason = match (section.mode.policy(), self.reflector.as_mut()) {
+            (None, _) => None,
+            (Some(_), None) => self.load_error.clone(),
+            (Some(policy), Some(refl)) => match refl.attach(iface, policy) {
+                Ok(a) => {
+                    crate::events::attached(&a);
+                    self.unserved.remove(iface);
+                    self.attached.push(a);
+                    return Ok(());
+                }
+                // Removed again between the look-up and the attach.
+                Err(_) if crate::xdp::if_index(iface).is_none() => {
+                    self.unserved.insert(iface.to_owned(), Unserved::Absent);
+                    return Ok(());
+                }
+                Err(e) if section.mode == Mode::Auto => Some(error_chain(&e)),
+                Err(e) => {
+                    self.unserved
+                        .insert(iface.to_owned(), Unserved::Failed(error_chain(&e)));
+                    return Err(e.into());
+                }
+            },
+        };
+        if let Err(e) = self.start_userspace(section) {
+            self.unserved
+                .insert(iface.to_owned(), Unserved::Failed(error_chain(&e)));
+            return Err(e.into());
+        }
+        let a = Attached {
+            iface: iface.to_owned(),
+            ifindex,
+            mode: AttachMode::Userspace,
+            native_error: reason,
+        };
+        crate::events::attached(&a);
+        self.unserved.remove(iface);
+        self.attached.push(a);
+        self.sync_userspace(section);
+        Ok(())
+    }
+
+    /// Brings the configured interface `iface` in line with the kernel: an attachment whose
+    /// interface is gone, renamed or replaced by a new one of the same name is dropped (the
+    /// program detached from a renamed one); an interface that exists and is not served is
+    /// served, except one whose attach failed before, which is retried only when
+    /// `retry_failed` (its own link changed). Returns whether anything changed.
+    fn reconcile(&mut self, section: &XdpSection, iface: &str, retry_failed: bool) -> bool {
+        let now = crate::xdp::if_index(iface);
+        let served = self.attached.iter().find(|a| a.iface == iface);
+        if let Some(a) = served {
+            if Some(a.ifindex) == now {
+                return false;
+            }
+            self.attached.retain(|a| a.iface != iface);
+            if let Some(refl) = self.reflector.as_mut() {
+                refl.detach(iface);
+            }
+            self.unserved.insert(iface.to_owned(), Unserved::Absent);
+            self.sync_userspace(section);
+            crate::events::interface_removed(iface);
+        } else if now.is_none() {
+            return self.unserved.insert(iface.to_owned(), Unserved::Absent)
+                != Some(Unserved::Absent);
+        } else if !retry_failed && matches!(self.unserved.get(iface), Some(Unserved::Failed(_))) {
+            return false;
+        }
+        if now.is_some()
+            && let Err(e) = self.serve(section, iface)
+        {
+            crate::events::attach_later_failed(iface, e.as_ref());
+        }
+        true
     }
 }
 
@@ -84,6 +232,8 @@ pub struct Packetd {
 
 /// Starts answering on every interface of `section` (none: nothing runs): XDP per the mode,
 /// and the userspace reflector for `mode = "userspace"` or where `auto` could not attach XDP.
+/// A configured interface that does not exist is not an error: it is logged, shown as
+/// absent, and served when it appears ([`Shared::links_changed`]).
 fn bring_up(section: &XdpSection) -> Result<Backends, BoxError> {
     if section.interfaces.is_empty() {
         return Ok(Backends::default());
@@ -93,57 +243,24 @@ fn bring_up(section: &XdpSection) -> Result<Backends, BoxError> {
         allow: allow.clone(),
         ..Backends::default()
     };
-    let mut fallback: Vec<(String, Option<String>)> = Vec::new();
-    match section.mode.policy() {
-        None => fallback.extend(section.interfaces.iter().map(|i| (i.clone(), None))),
-        Some(policy) => match Reflector::load(section.stamp_port, section.echo_port) {
+    if section.mode.policy().is_some() {
+        match Reflector::load(section.stamp_port, section.echo_port) {
             Ok(mut refl) => {
                 refl.set_allowlist(&allow)?;
                 refl.set_max_pps_per_source(section.max_pps_per_source)?;
-                for iface in &section.interfaces {
-                    match refl.attach(iface, policy) {
-                        Ok(a) => {
-                            crate::events::attached(&a);
-                            b.attached.push(a);
-                        }
-                        Err(e) if section.mode == Mode::Auto => {
-                            fallback.push((iface.clone(), Some(error_chain(&e))));
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                if !b.attached.is_empty() {
-                    b.reflector = Some(refl);
-                }
+                b.reflector = Some(refl);
             }
-            Err(e) if section.mode == Mode::Auto => {
-                let reason = error_chain(&e);
-                fallback.extend(
-                    section
-                        .interfaces
-                        .iter()
-                        .map(|i| (i.clone(), Some(reason.clone()))),
-                );
-            }
+            Err(e) if section.mode == Mode::Auto => b.load_error = Some(error_chain(&e)),
             Err(e) => return Err(e.into()),
-        },
+        }
     }
-    if !fallback.is_empty() {
-        let settings = Settings {
-            interfaces: fallback.iter().map(|(i, _)| i.clone()).collect(),
-            stamp_port: section.stamp_port,
-            echo_port: section.echo_port,
-            max_pps_per_source: section.max_pps_per_source,
-        };
-        b.userspace = Some(UserspaceReflector::start(&settings, allow)?);
-        for (iface, reason) in fallback {
-            let a = Attached {
-                iface,
-                mode: AttachMode::Userspace,
-                native_error: reason,
-            };
-            crate::events::attached(&a);
-            b.attached.push(a);
+    if b.userspace_always(section) {
+        b.start_userspace(section)?;
+    }
+    for iface in &section.interfaces {
+        b.serve(section, iface)?;
+        if b.unserved.get(iface) == Some(&Unserved::Absent) {
+            crate::events::interface_absent(iface);
         }
     }
     Ok(b)
@@ -220,55 +337,43 @@ impl Shared {
         g.backends.allow = now;
     }
 
-    /// A served interface was removed: the kernel detached the program with it.
-    fn link_removed(&self, name: &str) {
+    /// Follows a link change: every configured interface is checked against the kernel
+    /// ([`Backends::reconcile`]). `changed` names the link the kernel announced (`None`: the
+    /// subscription was just opened or lost notifications); only that one is retried when an
+    /// earlier attach to it failed.
+    fn links_changed(&self, changed: Option<&str>) {
         let mut g = self.lock();
-        let before = g.backends.attached.len();
-        g.backends
-            .attached
-            .retain(|a| a.iface != name || a.mode == AttachMode::Userspace);
-        if g.backends.attached.len() != before {
-            crate::events::interface_removed(name);
-            self.publish_attached(&g.backends.attached);
+        let r = &mut *g;
+        let mut any = false;
+        for iface in &r.section.interfaces {
+            any |= r
+                .backends
+                .reconcile(&r.section, iface, changed == Some(iface.as_str()));
+        }
+        if any {
+            self.publish(&r.backends);
         }
     }
 
-    /// A link appeared or changed: when it is a served interface without the XDP program (it
-    /// was created or re-created after start), attach the program to it.
-    fn link_appeared(&self, name: &str) {
-        let mut g = self.lock();
-        let Some(policy) = g.section.mode.policy() else {
-            return;
-        };
-        if !g.section.interfaces.iter().any(|i| i == name)
-            || g.backends
-                .attached
-                .iter()
-                .any(|a| a.iface == name && a.mode != AttachMode::Userspace)
-        {
-            return;
-        }
-        let Some(refl) = g.backends.reflector.as_mut() else {
-            return;
-        };
-        match refl.attach(name, policy) {
-            Ok(a) => {
-                crate::events::attached(&a);
-                g.backends.attached.push(a);
-                self.publish_attached(&g.backends.attached);
-            }
-            Err(e) => crate::events::attach_later_failed(name, &e),
-        }
-    }
-
-    fn publish_attached(&self, attached: &[Attached]) {
+    /// Sets `rookery_packetd_xdp_attached` and `rookery_packetd_xdp_unserved` from `b`.
+    fn publish(&self, b: &Backends) {
         self.metrics.attached.clear();
-        for a in attached {
+        for a in &b.attached {
             self.metrics
                 .attached
                 .get_or_create(&vec![
                     ("interface".to_owned(), a.iface.clone()),
                     ("mode".to_owned(), a.mode.as_str().to_owned()),
+                ])
+                .set(1);
+        }
+        self.metrics.unserved.clear();
+        for (iface, why) in &b.unserved {
+            self.metrics
+                .unserved
+                .get_or_create(&vec![
+                    ("interface".to_owned(), iface.clone()),
+                    ("reason".to_owned(), why.as_str().to_owned()),
                 ])
                 .set(1);
         }
@@ -287,6 +392,11 @@ fn register(registry: &mut Registry, m: &Metrics) {
         m.attached.clone(),
     );
     registry.register(
+        "rookery_packetd_xdp_unserved",
+        "1 per configured interface nothing serves now, with the reason (absent: no interface of that name exists; attach_failed: the program could not be attached in the configured mode)",
+        m.unserved.clone(),
+    );
+    registry.register(
         "rookery_packetd_sessions_running",
         "Sessions (STAMP Session-Sender or raw generator) running now",
         m.sessions_running.clone(),
@@ -296,8 +406,8 @@ fn register(registry: &mut Registry, m: &Metrics) {
 /// How long to wait before opening the netlink subscription again after it failed.
 const WATCH_RETRY: Duration = Duration::from_secs(5);
 
-/// Follows the kernel's link and address notifications: attaches the XDP program to a served
-/// interface that appears (or is re-created) after start, notes one that is removed, and
+/// Follows the kernel's link and address notifications: serves a configured interface that
+/// appears (or is re-created) after start, notes one that is removed or renamed, and
 /// refreshes the on-link allowlist on every change (any may concern a served interface; a
 /// dump costs well under a millisecond).
 /// The subscription is opened before the first dump, so no change falls between the two; after
@@ -314,6 +424,8 @@ async fn follow_addresses(shared: Arc<Shared>, shutdown: CancellationToken) {
                 }
             }
         };
+        // Whatever appeared or went while nothing was listening.
+        shared.links_changed(None);
         shared.refresh_on_link().await;
         loop {
             tokio::select! {
@@ -321,9 +433,10 @@ async fn follow_addresses(shared: Arc<Shared>, shutdown: CancellationToken) {
                 change = watch.next() => match change {
                     Ok(change) => {
                         match &change {
-                            Change::Link(link) => shared.link_appeared(&link.name),
-                            Change::LinkRemoved { name, .. } => shared.link_removed(name),
-                            _ => {}
+                            Change::Link(link) => shared.links_changed(Some(&link.name)),
+                            Change::LinkRemoved { name, .. } => shared.links_changed(Some(name)),
+                            Change::Overrun => shared.links_changed(None),
+                            Change::AddressAdded { .. } | Change::AddressRemoved { .. } => {}
                         }
                         shared.refresh_on_link().await;
                     }
@@ -365,7 +478,6 @@ impl Daemon for Packetd {
         ctx.routes
             .add_service(crate::grpc::server(sessions.clone()));
         let backends = bring_up(&ctx.config.xdp)?;
-        let attached = backends.attached.clone();
         let shared = Arc::new(Shared {
             running: Mutex::new(Running {
                 section: ctx.config.xdp.clone(),
@@ -376,7 +488,7 @@ impl Daemon for Packetd {
             sessions: sessions.clone(),
         });
         register(ctx.registry, &shared.metrics);
-        shared.publish_attached(&attached);
+        shared.publish(&shared.lock().backends);
         let tasks = vec![
             tokio::spawn(ticker(shared.clone(), ctx.shutdown.clone())),
             tokio::spawn(follow_addresses(shared.clone(), ctx.shutdown.clone())),
@@ -426,7 +538,7 @@ impl Daemon for Packetd {
             Ok(backends) => {
                 g.section = config.xdp.clone();
                 g.backends = backends;
-                self.shared.publish_attached(&g.backends.attached);
+                self.shared.publish(&g.backends);
                 Ok(())
             }
             Err(err) => {
@@ -436,7 +548,7 @@ impl Daemon for Packetd {
                         "{err}; re-attaching the previous [xdp] configuration also failed: {again}"
                     )
                 })?;
-                self.shared.publish_attached(&g.backends.attached);
+                self.shared.publish(&g.backends);
                 Err(err)
             }
         }
@@ -444,7 +556,7 @@ impl Daemon for Packetd {
 
     fn status_text(&self) -> String {
         let g = self.shared.lock();
-        if g.backends.attached.is_empty() {
+        if g.backends.attached.is_empty() && g.backends.unserved.is_empty() {
             return "Reflector off (no [xdp] interfaces)".to_owned();
         }
         let list: Vec<String> = g
@@ -453,11 +565,23 @@ impl Daemon for Packetd {
             .iter()
             .map(|a| format!("{} ({})", a.iface, a.mode.as_str()))
             .collect();
+        let mut text = if list.is_empty() {
+            "Reflector on no interface yet".to_owned()
+        } else {
+            format!("Reflector on {}", list.join(", "))
+        };
+        if !g.backends.unserved.is_empty() {
+            let missing: Vec<String> = g
+                .backends
+                .unserved
+                .iter()
+                .map(|(i, why)| format!("{i} ({})", why.as_str()))
+                .collect();
+            text.push_str(&format!("; not served: {}", missing.join(", ")));
+        }
         format!(
-            "Reflector on {}; {} reflected, {} echoed",
-            list.join(", "),
-            g.last.reflected,
-            g.last.echoed
+            "{text}; {} reflected, {} echoed",
+            g.last.reflected, g.last.echoed
         )
     }
 
@@ -466,6 +590,13 @@ impl Daemon for Packetd {
         let mut d = BTreeMap::new();
         for a in &g.backends.attached {
             d.insert(format!("xdp.{}", a.iface), a.mode.as_str().to_owned());
+        }
+        for (iface, why) in &g.backends.unserved {
+            let text = match why {
+                Unserved::Absent => "absent".to_owned(),
+                Unserved::Failed(e) => format!("attach_failed: {e}"),
+            };
+            d.insert(format!("xdp.{iface}"), text);
         }
         d.insert("xdp.reflected".into(), g.last.reflected.to_string());
         d.insert("xdp.echoed".into(), g.last.echoed.to_string());

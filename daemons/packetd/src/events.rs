@@ -44,22 +44,36 @@ pub fn allowlist_changed(now: &Allowlist) {
     tracing::info!(prefixes = %list.join(","), "Reflector allowlist updated.");
 }
 
-/// A served interface was removed; the XDP program went with it (attached again if the
-/// interface comes back).
-pub fn interface_removed(iface: &str) {
+/// A configured interface does not exist (at start or reload): it is served when it appears.
+/// Loud on purpose: the name may be mistyped.
+pub fn interface_absent(iface: &str) {
     tracing::warn!(
         iface,
-        "Served interface removed; the XDP reflector is attached again if it returns."
+        "Configured interface does not exist; it is served as soon as it appears (check [xdp].interfaces if the name is mistyped)."
     );
 }
 
-/// The XDP program could not be attached to a served interface that appeared after start.
-pub fn attach_later_failed(iface: &str, err: &XdpError) {
+/// A served interface was removed (or renamed, or replaced by another of the same name); the
+/// XDP program went with it.
+pub fn interface_removed(iface: &str) {
+    tracing::warn!(
+        iface,
+        "Served interface removed; it is served again when an interface of that name appears."
+    );
+}
+
+/// A configured interface that appeared (or changed) after start could not be served.
+pub fn attach_later_failed(iface: &str, err: &(dyn std::error::Error + Send + Sync)) {
     tracing::warn!(
         iface,
         error = %crate::xdp::error_chain(err),
-        "Cannot attach the XDP reflector to the new interface."
+        "Cannot serve the interface that appeared; retried at its next link change."
     );
+}
+
+/// In `auto` mode no interface falls back to the userspace reflector any more: it stopped.
+pub fn userspace_retired() {
+    tracing::info!("No interface needs the userspace reflector any more; stopped it.");
 }
 
 /// The interfaces' addresses could not be read over netlink (the on-link allowlist is empty

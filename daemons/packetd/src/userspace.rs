@@ -15,7 +15,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -49,15 +49,13 @@ pub enum UserspaceError {
         #[source]
         source: nix::Error,
     },
-    /// An interface name is unknown.
-    #[error("interface \"{0}\" does not exist (check [xdp].interfaces)")]
-    NoInterface(String),
 }
 
 /// Settings of the userspace reflector.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Interfaces whose packets are answered (by ingress interface index).
+    /// Interfaces whose packets are answered (by ingress interface index); one that does not
+    /// exist yet is answered once [`UserspaceReflector::set_interfaces`] finds it.
     pub interfaces: Vec<String>,
     /// STAMP port (never 0).
     pub stamp_port: u16,
@@ -79,7 +77,7 @@ struct AtomicCounters {
 
 struct Shared {
     stop: AtomicBool,
-    ifindexes: BTreeSet<u32>,
+    ifindexes: RwLock<BTreeSet<u32>>,
     allow: Mutex<Allowlist>,
     max_pps: AtomicU32,
     rate: Mutex<HashMap<IpAddr, (Instant, u32)>>,
@@ -190,15 +188,9 @@ impl UserspaceReflector {
     /// Binds the sockets and starts answering packets that arrive on `settings.interfaces`
     /// from sources in `allow`.
     pub fn start(settings: &Settings, allow: Allowlist) -> Result<Self, UserspaceError> {
-        let mut ifindexes = BTreeSet::new();
-        for name in &settings.interfaces {
-            let idx = nix::net::if_::if_nametoindex(name.as_str())
-                .map_err(|_| UserspaceError::NoInterface(name.clone()))?;
-            ifindexes.insert(idx);
-        }
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
-            ifindexes,
+            ifindexes: RwLock::new(indexes(&settings.interfaces)),
             allow: Mutex::new(allow),
             max_pps: AtomicU32::new(settings.max_pps_per_source),
             rate: Mutex::new(HashMap::new()),
@@ -225,6 +217,17 @@ impl UserspaceReflector {
             })
             .collect();
         Ok(Self { shared, threads })
+    }
+
+    /// Answers the interfaces named `names` from now on, looking their indexes up again (call
+    /// it when interfaces appear, disappear or are re-created: a name that does not exist is
+    /// skipped until the next call).
+    pub fn set_interfaces(&self, names: &[String]) {
+        *self
+            .shared
+            .ifindexes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = indexes(names);
     }
 
     /// Replaces the allowlist (takes effect for the next packet).
@@ -262,6 +265,14 @@ impl Drop for UserspaceReflector {
             let _ = t.join();
         }
     }
+}
+
+/// The indexes of the interfaces in `names` that exist now.
+fn indexes(names: &[String]) -> BTreeSet<u32> {
+    names
+        .iter()
+        .filter_map(|n| crate::xdp::if_index(n))
+        .collect()
 }
 
 /// What one received datagram carried besides its payload.
@@ -324,7 +335,12 @@ fn serve(sock: &UdpSocket, service: Service, shared: &Shared) {
             }
         }
         let Some(dst) = meta.dst else { continue };
-        if !shared.ifindexes.contains(&meta.ifindex)
+        let served = shared
+            .ifindexes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&meta.ifindex);
+        if !served
             || dst.is_multicast()
             || dst == IpAddr::V4(Ipv4Addr::BROADCAST)
             || src.port() == sock.local_addr().map(|a| a.port()).unwrap_or(0)

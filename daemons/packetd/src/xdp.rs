@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, MapData, PerCpuArray};
+use aya::programs::xdp::XdpLinkId;
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, Pod};
 
@@ -74,6 +75,18 @@ impl Counters {
             passed: self.passed.saturating_sub(earlier.passed),
             denied: self.denied.saturating_sub(earlier.denied),
             rate_limited: self.rate_limited.saturating_sub(earlier.rate_limited),
+        }
+    }
+
+    /// `self + other`, per counter (wrapping).
+    pub fn plus(&self, other: &Self) -> Self {
+        Self {
+            reflected: self.reflected.wrapping_add(other.reflected),
+            echoed: self.echoed.wrapping_add(other.echoed),
+            malformed: self.malformed.wrapping_add(other.malformed),
+            passed: self.passed.wrapping_add(other.passed),
+            denied: self.denied.wrapping_add(other.denied),
+            rate_limited: self.rate_limited.wrapping_add(other.rate_limited),
         }
     }
 
@@ -149,6 +162,9 @@ pub enum XdpError {
         "{0} allowed source prefixes; the XDP program holds at most 1024 (check [xdp].allow-sources)"
     )]
     TooManyPrefixes(usize),
+    /// The interface does not exist (now).
+    #[error("interface \"{0}\" does not exist (check [xdp].interfaces)")]
+    NoInterface(String),
     /// Attaching failed in every mode the policy allows.
     #[error("cannot attach XDP to interface \"{iface}\"; check [xdp].interfaces and [xdp].mode")]
     Attach {
@@ -165,6 +181,9 @@ pub enum XdpError {
 pub struct Attached {
     /// Interface name.
     pub iface: String,
+    /// The kernel's index of the interface it is attached to (a re-created interface of the
+    /// same name has another).
+    pub ifindex: u32,
     /// Mode that worked.
     pub mode: AttachMode,
     /// Why native mode failed, when it was tried and generic was used instead.
@@ -176,6 +195,8 @@ pub struct Reflector {
     ebpf: Ebpf,
     config: XdpConfig,
     allow: Allowlist,
+    /// The attachments made, by interface name, for [`Reflector::detach`].
+    links: Vec<(String, XdpLinkId)>,
 }
 
 impl Reflector {
@@ -201,6 +222,7 @@ impl Reflector {
                 allow_generation: 0,
             },
             allow: Allowlist::default(),
+            links: Vec::new(),
         };
         this.write_config()?;
         Ok(this)
@@ -303,6 +325,7 @@ impl Reflector {
 
     /// Attaches to `iface` following `policy`.
     pub fn attach(&mut self, iface: &str, policy: ModePolicy) -> Result<Attached, XdpError> {
+        let ifindex = if_index(iface).ok_or_else(|| XdpError::NoInterface(iface.to_owned()))?;
         let prog: &mut Xdp = self
             .ebpf
             .program_mut(PROGRAM)
@@ -313,40 +336,59 @@ impl Reflector {
             iface: iface.to_owned(),
             source,
         };
-        match policy {
-            ModePolicy::Native => prog
-                .attach(iface, XdpMode::Driver)
-                .map(|_| Attached {
-                    iface: iface.to_owned(),
-                    mode: AttachMode::Native,
-                    native_error: None,
-                })
-                .map_err(attach_err),
-            ModePolicy::Skb => prog
-                .attach(iface, XdpMode::Skb)
-                .map(|_| Attached {
-                    iface: iface.to_owned(),
-                    mode: AttachMode::Skb,
-                    native_error: None,
-                })
-                .map_err(attach_err),
-            ModePolicy::Auto => match prog.attach(iface, XdpMode::Driver) {
-                Ok(_) => Ok(Attached {
-                    iface: iface.to_owned(),
-                    mode: AttachMode::Native,
-                    native_error: None,
-                }),
+        let (link, mode, native_error) = match policy {
+            ModePolicy::Native => (
+                prog.attach_to_if_index(ifindex, XdpMode::Driver)
+                    .map_err(attach_err)?,
+                AttachMode::Native,
+                None,
+            ),
+            ModePolicy::Skb => (
+                prog.attach_to_if_index(ifindex, XdpMode::Skb)
+                    .map_err(attach_err)?,
+                AttachMode::Skb,
+                None,
+            ),
+            ModePolicy::Auto => match prog.attach_to_if_index(ifindex, XdpMode::Driver) {
+                Ok(link) => (link, AttachMode::Native, None),
                 Err(native) => {
                     let reason = error_chain(&native);
-                    prog.attach(iface, XdpMode::Skb)
-                        .map(|_| Attached {
-                            iface: iface.to_owned(),
-                            mode: AttachMode::Skb,
-                            native_error: Some(reason),
-                        })
-                        .map_err(attach_err)
+                    (
+                        prog.attach_to_if_index(ifindex, XdpMode::Skb)
+                            .map_err(attach_err)?,
+                        AttachMode::Skb,
+                        Some(reason),
+                    )
                 }
             },
+        };
+        self.links.push((iface.to_owned(), link));
+        Ok(Attached {
+            iface: iface.to_owned(),
+            ifindex,
+            mode,
+            native_error,
+        })
+    }
+
+    /// Detaches the program from `iface` (nothing happens when it is not attached there). Call
+    /// it when the interface was removed too: the kernel detached the program already, and this
+    /// releases what was kept for the attachment.
+    pub fn detach(&mut self, iface: &str) {
+        let Some(prog) = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .and_then(|p| <&mut Xdp>::try_from(p).ok())
+        else {
+            return;
+        };
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links)
+            .into_iter()
+            .partition(|(name, _)| name == iface);
+        self.links = kept;
+        for (_, link) in gone {
+            // An interface already removed has nothing left to detach.
+            let _ = prog.detach(link);
         }
     }
 
@@ -384,6 +426,11 @@ impl Reflector {
 
     /// How often [`Reflector::refresh_clock`] should run.
     pub const CLOCK_REFRESH: Duration = Duration::from_secs(1);
+}
+
+/// The kernel's index of interface `name`, `None` when no such interface exists now.
+pub fn if_index(name: &str) -> Option<u32> {
+    nix::net::if_::if_nametoindex(name).ok().filter(|&i| i != 0)
 }
 
 /// `err` and its sources, joined with ": ".

@@ -6,7 +6,10 @@
 //! CAP_NET_BIND_SERVICE), so a privilege the unit lacks makes this test fail. The same daemon in
 //! `mode = "userspace"` answers an on-link source and counts an off-link one as denied. The
 //! on-link allowlist follows an address added to and removed from `vr` within 300 ms, and a
-//! deleted and re-created `vr` gets the XDP program again without a reload.
+//! deleted and re-created `vr` gets the XDP program again without a reload. A `vr` that does
+//! not exist at start is no startup error in any mode: it is logged and shown as absent, then
+//! served as soon as it is created (in `auto` by XDP, no userspace fallback), and again after
+//! it is deleted and re-created or renamed away and back.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -64,6 +67,17 @@ fn spawn(pair: &Pair, dir: &tempfile::TempDir, mode: &str) -> (Daemon, String) {
 
 /// [`spawn`] with other capabilities than the unit's.
 fn spawn_with(pair: &Pair, dir: &tempfile::TempDir, mode: &str, caps: &str) -> (Daemon, String) {
+    spawn_cfg(pair, dir, mode, caps, r#"["vr"]"#)
+}
+
+/// [`spawn_with`] with another `[xdp] interfaces` list (TOML).
+fn spawn_cfg(
+    pair: &Pair,
+    dir: &tempfile::TempDir,
+    mode: &str,
+    caps: &str,
+    interfaces: &str,
+) -> (Daemon, String) {
     std::fs::set_permissions(
         dir.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
@@ -73,7 +87,7 @@ fn spawn_with(pair: &Pair, dir: &tempfile::TempDir, mode: &str, caps: &str) -> (
     std::fs::write(
         &cfg,
         format!(
-            "[xdp]\ninterfaces = [\"vr\"]\nmode = \"{mode}\"\n\n[grpc]\nsocket = \"{}\"\n\n[state]\ndirectory = \"{}\"\n",
+            "[xdp]\ninterfaces = {interfaces}\nmode = \"{mode}\"\n\n[grpc]\nsocket = \"{}\"\n\n[state]\ndirectory = \"{}\"\n",
             dir.path().join("packetd.sock").display(),
             dir.path().join("state").display()
         ),
@@ -432,5 +446,180 @@ fn daemon_packetd_attaches_again_to_a_recreated_interface() {
         m.contains("rookery_packetd_xdp_attached{interface=\"vr\",mode=\"native\"} 1"),
         "{m}"
     );
+    drop(daemon);
+}
+
+/// The value of `rookery_packetd_xdp_packets_total{result="reflected"}` in a /metrics page.
+fn reflected(m: &str) -> u64 {
+    m.lines()
+        .find_map(|l| l.strip_prefix("rookery_packetd_xdp_packets_total{result=\"reflected\"} "))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// Polls /metrics (the caller is in the daemon's namespace) until `ok` holds; panics naming
+/// `what` with the last page after 5 s.
+fn wait_metrics(what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = metrics().unwrap_or_default();
+        if ok(&m) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "never {what}:\n{m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Stops the daemon and returns what it logged.
+fn stop_and_log(mut daemon: Daemon) -> String {
+    daemon.0.kill().unwrap();
+    daemon.0.wait().unwrap();
+    let mut err = String::new();
+    daemon
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
+const VR_ABSENT: &str = "rookery_packetd_xdp_unserved{interface=\"vr\",reason=\"absent\"} 1";
+const VR_NATIVE: &str = "rookery_packetd_xdp_attached{interface=\"vr\",mode=\"native\"} 1";
+const ABSENT_LOG: &str = "Configured interface does not exist";
+
+/// `vr` is created (with the peer's pass program), answered within 2 s, then checked in the
+/// daemon's namespace: `want` attached, not shown as absent, and the reflected counter above
+/// `before`. Returns the counter.
+fn create_and_check_answered(pair: &Pair, seq: &mut u32, want: &str, before: u64) -> u64 {
+    pair.link();
+    {
+        let _peer = peer_pass(pair);
+        let sock = UdpSocket::bind(SocketAddr::new(pair.v4(2), 0)).unwrap();
+        let ms = ms_until_answered(&sock, SocketAddr::new(pair.v4(1), 862), true, seq);
+        assert!(ms < 2000, "answered {ms} ms after vr appeared");
+    }
+    Pair::enter(&pair.refl);
+    let m = wait_metrics("showed vr served and the replies counted", |m| {
+        m.contains(want) && !m.contains(VR_ABSENT) && reflected(m) > before
+    });
+    reflected(&m)
+}
+
+/// Deletes `vr` and waits until the daemon shows it absent and no longer attached.
+fn delete_and_check_absent(pair: &Pair) {
+    netns::in_ns(&pair.refl, &["ip", "link", "del", "vr"]);
+    Pair::enter(&pair.refl);
+    wait_metrics("showed the deleted vr as absent", |m| {
+        m.contains(VR_ABSENT) && !m.contains("rookery_packetd_xdp_attached{interface=\"vr\"")
+    });
+}
+
+#[test]
+fn daemon_packetd_auto_serves_an_interface_created_after_start_with_xdp() {
+    require_root("daemon_packetd_auto_serves_an_interface_created_after_start_with_xdp");
+    let pair = Pair::without_link("dla", 19);
+    let dir = tempfile::tempdir().unwrap();
+    // vr does not exist yet: packetd starts anyway, says so, and serves nothing.
+    let (daemon, first) = spawn(&pair, &dir, "auto");
+    assert!(first.contains(VR_ABSENT), "{first}");
+    assert!(
+        !first.contains("rookery_packetd_xdp_attached{interface=\"vr\""),
+        "{first}"
+    );
+    let mut seq = 0;
+    let mut count = 0;
+    // Created, deleted and created again: each time the XDP program answers.
+    for round in 0..2 {
+        count = create_and_check_answered(&pair, &mut seq, VR_NATIVE, count);
+        // XDP answered, not a userspace fallback: nothing in packetd holds the STAMP port.
+        assert!(
+            UdpSocket::bind("0.0.0.0:862").is_ok(),
+            "round {round}: UDP 862 is bound, so the userspace reflector was started"
+        );
+        delete_and_check_absent(&pair);
+    }
+    let log = stop_and_log(daemon);
+    assert!(
+        log.contains(ABSENT_LOG) && log.contains("vr") && !log.contains("falling back"),
+        "the absent interface is logged, and no fallback:\n{log}"
+    );
+}
+
+#[test]
+fn daemon_packetd_native_mode_waits_for_a_missing_interface() {
+    require_root("daemon_packetd_native_mode_waits_for_a_missing_interface");
+    let pair = Pair::without_link("dln", 20);
+    let dir = tempfile::tempdir().unwrap();
+    // A missing interface is not a startup error in native mode either; a mistyped one stays
+    // visible in the log and the metrics.
+    let (daemon, first) = spawn_cfg(&pair, &dir, "native", CAPS, r#"["vr", "vrtypo"]"#);
+    let typo = "rookery_packetd_xdp_unserved{interface=\"vrtypo\",reason=\"absent\"} 1";
+    assert!(first.contains(VR_ABSENT) && first.contains(typo), "{first}");
+    let mut seq = 0;
+    create_and_check_answered(&pair, &mut seq, VR_NATIVE, 0);
+    let m = metrics().unwrap();
+    assert!(m.contains(typo), "{m}");
+    // Renamed away from "vr", the interface is no longer served and the program comes off it;
+    // renamed back, it is served again.
+    let rename = |from: &str, to: &str| {
+        for args in [
+            vec!["ip", "link", "set", from, "down"],
+            vec!["ip", "link", "set", from, "name", to],
+            vec!["ip", "link", "set", to, "up"],
+        ] {
+            netns::in_ns(&pair.refl, &args);
+        }
+    };
+    let link_show = |name: &str| {
+        let out = Command::new("ip")
+            .args(["-n", &pair.refl, "link", "show", name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let show = link_show("vr");
+    assert!(show.contains("prog/xdp"), "no program on vr:\n{show}");
+    rename("vr", "vrold");
+    Pair::enter(&pair.refl);
+    wait_metrics("showed the renamed vr as absent", |m| {
+        m.contains(VR_ABSENT) && !m.contains("rookery_packetd_xdp_attached{interface=\"vr\"")
+    });
+    let show = link_show("vrold");
+    assert!(
+        !show.contains("prog/xdp"),
+        "the program is still on vrold:\n{show}"
+    );
+    rename("vrold", "vr");
+    let _peer = peer_pass(&pair);
+    let sock = UdpSocket::bind(SocketAddr::new(pair.v4(2), 0)).unwrap();
+    let ms = ms_until_answered(&sock, SocketAddr::new(pair.v4(1), 862), true, &mut seq);
+    assert!(ms < 2000, "answered {ms} ms after vr was renamed back");
+    Pair::enter(&pair.refl);
+    wait_metrics("showed vr attached again", |m| m.contains(VR_NATIVE));
+    let log = stop_and_log(daemon);
+    assert!(
+        log.lines()
+            .any(|l| l.contains(ABSENT_LOG) && l.contains("vrtypo")),
+        "the mistyped interface is named in a warning:\n{log}"
+    );
+}
+
+#[test]
+fn daemon_packetd_userspace_mode_serves_an_interface_created_after_start() {
+    require_root("daemon_packetd_userspace_mode_serves_an_interface_created_after_start");
+    let pair = Pair::without_link("dlu", 21);
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, first) = spawn(&pair, &dir, "userspace");
+    assert!(first.contains(VR_ABSENT), "{first}");
+    let want = "rookery_packetd_xdp_attached{interface=\"vr\",mode=\"userspace\"} 1";
+    let mut seq = 0;
+    let mut count = 0;
+    // The re-created vr has another interface index: it must be answered all the same.
+    for _ in 0..2 {
+        count = create_and_check_answered(&pair, &mut seq, want, count);
+        delete_and_check_absent(&pair);
+    }
     drop(daemon);
 }

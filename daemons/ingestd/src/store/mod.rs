@@ -29,6 +29,16 @@ const RETENTION_CHUNK: i64 = 5_000;
 
 mod postgres;
 
+/// This machine's host name: the PostgreSQL outbox owner and the sender in forwarded
+/// record ids.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
 /// Why a submission or query failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -189,8 +199,41 @@ struct Job {
 enum Msg {
     Write(Job),
     Retain(Retention),
-    /// The forwarder delivered the outbox up to this sequence number.
-    Forwarded(i64, oneshot::Sender<Result<(), String>>),
+    /// A forwarder delivered this outbox up to this sequence number.
+    Forwarded(Outbox, i64, oneshot::Sender<Result<(), String>>),
+}
+
+/// The forwarding outboxes: one per target and kind, each read and emptied in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbox {
+    /// Metric samples for `forward.remote-write-url`.
+    RemoteWrite,
+    /// Metric samples for `forward.otlp-url`.
+    OtlpSamples,
+    /// Log records (by id) for `forward.otlp-url`.
+    OtlpLogs,
+    /// Metric samples for `forward.quic-peer`.
+    QuicSamples,
+    /// Log records (by id) for `forward.quic-peer`.
+    QuicLogs,
+}
+
+impl Outbox {
+    /// The SQLite table; the PostgreSQL one has the `ingestd_` prefix.
+    fn table(self) -> &'static str {
+        match self {
+            Self::RemoteWrite => "forward_outbox",
+            Self::OtlpSamples => "forward_otlp_samples",
+            Self::OtlpLogs => "forward_otlp_logs",
+            Self::QuicSamples => "forward_quic_samples",
+            Self::QuicLogs => "forward_quic_logs",
+        }
+    }
+
+    /// The sample outboxes with their target's counters, for retention.
+    fn samples(m: &Metrics) -> [(Self, &crate::events::TargetMetrics); 2] {
+        [(Self::OtlpSamples, &m.otlp), (Self::QuicSamples, &m.quic)]
+    }
 }
 
 /// Retention bounds, changeable by reload.
@@ -213,6 +256,8 @@ pub struct Retention {
 pub struct Store {
     tx: mpsc::UnboundedSender<Msg>,
     forward: Arc<std::sync::atomic::AtomicBool>,
+    otlp: Arc<std::sync::atomic::AtomicBool>,
+    quic: Arc<std::sync::atomic::AtomicBool>,
     room: Arc<Semaphore>,
     capacity: usize,
     reader: Reader,
@@ -262,6 +307,26 @@ CREATE TABLE IF NOT EXISTS forward_outbox (
     series_id INTEGER NOT NULL,
     ts_ms INTEGER NOT NULL,
     value REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS forward_otlp_samples (
+    seq INTEGER PRIMARY KEY,
+    series_id INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    value REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS forward_otlp_logs (
+    seq INTEGER PRIMARY KEY,
+    log_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS forward_quic_samples (
+    seq INTEGER PRIMARY KEY,
+    series_id INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    value REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS forward_quic_logs (
+    seq INTEGER PRIMARY KEY,
+    log_id INTEGER NOT NULL
 );
 CREATE TRIGGER IF NOT EXISTS logs_ai AFTER INSERT ON logs BEGIN
     INSERT INTO logs_fts(rowid, message) VALUES (new.id, new.message);
@@ -342,9 +407,13 @@ impl Store {
             .queue_capacity
             .set(i64::try_from(queue_records).unwrap_or(i64::MAX));
         let forward = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let otlp = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let quic = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = Writer {
             db,
             forward: forward.clone(),
+            otlp: otlp.clone(),
+            quic: quic.clone(),
             series_ids: HashMap::new(),
             rx,
             batch_records,
@@ -362,6 +431,8 @@ impl Store {
         Ok(Self {
             tx,
             forward,
+            otlp,
+            quic,
             room,
             capacity: queue_records,
             reader,
@@ -518,6 +589,10 @@ struct Writer {
     db: Db,
     /// Copy committed samples into the forwarding outbox.
     forward: Arc<std::sync::atomic::AtomicBool>,
+    /// Copy committed samples and log ids into the OTLP outboxes.
+    otlp: Arc<std::sync::atomic::AtomicBool>,
+    /// Copy committed samples and log ids into the QUIC outboxes.
+    quic: Arc<std::sync::atomic::AtomicBool>,
     /// Series ids by canonical labels: remote_write repeats the same series every scrape.
     series_ids: HashMap<String, i64>,
     rx: mpsc::UnboundedReceiver<Msg>,
@@ -540,14 +615,17 @@ impl Writer {
                         n += job.payload.len();
                         jobs.push(job);
                     }
-                    Msg::Forwarded(seq, ack) => {
+                    Msg::Forwarded(outbox, seq, ack) => {
                         let r = match &self.db {
                             Db::Sqlite(conn) => conn
-                                .execute("DELETE FROM forward_outbox WHERE seq <= ?1", params![seq])
+                                .execute(
+                                    &format!("DELETE FROM {} WHERE seq <= ?1", outbox.table()),
+                                    params![seq],
+                                )
                                 .map(|_| ())
                                 .map_err(|e| e.to_string()),
                             Db::Postgres(pg, rt) => rt
-                                .block_on(pg.outbox_delivered(seq))
+                                .block_on(pg.outbox_delivered(outbox, seq))
                                 .map_err(|e| e.to_string()),
                         };
                         let _ = ack.send(r);
@@ -584,7 +662,11 @@ impl Writer {
     }
 
     fn commit(&mut self, jobs: Vec<Job>) {
-        let forward = self.forward.load(std::sync::atomic::Ordering::Relaxed);
+        let forward = Forward {
+            remote_write: self.forward.load(std::sync::atomic::Ordering::Relaxed),
+            otlp: self.otlp.load(std::sync::atomic::Ordering::Relaxed),
+            quic: self.quic.load(std::sync::atomic::Ordering::Relaxed),
+        };
         let result = match &mut self.db {
             Db::Sqlite(conn) => {
                 insert(conn, &jobs, &mut self.series_ids, forward).map_err(|e| e.to_string())
@@ -658,19 +740,29 @@ impl Writer {
         Ok(n as u64)
     }
 
-    /// Retention of the PostgreSQL backend: downsampling and max age (max-bytes bounds the
-    /// local SQLite file only).
+    /// Retention of the PostgreSQL backend: downsampling, max age, then max bytes.
     fn retain_postgres(&self, pg: &postgres::Pg, rt: &tokio::runtime::Handle, r: Retention) {
         let (cutoff, step_ms) = downsample_cutoff(r.downsample_after, r.downsample_step);
         if let Err(err) = rt.block_on(pg.downsample(cutoff, step_ms)) {
             tracing::error!(error = %err, "Metric downsampling failed.");
         }
         match rt.block_on(pg.retain(age_cutoff_ns(r.max_age))) {
-            Ok((deleted, dropped)) => {
+            Ok((deleted, dropped, otlp_dropped)) => {
                 self.metrics.retention_deleted.inc_by(deleted);
                 self.metrics.forward_dropped.inc_by(dropped);
+                self.metrics.otlp.dropped.inc_by(otlp_dropped[0]);
+                self.metrics.quic.dropped.inc_by(otlp_dropped[1]);
             }
             Err(err) => tracing::error!(error = %err, "Log retention failed."),
+        }
+        match rt.block_on(pg.retain_bytes(r.max_bytes)) {
+            Ok((deleted, dropped, otlp_dropped)) => {
+                self.metrics.retention_deleted.inc_by(deleted);
+                self.metrics.forward_dropped.inc_by(dropped);
+                self.metrics.otlp.dropped.inc_by(otlp_dropped[0]);
+                self.metrics.quic.dropped.inc_by(otlp_dropped[1]);
+            }
+            Err(err) => tracing::error!(error = %err, "Retention by store.max-bytes failed."),
         }
     }
 
@@ -698,6 +790,13 @@ impl Writer {
             params![cutoff_ms],
         )?;
         self.metrics.forward_dropped.inc_by(dropped as u64);
+        for (outbox, m) in Outbox::samples(&self.metrics) {
+            let dropped = conn.execute(
+                &format!("DELETE FROM {} WHERE ts_ms < ?1", outbox.table()),
+                params![cutoff_ms],
+            )?;
+            m.dropped.inc_by(dropped as u64);
+        }
         while used_bytes(conn)? > max_bytes {
             let mut n = conn.execute(
                 "DELETE FROM logs WHERE id IN (SELECT id FROM logs ORDER BY id LIMIT ?1)",
@@ -709,6 +808,17 @@ impl Writer {
             )?;
             self.metrics.forward_dropped.inc_by(dropped as u64);
             n += dropped;
+            for (outbox, m) in Outbox::samples(&self.metrics) {
+                let t = outbox.table();
+                let dropped = conn.execute(
+                    &format!(
+                        "DELETE FROM {t} WHERE seq IN (SELECT seq FROM {t} ORDER BY seq LIMIT ?1)"
+                    ),
+                    params![RETENTION_CHUNK],
+                )?;
+                m.dropped.inc_by(dropped as u64);
+                n += dropped;
+            }
             // Metrics share the bound: the oldest samples go too.
             n += conn.execute(
                 "DELETE FROM samples WHERE ts_ms <= (SELECT ts_ms FROM samples ORDER BY ts_ms LIMIT 1 OFFSET ?1)",
@@ -751,11 +861,19 @@ fn used_bytes(conn: &Connection) -> Result<u64, rusqlite::Error> {
     Ok(u64::try_from((pages - free) * page_size).unwrap_or(0))
 }
 
+/// Which outboxes a commit copies into.
+#[derive(Debug, Clone, Copy)]
+struct Forward {
+    remote_write: bool,
+    otlp: bool,
+    quic: bool,
+}
+
 fn insert(
     conn: &mut Connection,
     jobs: &[Job],
     series_ids: &mut HashMap<String, i64>,
-    forward: bool,
+    forward: Forward,
 ) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction()?;
     {
@@ -766,6 +884,12 @@ fn insert(
         )?;
         let mut outbox = tx.prepare_cached(
             "INSERT INTO forward_outbox (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut otlp_out = tx.prepare_cached(
+            "INSERT INTO forward_otlp_samples (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut quic_out = tx.prepare_cached(
+            "INSERT INTO forward_quic_samples (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
         )?;
         for job in jobs {
             let Payload::Samples(series) = &job.payload else {
@@ -790,8 +914,14 @@ fn insert(
                 };
                 for (ts, v) in &s.samples {
                     sample.execute(params![id, ts, v])?;
-                    if forward {
+                    if forward.remote_write {
                         outbox.execute(params![id, ts, v])?;
+                    }
+                    if forward.otlp {
+                        otlp_out.execute(params![id, ts, v])?;
+                    }
+                    if forward.quic {
+                        quic_out.execute(params![id, ts, v])?;
                     }
                 }
             }
@@ -802,6 +932,10 @@ fn insert(
             "INSERT INTO logs (received_ns, timestamp_ns, ts_ns, host, app, procid, msgid, facility, severity, message, structured_data, format, parse_error, input, peer)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?;
+        let mut log_out =
+            tx.prepare_cached("INSERT INTO forward_otlp_logs (log_id) VALUES (?1)")?;
+        let mut quic_log_out =
+            tx.prepare_cached("INSERT INTO forward_quic_logs (log_id) VALUES (?1)")?;
         let logs = jobs.iter().filter_map(|j| match &j.payload {
             Payload::Logs(r) => Some(r),
             Payload::Samples(_) => None,
@@ -824,6 +958,12 @@ fn insert(
                 r.input,
                 r.peer,
             ])?;
+            if forward.otlp {
+                log_out.execute(params![tx.last_insert_rowid()])?;
+            }
+            if forward.quic {
+                quic_log_out.execute(params![tx.last_insert_rowid()])?;
+            }
         }
     }
     tx.commit()
@@ -922,30 +1062,36 @@ fn run_query(path: &Path, q: &LogQuery) -> Result<Vec<StoredLog>, StoreError> {
     };
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt
-        .query_map(rusqlite::params_from_iter(args), |r| {
-            Ok(StoredLog {
-                id: r.get(0)?,
-                record: LogRecord {
-                    received_ns: r.get(1)?,
-                    timestamp_ns: r.get(2)?,
-                    host: r.get(3)?,
-                    app: r.get(4)?,
-                    procid: r.get(5)?,
-                    msgid: r.get(6)?,
-                    facility: r.get(7)?,
-                    severity: r.get(8)?,
-                    message: r.get(9)?,
-                    structured_data: r.get(10)?,
-                    format: r.get(11)?,
-                    parse_error: r.get(12)?,
-                    input: r.get(13)?,
-                    peer: r.get(14)?,
-                },
-            })
-        })
+        .query_map(rusqlite::params_from_iter(args), |r| stored_log(r, 0))
         .map_err(map_fts)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(map_fts)
 }
+
+/// The log columns of [`LOG_COLUMNS`] read from `r` starting at column `at`.
+fn stored_log(r: &rusqlite::Row<'_>, at: usize) -> Result<StoredLog, rusqlite::Error> {
+    Ok(StoredLog {
+        id: r.get(at)?,
+        record: LogRecord {
+            received_ns: r.get(at + 1)?,
+            timestamp_ns: r.get(at + 2)?,
+            host: r.get(at + 3)?,
+            app: r.get(at + 4)?,
+            procid: r.get(at + 5)?,
+            msgid: r.get(at + 6)?,
+            facility: r.get(at + 7)?,
+            severity: r.get(at + 8)?,
+            message: r.get(at + 9)?,
+            structured_data: r.get(at + 10)?,
+            format: r.get(at + 11)?,
+            parse_error: r.get(at + 12)?,
+            input: r.get(at + 13)?,
+            peer: r.get(at + 14)?,
+        },
+    })
+}
+
+/// The columns [`stored_log`] reads, prefixed by `l.`.
+const LOG_COLUMNS: &str = "l.id, l.received_ns, l.timestamp_ns, l.host, l.app, l.procid, l.msgid, l.facility, l.severity, l.message, l.structured_data, l.format, l.parse_error, l.input, l.peer";
 
 #[cfg(test)]
 mod tests;
@@ -1002,15 +1148,25 @@ impl Store {
         self.forward.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The oldest undelivered samples of the outbox (at most `limit`), grouped by series, and
-    /// the highest sequence number among them.
-    pub async fn outbox(
+    /// Turns the copy of committed samples and logs into the OTLP outboxes on or off.
+    pub fn set_otlp_forwarding(&self, on: bool) {
+        self.otlp.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Turns the copy of committed samples and logs into the QUIC outboxes on or off.
+    pub fn set_quic_forwarding(&self, on: bool) {
+        self.quic.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The oldest undelivered samples of `outbox` (a sample outbox), as [`Store::outbox`].
+    pub async fn sample_outbox(
         &self,
+        outbox: Outbox,
         limit: u32,
     ) -> Result<Option<(i64, Vec<SeriesSamples>)>, StoreError> {
         let path = match &self.reader {
             Reader::Sqlite(p) => p.clone(),
-            Reader::Postgres(pg) => return Ok(group_outbox(pg.outbox(limit).await?)),
+            Reader::Postgres(pg) => return Ok(group_outbox(pg.outbox(outbox, limit).await?)),
         };
         tokio::task::spawn_blocking(move || {
             let conn = Connection::open_with_flags(
@@ -1018,10 +1174,11 @@ impl Store {
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             conn.busy_timeout(Duration::from_secs(5))?;
-            let mut stmt = conn.prepare(
-                "SELECT o.seq, s.labels, o.ts_ms, o.value FROM forward_outbox AS o
+            let mut stmt = conn.prepare(&format!(
+                "SELECT o.seq, s.labels, o.ts_ms, o.value FROM {} AS o
                  JOIN series AS s ON s.id = o.series_id ORDER BY o.seq LIMIT ?1",
-            )?;
+                outbox.table()
+            ))?;
             let rows: Vec<(i64, String, i64, f64)> = stmt
                 .query_map(params![limit], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -1033,11 +1190,50 @@ impl Store {
         .map_err(|_| StoreError::Closed)?
     }
 
-    /// Deletes the outbox up to `seq` (delivered), in the writer.
-    pub async fn outbox_delivered(&self, seq: i64) -> Result<(), StoreError> {
+    /// The oldest undelivered log records of `outbox` (a log outbox; at most `limit` outbox
+    /// rows): the highest sequence number, the records still stored, in order, and how many
+    /// of the rows point to records retention has deleted meanwhile.
+    pub async fn log_outbox(
+        &self,
+        outbox: Outbox,
+        limit: u32,
+    ) -> Result<Option<LogBatch>, StoreError> {
+        let path = match &self.reader {
+            Reader::Sqlite(p) => p.clone(),
+            Reader::Postgres(pg) => return Ok(pg.log_outbox(outbox, limit).await?),
+        };
+        tokio::task::spawn_blocking(move || {
+            let conn = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            let mut stmt = conn.prepare(&format!(
+                "SELECT o.seq, {LOG_COLUMNS} FROM {} AS o
+                 LEFT JOIN logs AS l ON l.id = o.log_id ORDER BY o.seq LIMIT ?1",
+                outbox.table()
+            ))?;
+            let mut batch = LogBatch::default();
+            let mut rows = stmt.query(params![limit])?;
+            while let Some(r) = rows.next()? {
+                batch.seq = r.get(0)?;
+                if r.get::<_, Option<i64>>(1)?.is_some() {
+                    batch.logs.push(stored_log(r, 1)?);
+                } else {
+                    batch.missing += 1;
+                }
+            }
+            Ok((batch.seq > 0).then_some(batch))
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Deletes `outbox` up to `seq` (delivered), in the writer.
+    pub async fn delivered(&self, outbox: Outbox, seq: i64) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Msg::Forwarded(seq, tx))
+            .send(Msg::Forwarded(outbox, seq, tx))
             .map_err(|_| StoreError::Closed)?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
@@ -1045,4 +1241,29 @@ impl Store {
             Err(_) => Err(StoreError::Closed),
         }
     }
+
+    /// The oldest undelivered samples of the remote_write outbox (at most `limit`), grouped
+    /// by series, and the highest sequence number among them.
+    pub async fn outbox(
+        &self,
+        limit: u32,
+    ) -> Result<Option<(i64, Vec<SeriesSamples>)>, StoreError> {
+        self.sample_outbox(Outbox::RemoteWrite, limit).await
+    }
+
+    /// Deletes the remote_write outbox up to `seq` (delivered), in the writer.
+    pub async fn outbox_delivered(&self, seq: i64) -> Result<(), StoreError> {
+        self.delivered(Outbox::RemoteWrite, seq).await
+    }
+}
+
+/// Log records read from the OTLP outbox.
+#[derive(Debug, Clone, Default)]
+pub struct LogBatch {
+    /// Highest sequence number read: delivering deletes the outbox up to it.
+    pub seq: i64,
+    /// The records still stored, in outbox order.
+    pub logs: Vec<StoredLog>,
+    /// Outbox rows whose record retention deleted before it was forwarded.
+    pub missing: u64,
 }

@@ -6,8 +6,9 @@
 //!
 //! Several ingestd instances may share the database: logs, series and samples are shared
 //! (a central store), while each instance's forwarding outbox is its own (`instance` = host
-//! name). Retention by age and downsampling run over the shared tables; `max-bytes` bounds
-//! the local SQLite file only (a PostgreSQL server's disk is its operator's).
+//! name). Retention by age, downsampling and `max-bytes` run over the shared tables: the
+//! size is `pg_total_relation_size` of the `ingestd_*` tables (indexes and TOAST included);
+//! above the bound the oldest rows go in batches and `VACUUM FULL` returns the space.
 
 use std::collections::HashMap;
 
@@ -15,7 +16,10 @@ use rookery_common::postgres::PostgresSection;
 use sqlx::postgres::PgPool;
 use sqlx::{AssertSqlSafe, Row as _};
 
-use super::{Job, LogQuery, Payload, SeriesSamples, StoreError, StoredLog, parse_labels};
+use super::{
+    Forward, Job, LogBatch, LogQuery, Outbox, Payload, SeriesSamples, StoreError, StoredLog,
+    parse_labels,
+};
 use crate::record::LogRecord;
 
 const SCHEMA: &[&str] = &[
@@ -65,6 +69,46 @@ const SCHEMA: &[&str] = &[
         value DOUBLE PRECISION NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS ingestd_forward_outbox_instance ON ingestd_forward_outbox (instance, seq)",
+    "CREATE TABLE IF NOT EXISTS ingestd_forward_otlp_samples (
+        seq BIGSERIAL PRIMARY KEY,
+        instance TEXT NOT NULL,
+        series_id BIGINT NOT NULL,
+        ts_ms BIGINT NOT NULL,
+        value DOUBLE PRECISION NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS ingestd_forward_otlp_samples_instance ON ingestd_forward_otlp_samples (instance, seq)",
+    "CREATE TABLE IF NOT EXISTS ingestd_forward_otlp_logs (
+        seq BIGSERIAL PRIMARY KEY,
+        instance TEXT NOT NULL,
+        log_id BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS ingestd_forward_otlp_logs_instance ON ingestd_forward_otlp_logs (instance, seq)",
+    "CREATE TABLE IF NOT EXISTS ingestd_forward_quic_samples (
+        seq BIGSERIAL PRIMARY KEY,
+        instance TEXT NOT NULL,
+        series_id BIGINT NOT NULL,
+        ts_ms BIGINT NOT NULL,
+        value DOUBLE PRECISION NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS ingestd_forward_quic_samples_instance ON ingestd_forward_quic_samples (instance, seq)",
+    "CREATE TABLE IF NOT EXISTS ingestd_forward_quic_logs (
+        seq BIGSERIAL PRIMARY KEY,
+        instance TEXT NOT NULL,
+        log_id BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS ingestd_forward_quic_logs_instance ON ingestd_forward_quic_logs (instance, seq)",
+];
+
+/// ingestd's tables: what `max-bytes` bounds.
+const TABLES: &[&str] = &[
+    "ingestd_logs",
+    "ingestd_series",
+    "ingestd_samples",
+    "ingestd_forward_outbox",
+    "ingestd_forward_otlp_samples",
+    "ingestd_forward_otlp_logs",
+    "ingestd_forward_quic_samples",
+    "ingestd_forward_quic_logs",
 ];
 
 /// The pool, and this instance's name in the shared outbox.
@@ -73,14 +117,6 @@ pub(super) struct Pg {
     pub(super) pool: PgPool,
     instance: String,
     url: String,
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 fn small(v: Option<u8>) -> Option<i16> {
@@ -111,7 +147,7 @@ impl Pg {
             })?;
         Ok(Self {
             pool,
-            instance: host_name(),
+            instance: super::host_name(),
             url,
         })
     }
@@ -125,7 +161,7 @@ impl Pg {
         &self,
         jobs: &[Job],
         series_ids: &mut HashMap<String, i64>,
-        forward: bool,
+        forward: Forward,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         // Samples: one row per (series, timestamp), the last value wins (INSERT OR REPLACE).
@@ -158,7 +194,7 @@ impl Pg {
                     if latest.insert((id, *ts), *v).is_none() {
                         order.push((id, *ts));
                     }
-                    if forward {
+                    if forward.remote_write || forward.otlp || forward.quic {
                         o_ids.push(id);
                         o_ts.push(*ts);
                         o_vals.push(*v);
@@ -181,12 +217,18 @@ impl Pg {
             .execute(&mut *tx)
             .await?;
         }
-        if !o_ids.is_empty() {
-            sqlx::query(
-                "INSERT INTO ingestd_forward_outbox (instance, series_id, ts_ms, value)
+        let outboxes = [
+            (forward.remote_write, "ingestd_forward_outbox"),
+            (forward.otlp, "ingestd_forward_otlp_samples"),
+            (forward.quic, "ingestd_forward_quic_samples"),
+        ];
+        for (_, table) in outboxes.iter().filter(|o| o.0 && !o_ids.is_empty()) {
+            // The table names are the constants above.
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {table} (instance, series_id, ts_ms, value)
                  SELECT $1, i, t, v FROM UNNEST($2::int8[], $3::int8[], $4::float8[])
-                      WITH ORDINALITY AS u(i, t, v, n) ORDER BY n",
-            )
+                      WITH ORDINALITY AS u(i, t, v, n) ORDER BY n"
+            )))
             .bind(&self.instance)
             .bind(&o_ids)
             .bind(&o_ts)
@@ -214,46 +256,77 @@ impl Pg {
             let severity: Vec<Option<i16>> = logs.iter().map(|r| small(r.severity)).collect();
             let parse_error: Vec<Option<String>> =
                 logs.iter().map(|r| r.parse_error.clone()).collect();
-            // WITH ORDINALITY: ids follow the order of arrival, as in SQLite.
-            sqlx::query(
-                "INSERT INTO ingestd_logs (received_ns, timestamp_ns, ts_ns, host, app, procid, msgid,
+            // WITH ORDINALITY: ids follow the order of arrival, as in SQLite. With OTLP
+            // forwarding, the new ids go into its outbox in the same statement.
+            let insert = "INSERT INTO ingestd_logs (received_ns, timestamp_ns, ts_ns, host, app, procid, msgid,
                      facility, severity, message, structured_data, format, parse_error, input, peer)
                  SELECT a, b, c, d, e, f, g, h, i, j, k, l, m, n, o
                  FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[],
                              $7::text[], $8::int2[], $9::int2[], $10::text[], $11::text[], $12::text[],
                              $13::text[], $14::text[], $15::text[])
                       WITH ORDINALITY AS u(a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, ord)
-                 ORDER BY ord",
-            )
-            .bind(&received)
-            .bind(&timestamp)
-            .bind(&ts)
-            .bind(col(|r| r.host.clone()))
-            .bind(col(|r| r.app.clone()))
-            .bind(col(|r| r.procid.clone()))
-            .bind(col(|r| r.msgid.clone()))
-            .bind(&facility)
-            .bind(&severity)
-            .bind(col(|r| r.message.clone()))
-            .bind(col(|r| r.structured_data.clone()))
-            .bind(col(|r| r.format.clone()))
-            .bind(&parse_error)
-            .bind(col(|r| r.input.clone()))
-            .bind(col(|r| r.peer.clone()))
-            .execute(&mut *tx)
-            .await?;
+                 ORDER BY ord";
+            let outboxes: Vec<&str> = [
+                (forward.otlp, "ingestd_forward_otlp_logs"),
+                (forward.quic, "ingestd_forward_quic_logs"),
+            ]
+            .iter()
+            .filter(|o| o.0)
+            .map(|o| o.1)
+            .collect();
+            let sql = match outboxes.as_slice() {
+                [] => insert.to_owned(),
+                [one] => format!(
+                    "WITH new AS ({insert} RETURNING id)
+                     INSERT INTO {one} (instance, log_id) SELECT $16, id FROM new ORDER BY id"
+                ),
+                [one, two, ..] => format!(
+                    "WITH new AS ({insert} RETURNING id),
+                          first AS (INSERT INTO {one} (instance, log_id) SELECT $16, id FROM new ORDER BY id)
+                     INSERT INTO {two} (instance, log_id) SELECT $16, id FROM new ORDER BY id"
+                ),
+            };
+            // Built from the constant fragments above.
+            let mut q = sqlx::query(AssertSqlSafe(sql))
+                .bind(&received)
+                .bind(&timestamp)
+                .bind(&ts)
+                .bind(col(|r| r.host.clone()))
+                .bind(col(|r| r.app.clone()))
+                .bind(col(|r| r.procid.clone()))
+                .bind(col(|r| r.msgid.clone()))
+                .bind(&facility)
+                .bind(&severity)
+                .bind(col(|r| r.message.clone()))
+                .bind(col(|r| r.structured_data.clone()))
+                .bind(col(|r| r.format.clone()))
+                .bind(&parse_error)
+                .bind(col(|r| r.input.clone()))
+                .bind(col(|r| r.peer.clone()));
+            if !outboxes.is_empty() {
+                q = q.bind(&self.instance);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await
     }
 
-    /// Deletes this instance's outbox up to `seq` (delivered).
-    pub(super) async fn outbox_delivered(&self, seq: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM ingestd_forward_outbox WHERE instance = $1 AND seq <= $2")
-            .bind(&self.instance)
-            .bind(seq)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+    /// Deletes this instance's `outbox` up to `seq` (delivered).
+    pub(super) async fn outbox_delivered(
+        &self,
+        outbox: Outbox,
+        seq: i64,
+    ) -> Result<(), sqlx::Error> {
+        // The table name is a constant of `Outbox`.
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM ingestd_{} WHERE instance = $1 AND seq <= $2",
+            outbox.table()
+        )))
+        .bind(&self.instance)
+        .bind(seq)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
     }
 
     /// The downsampling of the SQLite store: samples before `cutoff_ms` keep only the last of
@@ -277,8 +350,8 @@ impl Pg {
     }
 
     /// Deletes logs received before `cutoff_ns` and older samples; returns the records
-    /// deleted and the undelivered outbox samples dropped.
-    pub(super) async fn retain(&self, cutoff_ns: i64) -> Result<(u64, u64), sqlx::Error> {
+    /// deleted and the undelivered samples dropped from the remote_write and OTLP outboxes.
+    pub(super) async fn retain(&self, cutoff_ns: i64) -> Result<(u64, u64, [u64; 2]), sqlx::Error> {
         let cutoff_ms = cutoff_ns / 1_000_000;
         let logs = sqlx::query("DELETE FROM ingestd_logs WHERE received_ns < $1")
             .bind(cutoff_ns)
@@ -296,7 +369,146 @@ impl Pg {
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
-        Ok((logs, dropped))
+        let mut target_dropped = [0u64; 2];
+        for (i, outbox) in [Outbox::OtlpSamples, Outbox::QuicSamples]
+            .iter()
+            .enumerate()
+        {
+            // The table name is a constant of `Outbox`.
+            target_dropped[i] = sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM ingestd_{} WHERE instance = $1 AND ts_ms < $2",
+                outbox.table()
+            )))
+            .bind(&self.instance)
+            .bind(cutoff_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        Ok((logs, dropped, target_dropped))
+    }
+
+    /// Bytes on disk of ingestd's tables, their indexes and TOAST included.
+    pub(super) async fn size(&self) -> Result<u64, sqlx::Error> {
+        let mut sql = String::from("SELECT 0::bigint");
+        for t in TABLES {
+            sql.push_str(&format!(" + pg_total_relation_size('{t}')"));
+        }
+        // The table names are the constants above.
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Deletes up to `n` of the oldest rows picked by `pick` (a `SELECT` of keys, `$1` the
+    /// limit, `$2` this instance) in batches; returns the rows deleted.
+    async fn delete_oldest(&self, delete: &'static str, n: i64) -> Result<u64, sqlx::Error> {
+        let mut done = 0u64;
+        let mut left = n;
+        while left > 0 {
+            let k = sqlx::query(delete)
+                .bind(left.min(super::RETENTION_CHUNK))
+                .bind(&self.instance)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            if k == 0 {
+                break;
+            }
+            done += k;
+            left -= i64::try_from(k).unwrap_or(i64::MAX);
+        }
+        Ok(done)
+    }
+
+    /// Bounds ingestd's tables to `max_bytes`: while they are larger, the same share of the
+    /// oldest logs, samples and of this instance's outbox is deleted (in batches) so that the
+    /// rest takes about 90 % of the bound, then `VACUUM FULL` rewrites the tables to return
+    /// the space. Returns the records deleted and the undelivered outbox rows dropped.
+    pub(super) async fn retain_bytes(
+        &self,
+        max_bytes: u64,
+    ) -> Result<(u64, u64, [u64; 2]), sqlx::Error> {
+        let (mut deleted, mut dropped, mut target_dropped) = (0u64, 0u64, [0u64; 2]);
+        // A few passes: indexes do not shrink exactly in proportion to their tables.
+        for _ in 0..4 {
+            let size = self.size().await?;
+            if size <= max_bytes {
+                break;
+            }
+            let target = max_bytes / 10 * 9;
+            #[expect(clippy::cast_precision_loss, reason = "a share, not an exact count")]
+            let share = (size - target) as f64 / size as f64;
+            let count = |table: &'static str, filter: &'static str| async move {
+                let sql = format!("SELECT count(*) FROM {table} WHERE {filter}");
+                let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+                    .bind(&self.instance)
+                    .fetch_one(&self.pool)
+                    .await?;
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_precision_loss,
+                    reason = "a row count from a share"
+                )]
+                let k = (n as f64 * share).ceil() as i64;
+                Ok::<i64, sqlx::Error>(k)
+            };
+            let logs = count("ingestd_logs", "$1 = $1").await?;
+            let samples = count("ingestd_samples", "$1 = $1").await?;
+            let outbox = count("ingestd_forward_outbox", "instance = $1").await?;
+            let otlp = count("ingestd_forward_otlp_samples", "instance = $1").await?;
+            let quic = count("ingestd_forward_quic_samples", "instance = $1").await?;
+            let n = self
+                .delete_oldest(
+                    "DELETE FROM ingestd_logs WHERE id IN
+                         (SELECT id FROM ingestd_logs WHERE $2 = $2 ORDER BY id LIMIT $1)",
+                    logs,
+                )
+                .await?
+                + self
+                    .delete_oldest(
+                        "DELETE FROM ingestd_samples WHERE ctid IN
+                         (SELECT ctid FROM ingestd_samples WHERE $2 = $2 ORDER BY ts_ms LIMIT $1)",
+                        samples,
+                    )
+                    .await?;
+            let o = self
+                .delete_oldest(
+                    "DELETE FROM ingestd_forward_outbox WHERE seq IN
+                         (SELECT seq FROM ingestd_forward_outbox WHERE instance = $2 ORDER BY seq LIMIT $1)",
+                    outbox,
+                )
+                .await?;
+            let p = self
+                .delete_oldest(
+                    "DELETE FROM ingestd_forward_otlp_samples WHERE seq IN
+                         (SELECT seq FROM ingestd_forward_otlp_samples WHERE instance = $2 ORDER BY seq LIMIT $1)",
+                    otlp,
+                )
+                .await?;
+            let q = self
+                .delete_oldest(
+                    "DELETE FROM ingestd_forward_quic_samples WHERE seq IN
+                         (SELECT seq FROM ingestd_forward_quic_samples WHERE instance = $2 ORDER BY seq LIMIT $1)",
+                    quic,
+                )
+                .await?;
+            deleted += n + o + p + q;
+            dropped += o;
+            target_dropped[0] += p;
+            target_dropped[1] += q;
+            if n + o + p + q == 0 {
+                break;
+            }
+            for t in TABLES {
+                // The table names are the constants above; VACUUM runs outside a transaction.
+                sqlx::raw_sql(AssertSqlSafe(format!("VACUUM FULL {t}")))
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok((deleted, dropped, target_dropped))
     }
 
     pub(super) async fn query(&self, q: &LogQuery) -> Result<Vec<StoredLog>, StoreError> {
@@ -416,16 +628,68 @@ impl Pg {
         Ok(out)
     }
 
-    /// The oldest undelivered samples of this instance's outbox, as `(seq, labels, ts, value)`.
+    /// The oldest undelivered log records of this instance's `outbox` (a log outbox).
+    pub(super) async fn log_outbox(
+        &self,
+        outbox: Outbox,
+        limit: u32,
+    ) -> Result<Option<LogBatch>, sqlx::Error> {
+        // The table name is a constant of `Outbox`.
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT o.seq, l.id, l.received_ns, l.timestamp_ns, l.host, l.app, l.procid, l.msgid,
+                    l.facility, l.severity, l.message, l.structured_data, l.format, l.parse_error,
+                    l.input, l.peer
+             FROM ingestd_{} AS o LEFT JOIN ingestd_logs AS l ON l.id = o.log_id
+             WHERE o.instance = $1 ORDER BY o.seq LIMIT $2",
+            outbox.table()
+        )))
+        .bind(&self.instance)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut batch = LogBatch::default();
+        for r in &rows {
+            batch.seq = r.try_get(0)?;
+            let Some(id) = r.try_get::<Option<i64>, _>(1)? else {
+                batch.missing += 1;
+                continue;
+            };
+            batch.logs.push(StoredLog {
+                id,
+                record: LogRecord {
+                    received_ns: r.try_get(2)?,
+                    timestamp_ns: r.try_get(3)?,
+                    host: r.try_get(4)?,
+                    app: r.try_get(5)?,
+                    procid: r.try_get(6)?,
+                    msgid: r.try_get(7)?,
+                    facility: tiny(r.try_get(8)?),
+                    severity: tiny(r.try_get(9)?),
+                    message: r.try_get(10)?,
+                    structured_data: r.try_get(11)?,
+                    format: r.try_get(12)?,
+                    parse_error: r.try_get(13)?,
+                    input: r.try_get(14)?,
+                    peer: r.try_get(15)?,
+                },
+            });
+        }
+        Ok((!rows.is_empty()).then_some(batch))
+    }
+
+    /// The oldest undelivered samples of this instance's `outbox`, as `(seq, labels, ts, value)`.
     pub(super) async fn outbox(
         &self,
+        outbox: Outbox,
         limit: u32,
     ) -> Result<Vec<(i64, String, i64, f64)>, sqlx::Error> {
-        sqlx::query(
-            "SELECT o.seq, s.labels, o.ts_ms, o.value FROM ingestd_forward_outbox AS o
+        // The table name is a constant of `Outbox`.
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT o.seq, s.labels, o.ts_ms, o.value FROM ingestd_{} AS o
              JOIN ingestd_series AS s ON s.id = o.series_id
              WHERE o.instance = $1 ORDER BY o.seq LIMIT $2",
-        )
+            outbox.table()
+        )))
         .bind(&self.instance)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)

@@ -278,6 +278,8 @@ async fn postgres_downsamples_retains_by_age_and_keeps_the_outbox() {
         .unwrap();
     assert!(store.path().is_none());
     store.set_forwarding(true);
+    store.set_otlp_forwarding(true);
+    store.set_quic_forwarding(true);
     let sync = |store: Store| async move {
         store
             .submit(vec![rec(9, "h", "sync", 1, "sync")])
@@ -323,6 +325,60 @@ async fn postgres_downsamples_retains_by_age_and_keeps_the_outbox() {
     assert_eq!(out[0].samples, samples);
     store.outbox_delivered(seq).await.unwrap();
     assert!(store.outbox(1_000).await.unwrap().is_none());
+    // The OTLP outboxes hold the same samples and the committed logs, in order.
+    let (seq, out) = store
+        .sample_outbox(Outbox::OtlpSamples, 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out[0].samples, samples);
+    store.delivered(Outbox::OtlpSamples, seq).await.unwrap();
+    let logs = store
+        .log_outbox(Outbox::OtlpLogs, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(logs.missing, 0);
+    assert_eq!(logs.logs.len(), 1);
+    assert_eq!(logs.logs[0].record.message, "received two days ago");
+    let logs = store
+        .log_outbox(Outbox::OtlpLogs, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    let msgs: Vec<&str> = logs.logs.iter().map(|l| &*l.record.message).collect();
+    assert_eq!(msgs, ["received two days ago", "received now"]);
+    store.delivered(Outbox::OtlpLogs, logs.seq).await.unwrap();
+    // Both log outboxes were written in the same statement (one CTE per outbox).
+    let quic = store
+        .log_outbox(Outbox::QuicLogs, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    let msgs: Vec<&str> = quic.logs.iter().map(|l| &*l.record.message).collect();
+    assert_eq!(msgs, ["received two days ago", "received now"]);
+    store.delivered(Outbox::QuicLogs, quic.seq).await.unwrap();
+    let (seq, out) = store
+        .sample_outbox(Outbox::QuicSamples, 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out[0].samples, samples);
+    store.delivered(Outbox::QuicSamples, seq).await.unwrap();
+    assert!(
+        store
+            .log_outbox(Outbox::OtlpLogs, 10)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .sample_outbox(Outbox::OtlpSamples, 10)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Downsampling keeps the last sample per step, as with SQLite.
     store.set_retention(Retention {
@@ -365,4 +421,141 @@ async fn postgres_downsamples_retains_by_age_and_keeps_the_outbox() {
         .await
         .unwrap();
     assert_eq!(got[0].samples, recent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_max_bytes_deletes_the_oldest_until_the_tables_fit() {
+    let pg = tokio::task::spawn_blocking(|| rookery_pgtest::PgServer::start().unwrap())
+        .await
+        .unwrap();
+    let section = rookery_common::postgres::PostgresSection {
+        url: format!("{}?sslmode=disable", pg.url()),
+        ..Default::default()
+    };
+    let metrics = Metrics::default();
+    let store = Store::open_postgres(&section, 10_000, 1_000, KEEP, metrics.clone())
+        .await
+        .unwrap();
+    let Reader::Postgres(db) = &store.reader else {
+        panic!("not PostgreSQL")
+    };
+    let empty = db.size().await.unwrap();
+    // About 8 MB of logs (messages of 1 KB of words the full-text index has to keep).
+    let total = 8_000usize;
+    for chunk in 0..8usize {
+        let batch: Vec<LogRecord> = (0..1_000)
+            .map(|i| {
+                let n = chunk * 1_000 + i;
+                let words: String = (0..100).map(|w| format!("w{n}x{w} ")).collect();
+                rec(
+                    i64::try_from(n).unwrap(),
+                    "h",
+                    "big",
+                    6,
+                    &format!("#{n} {words}"),
+                )
+            })
+            .collect();
+        store
+            .submit(batch)
+            .await
+            .unwrap()
+            .committed()
+            .await
+            .unwrap();
+    }
+    let full = db.size().await.unwrap();
+    let bound = 4 * 1024 * 1024;
+    assert!(full > 2 * bound, "{full} bytes after the inserts");
+    store.set_retention(Retention {
+        max_bytes: bound,
+        ..KEEP
+    });
+    store.retain_now();
+    // The sync record goes after the retention run in the writer's order.
+    store
+        .submit(vec![rec(0, "h", "sync", 1, "sync")])
+        .await
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+    let after = db.size().await.unwrap();
+    assert!(
+        after <= bound,
+        "{after} bytes over the bound {bound} (empty: {empty})"
+    );
+    let left = store
+        .query(LogQuery {
+            app: Some("big".into()),
+            limit: 10_000,
+            ..LogQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        !left.is_empty() && left.len() < total,
+        "{} left",
+        left.len()
+    );
+    // The newest stay, in one run up to the last: only the oldest went.
+    let nums: Vec<usize> = left
+        .iter()
+        .map(|l| {
+            l.record.message[1..]
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let want: Vec<usize> = (total - left.len()..total).rev().collect();
+    assert_eq!(nums, want);
+    let deleted = metrics.retention_deleted.get();
+    assert_eq!(deleted, (total - left.len()) as u64);
+}
+
+#[tokio::test]
+async fn the_otlp_log_outbox_reports_records_retention_deleted_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 100, KEEP);
+    store.set_otlp_forwarding(true);
+    let mut old = rec(1, "h", "a", 1, "old");
+    old.received_ns -= 2 * 86_400 * 1_000_000_000;
+    store
+        .submit(vec![old, rec(2, "h", "a", 1, "new")])
+        .await
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+    store.set_retention(Retention {
+        max_age: Duration::from_secs(86_400),
+        ..KEEP
+    });
+    store.retain_now();
+    store
+        .submit(vec![rec(3, "h", "a", 1, "sync")])
+        .await
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+    let batch = store
+        .log_outbox(Outbox::OtlpLogs, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch.missing, 1);
+    let msgs: Vec<&str> = batch.logs.iter().map(|l| &*l.record.message).collect();
+    assert_eq!(msgs, ["new", "sync"]);
+    store.delivered(Outbox::OtlpLogs, batch.seq).await.unwrap();
+    assert!(
+        store
+            .log_outbox(Outbox::OtlpLogs, 10)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -205,3 +205,54 @@ pub fn post(addr: std::net::SocketAddr, path: &str, ctype: &str, body: &[u8]) ->
         .unwrap_or_default();
     (status, body)
 }
+
+/// The real licensed, in-process, answering on `<dir>/licensed.sock`.
+pub struct Licensed {
+    pub socket: PathBuf,
+    pub control: rookery_common::daemon::Control,
+    task: tokio::task::JoinHandle<Result<(), rookery_common::daemon::RunError>>,
+}
+
+impl Licensed {
+    /// Starts licensed with `release-mode = release` (no key: enterprise features are off
+    /// with release mode on, every feature is on with it off) and waits for its socket.
+    pub async fn start(dir: &Path, release: bool) -> Self {
+        let socket = dir.join("licensed.sock");
+        let ldir = dir.join("licensed");
+        std::fs::create_dir_all(&ldir).unwrap();
+        std::fs::write(
+            ldir.join("licensed.toml"),
+            format!(
+                "[licence]\nrelease-mode = {release}\n[grpc]\nsocket = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[state]\ndirectory = \"{}\"\n",
+                socket.display(),
+                ldir.join("state").display()
+            ),
+        )
+        .unwrap();
+        let control = rookery_common::daemon::Control::default();
+        let task = tokio::spawn(rookery_licensed::run(
+            rookery_common::config::Sources::new(
+                "licensed",
+                Some(&ldir.join("licensed.toml")),
+                Vec::new(),
+            ),
+            control.clone(),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "licensed not up in 20 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            socket,
+            control,
+            task,
+        }
+    }
+
+    /// Stops licensed and checks it exited cleanly.
+    pub async fn stop(self) {
+        self.control.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}

@@ -51,6 +51,13 @@ pub struct Pair {
 
 impl Pair {
     pub fn new(tag: &str, n: u8) -> Self {
+        let pair = Self::without_link(tag, n);
+        pair.link();
+        pair
+    }
+
+    /// The two namespaces without the veth pair (a test creates it later with [`Pair::link`]).
+    pub fn without_link(tag: &str, n: u8) -> Self {
         let pid = std::process::id();
         let refl = format!("pkd-{tag}-r-{pid}");
         let send = format!("pkd-{tag}-s-{pid}");
@@ -59,7 +66,9 @@ impl Pair {
         ip(&["netns", "add", &refl]);
         let pair = Self { refl, send, n };
         ip(&["netns", "add", &pair.send]);
-        pair.link();
+        for ns in [&pair.refl, &pair.send] {
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
         pair
     }
 
