@@ -152,7 +152,8 @@ fn netem_delay_of_20ms_is_reported_within_2ms() {
     // the QEMU (TCG) appliance VM where this test runs (tests/qemu, hosttests). Each
     // measurement follows one throw-away probe: under TCG the first passes through the
     // network and netem code are emulated slowly (first pings seen at 34-42 ms, later ones at
-    // 21-26 ms).
+    // 21-26 ms). Under TCG on a loaded machine the added median still came out at 23.1-23.6
+    // ms (docs/image.md): the tolerance is the and stays.
     pair.probe_in_a(PING, &addrs);
     let base = pair.probe_in_a(PING, &addrs);
     pair.netem("add", &["delay", "20ms"]);
