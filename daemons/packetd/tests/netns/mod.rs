@@ -122,7 +122,7 @@ impl Pair {
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
         // The sender sends full checksums, as a real NIC delivers them to the reflector.
-        in_ns(&self.send, &["ethtool", "-K", "vs", "tx", "off"]);
+        tx_checksum_off(&self.send, "vs");
     }
 
     pub fn enter(ns: &str) {
@@ -150,6 +150,54 @@ impl Pair {
     pub fn v6(&self, host: u8) -> IpAddr {
         format!("fd00:77:{}::{host}", self.n).parse().unwrap()
     }
+}
+
+/// `ethtool -K DEV tx off` in namespace `ns` without ethtool(8), which the appliance image
+/// (where the netem tests run, `tests/qemu`) does not ship: the SIOCETHTOOL request
+/// ETHTOOL_STXCSUM with 0 clears every TX checksum feature of the device, as ethtool does.
+fn tx_checksum_off(ns: &str, dev: &str) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    /// `struct ethtool_value` of <linux/ethtool.h>.
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    let (ns, dev) = (ns.to_owned(), dev.to_owned());
+    std::thread::spawn(move || {
+        Pair::enter(&ns);
+        // SAFETY: socket(2) with constant arguments; the result is checked before use.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: fd is a freshly opened descriptor owned by nothing else.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut value = EthtoolValue {
+            cmd: ETHTOOL_STXCSUM,
+            data: 0,
+        };
+        // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        assert!(
+            dev.len() < ifr.ifr_name.len(),
+            "interface name {dev} too long"
+        );
+        for (d, s) in ifr.ifr_name.iter_mut().zip(dev.bytes()) {
+            *d = s as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_data = (&raw mut value).cast();
+        // SAFETY: SIOCETHTOOL reads the NUL-terminated name and the ethtool_value that
+        // ifru_data points to, both alive for the duration of the call.
+        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &raw mut ifr) };
+        assert_eq!(
+            rc,
+            0,
+            "ETHTOOL_STXCSUM off on {dev} in {ns}: {}",
+            std::io::Error::last_os_error()
+        );
+    })
+    .join()
+    .expect("TX checksum offload turned off");
 }
 
 impl Drop for Pair {
