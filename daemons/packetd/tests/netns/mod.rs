@@ -5,8 +5,11 @@
 )]
 
 use std::fs::File;
+use std::io::Read;
 use std::net::IpAddr;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
 use rookery_packetd::allow::Allowlist;
@@ -220,4 +223,69 @@ pub fn peer_pass(pair: &Pair) -> Reflector {
     pass.attach("vs", ModePolicy::Native)
         .expect("native XDP attaches on veth");
     pass
+}
+
+/// The capabilities of packetd's unit, for a daemon the tests start as uid 65534.
+pub const UNIT_CAPS: &str = "-all,+bpf,+net_admin,+net_bind_service";
+
+/// A `rookery-packetd run` the test started; killed on drop.
+pub struct Daemon(pub Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the real `rookery-packetd` in namespace `ns` as uid 65534 with [`UNIT_CAPS`], with
+/// `sections` (the test's own TOML) plus `[grpc]`, `[state]` and `[metrics]` in `dir` (made
+/// world-writable for that user); returns once its gRPC socket exists, with the socket's path.
+/// A daemon that exits first fails the test with its stderr.
+pub fn spawn_packetd(ns: &str, dir: &Path, sections: &str, metrics: &str) -> (Daemon, PathBuf) {
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let sock = dir.join("packetd.sock");
+    let cfg = dir.join("packetd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{sections}\n[grpc]\nsocket = \"{}\"\n\n[state]\ndirectory = \"{}\"\n\n[metrics]\nlisten = \"{metrics}\"\n",
+            sock.display(),
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+            ])
+            .args(["--clear-groups", &format!("--inh-caps={UNIT_CAPS}")])
+            .args([
+                format!("--ambient-caps={UNIT_CAPS}"),
+                format!("--bounding-set={UNIT_CAPS}"),
+            ])
+            .args([env!("CARGO_BIN_EXE_rookery-packetd"), "run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = daemon.0.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("rookery-packetd exited {status}:\n{err}");
+        }
+        assert!(Instant::now() < deadline, "no gRPC socket within 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (daemon, sock)
 }
