@@ -82,7 +82,7 @@ ansible-lint: deps
 	/opt/rookery-test-venv/bin/python ansible/tools/factory-keys.py --check ansible/roles/rookery/vars/main.yml
 
 # Last, the appliance: both images built (release, aarch64 cross-compiled) and booted under
-# QEMU with every check of tests/qemu/ (image/image.mk; about 45 of make test's minutes on a
+# QEMU with every check of tests/qemu/ (image/image.mk; about 33 of make test's 50 minutes on a
 # cold 2-core machine, see docs/image.md).
 test: deps fmt-check clippy doc test-rust webui-test test-schemathesis lockfile-check test-ci-script ansible-lint test-qemu
 	@echo "make test: all steps passed"

@@ -36,9 +36,11 @@ if dpkg --compare-versions "$(dpkg-query -W -f='${Version}' systemd 2>/dev/null 
 fi
 bp=("${need[@]}")
 need=()
+# curl, openssh-client (ssh-keygen, ssh) and perl (tests/qemu/stamp.pl: Time::HiRes is in perl,
+# not perl-base) are the QEMU runner's host side.
 for p in apt dpkg debian-archive-keyring kmod cpio zstd e2fsprogs dosfstools mtools xz-utils \
          ovmf qemu-efi-aarch64 binfmt-support \
-         gcc-aarch64-linux-gnu libc6-dev-arm64-cross openssl socat curl openssh-client; do
+         gcc-aarch64-linux-gnu libc6-dev-arm64-cross openssl socat curl openssh-client perl; do
   want "$p"
 done
 if ((${#bp[@]} + ${#need[@]})); then

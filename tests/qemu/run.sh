@@ -7,9 +7,16 @@
 #     playbooks (default: this machine's architecture only)
 #   ROOKERY_QEMU_SERIAL=1  one architecture after the other (default: all at once, each VM
 #     under TCG mostly keeps one core busy)
+#   ROOKERY_QEMU_HOSTTESTS=1  also run the hosttests (below; `make test-qemu-netem`): not in
+#     `make test`, because under TCG their timing tolerances do not hold (docs/image.md)
+#   ROOKERY_QEMU_HOSTTESTS_CARGO="--workspace"  the package selection of the
+#     `cargo test --no-run` that finds the hosttests' binaries (must match the build that made
+#     them, e.g. "-p rookery-probed -p rookery-packetd", or cargo rebuilds)
 # Per architecture four boots: A1 (first boot: ready, reload, daemons, then a write and QEMU
 # killed), A2 (the write survived; clean power-off), A3 (still there after the clean
-# shutdown), B1 (a second pristine copy: ready, secrets differ from A1's; Ansible).
+# shutdown), B1 (a second pristine copy: ready, secrets differ from A1's; on this machine's
+# architecture the cargo tests listed in tests/qemu/hosttests, which need the appliance
+# kernel's sch_netem, run from the host's target/ shared over 9p; Ansible).
 # Each boot runs guest scenarios (image/mkosi.extra/usr/lib/rookery/tests/) chosen with the
 # SMBIOS credential rookery.test.scenario; the guest reports "QEMU-TEST: pass|fail NAME" on
 # the virtio-serial port org.rookery.test. Every boot has a hard timeout; on failure the
@@ -166,9 +173,41 @@ fresh_disk() { # ARCH NAME -> creates $work/NAME.raw and $work/NAME.vars
 
 want() { [ -z "$match" ] || [[ $1 == *$match* ]]; }
 
+# hosttests_cred -> "TARGET_DIR BIN:TEST ..." for the credential rookery.test.hosttests: the
+# workspace's target directory (shared with the guest over 9p at the same path) and the test
+# binaries of the tests listed in tests/qemu/hosttests, as `cargo test --no-run` reports them
+# (already built by `make test-bins`; cargo only checks they are fresh).
+hosttests_cred() {
+  local root json
+  root=$(cd "$here/../.." && pwd)
+  # shellcheck disable=SC2086
+  json=$(cd "$root" && nice -n 19 cargo test ${ROOKERY_QEMU_HOSTTESTS_CARGO:---workspace} --no-run --locked \
+    --message-format=json 2> "$work/hosttests-cargo.log") ||
+    { echo "hosttests: cargo test --no-run failed:" >&2; tail -n 40 "$work/hosttests-cargo.log" >&2; return 1; }
+  python3 -c '
+import json, sys
+tests = [l.split() for l in open(sys.argv[1]) if l.strip() and not l.startswith("#")]
+bins, target_dir = {}, None
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["kind"] == ["test"] and m.get("executable"):
+        bins.setdefault(m["target"]["name"], set()).add(m["executable"])
+out = []
+for target, name in tests:
+    found = sorted(bins.get(target, ()))
+    if len(found) != 1:
+        sys.exit(f"hosttests: test target {target} has {len(found)} binaries: {found}")
+    out.append(f"{found[0]}:{name}")
+dirs = {b.split("/debug/deps/")[0] for b in out}
+if len(dirs) != 1 or any("," in b or " " in b for b in out):
+    sys.exit(f"hosttests: binaries not in one target/debug/deps without commas or spaces: {out}")
+print(dirs.pop(), *out)
+' "$here/hosttests" <<<"$json"
+}
+
 # run_arch ARCH: every check of one architecture; prints PASS/FAIL lines.
 run_arch() {
-  local arch=$1 image first persist="" mode a1=fail ak s1 s2 differ a b k
+  local arch=$1 image first persist="" mode a1=fail ak ht htcred s1 s2 differ a b k
   case $arch in x86-64) stamp_port=$base_port ;; *) stamp_port=$(( base_port + 10 )) ;; esac
   https_port=$(( stamp_port + 1 )) ssh_port=$(( stamp_port + 2 ))
   image="$out/rookery-$version-$arch.raw"
@@ -221,20 +260,36 @@ run_arch() {
   rm -f "$work/$arch-a.raw"
   # B1: a second pristine copy. ready (the secrets to compare with A1's) and, on the
   # architectures in ROOKERY_QEMU_ANSIBLE_ARCHES, the Ansible playbooks over SSH.
-  ak=""
+  ak="" ht="" htcred=""
   want ansible && [[ " $ansible_arches " == *" $arch "* ]] && ak=1
-  if want secrets || [ -n "$ak" ]; then
+  # The host's test binaries run in the guest of this machine's architecture only.
+  if [ -n "${ROOKERY_QEMU_HOSTTESTS:-}" ] && want hosttests && [ "$arch" = "$host_arch" ]; then
+    if htcred=$(hosttests_cred); then ht=1; else result "$arch/hosttests" fail "(test binaries not found)"; fi
+  fi
+  if want secrets || [ -n "$ak" ] || [ -n "$ht" ]; then
     fresh_disk "$arch" "$arch-b"
     boot_extra=()
+    if [ -n "$ht" ]; then
+      boot_extra+=(-virtfs "local,path=${htcred%% *},mount_tag=rookery-host,security_model=none,readonly=on"
+        -smbios "type=11,value=io.systemd.credential:rookery.test.hosttests=$htcred")
+    fi
     if [ -n "$ak" ]; then
       rm -f "$work/$arch-ssh-key" "$work/$arch-ssh-key.pub"
       ssh-keygen -q -t ed25519 -N '' -C rookery-qemu-test -f "$work/$arch-ssh-key"
-      boot_extra=(-smbios "type=11,value=io.systemd.credential:rookery.test.ssh-key=$(cat "$work/$arch-ssh-key.pub")")
+      boot_extra+=(-smbios "type=11,value=io.systemd.credential:rookery.test.ssh-key=$(cat "$work/$arch-ssh-key.pub")")
     fi
-    boot "$arch" "$work/$arch-b.raw" "$work/$arch-b.vars" "ready${ak:++ansible}" poweroff "$work/$arch-b1.log" \
+    boot "$arch" "$work/$arch-b.raw" "$work/$arch-b.vars" "ready${ht:++hosttests}${ak:++ansible}" poweroff "$work/$arch-b1.log" \
       "${ak:+${ROOKERY_QEMU_ANSIBLE_TIMEOUT:-2400}}"
     boot_extra=()
     grep '^boot took' "$work/$arch-b1.log" | sed "s/^/  $arch: second fresh /"
+    if [ -n "$ht" ]; then
+      grep '^INFO hosttests' "$work/$arch-b1.log" | sed "s/^INFO /  $arch: /"
+      if grep -q 'QEMU-TEST: pass hosttests$' "$work/$arch-b1.log"; then
+        result "$arch/hosttests" ok "($(grep -c '^INFO hosttests pass' "$work/$arch-b1.log") cargo tests of tests/qemu/hosttests (tc netem accuracy) in $(sed -n 's/^INFO hosttests took //p' "$work/$arch-b1.log"))"
+      else
+        result "$arch/hosttests" fail "($(grep -c '^INFO hosttests FAIL' "$work/$arch-b1.log") failed: $(sed -n 's/^INFO hosttests FAIL \([^ ]*\).*/\1/p' "$work/$arch-b1.log" | paste -sd' '))"
+      fi
+    fi
     if want secrets; then
       if grep -q 'QEMU-TEST: pass ready$' "$work/$arch-b1.log"; then
         s1=$(sed -n 's/^INFO secret //p' "$work/$arch-a1.log" 2>/dev/null)

@@ -71,6 +71,24 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Sends up to `want` packets numbered from `first` and accounts for them; returns how
+    /// many sequence numbers were used: those sent, or the one a refused send (no route, a
+    /// full device queue) skips.
+    fn send(&mut self, sock: &Socket, bufs: &mut [Vec<u8>], first: u64, want: usize) -> u64 {
+        match send_batch(sock, bufs, first, want) {
+            Ok(n) if n > 0 => {
+                self.last_send = Instant::now();
+                self.first_send.get_or_insert(self.last_send);
+                self.sent += n as u64;
+                n as u64
+            }
+            Ok(_) | Err(_) => {
+                self.send_errors += 1;
+                1
+            }
+        }
+    }
+
     fn stats(&self) -> Stats {
         let span = self.first_send.map_or(Duration::ZERO, |f| {
             self.last_send.saturating_duration_since(f)
@@ -179,19 +197,7 @@ pub fn run(
             .min(total);
         if attempted < due {
             let want = usize::try_from(due - attempted).unwrap_or(BATCH).min(BATCH);
-            match send_batch(&sock, &mut bufs, attempted, want) {
-                Ok(n) if n > 0 => {
-                    run.last_send = Instant::now();
-                    run.first_send.get_or_insert(run.last_send);
-                    run.sent += n as u64;
-                    attempted += n as u64;
-                }
-                // Refused (e.g. no route, a full device queue): that packet is not sent.
-                Ok(_) | Err(_) => {
-                    run.send_errors += 1;
-                    attempted += 1;
-                }
-            }
+            attempted += run.send(&sock, &mut bufs, attempted, want);
             continue;
         }
         drain(&sock, &mut rbuf, &mut run);
@@ -224,14 +230,7 @@ pub fn run(
             && owed - attempted <= BATCH as u64
         {
             let want = usize::try_from(owed - attempted).unwrap_or(BATCH);
-            match send_batch(&sock, &mut bufs, attempted, want) {
-                Ok(n) if n > 0 => {
-                    run.last_send = Instant::now();
-                    run.first_send.get_or_insert(run.last_send);
-                    run.sent += n as u64;
-                }
-                Ok(_) | Err(_) => run.send_errors += 1,
-            }
+            run.send(&sock, &mut bufs, attempted, want);
         }
     }
     let grace_end = Instant::now() + GRACE;

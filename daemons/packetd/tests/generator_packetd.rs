@@ -14,9 +14,8 @@
     reason = "test code: a panic is the failure report"
 )]
 
-use std::io::{IoSliceMut, Read};
+use std::io::IoSliceMut;
 use std::os::fd::AsRawFd;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
@@ -28,18 +27,7 @@ use rookery_common::proto::{
 mod netns;
 use netns::{Pair, require_root};
 
-const BIN: &str = env!("CARGO_BIN_EXE_rookery-packetd");
-const CAPS: &str = "-all,+bpf,+net_admin,+net_bind_service";
 const PORT: u16 = 9000;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn raw(dest: &str, port: u32) -> SessionSpec {
     SessionSpec {
@@ -103,54 +91,12 @@ fn generator_packetd_rate_count_dscp_and_limits() {
     let _ = socket2::SockRef::from(&rx).set_recv_buffer_size(8 << 20);
 
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
+    let (_daemon, sock) = netns::spawn_packetd(
+        &pair.send,
         dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    let sock = dir.path().join("packetd.sock");
-    let cfg = dir.path().join("packetd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[sessions]\nmax-pps = 20000\n\n[grpc]\nsocket = \"{}\"\n\n[state]\ndirectory = \"{}\"\n\n[metrics]\nlisten = \"127.0.0.1:9132\"\n",
-            sock.display(),
-            dir.path().join("state").display()
-        ),
-    )
-    .unwrap();
-    let mut daemon = Daemon(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &pair.send,
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-            ])
-            .args(["--clear-groups", &format!("--inh-caps={CAPS}")])
-            .args([
-                format!("--ambient-caps={CAPS}"),
-                format!("--bounding-set={CAPS}"),
-            ])
-            .args([BIN, "run", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+        "[sessions]\nmax-pps = 20000\n",
+        "127.0.0.1:9132",
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !sock.exists() {
-        if let Some(status) = daemon.0.try_wait().unwrap() {
-            let mut err = String::new();
-            let _ = daemon.0.stderr.take().unwrap().read_to_string(&mut err);
-            panic!("rookery-packetd exited {status}:\n{err}");
-        }
-        assert!(Instant::now() < deadline, "no gRPC socket within 20 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

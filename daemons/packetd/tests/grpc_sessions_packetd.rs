@@ -11,7 +11,6 @@
 )]
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rookery_common::proto::packet_testing_client::PacketTestingClient;
@@ -26,18 +25,6 @@ use tokio_util::sync::CancellationToken;
 
 mod netns;
 use netns::{Pair, peer_pass, require_root};
-
-const BIN: &str = env!("CARGO_BIN_EXE_rookery-packetd");
-const CAPS: &str = "-all,+bpf,+net_admin,+net_bind_service";
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// GET /metrics of the daemon (this thread is in its namespace); empty on any failure.
 fn metrics() -> String {
@@ -79,61 +66,13 @@ fn grpc_sessions_packetd_start_watch_get_list_stop_store() {
     let _peer = peer_pass(&pair);
 
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
+    let (mut daemon, sock) = netns::spawn_packetd(
+        &pair.send,
         dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    let sock = dir.path().join("packetd.sock");
-    let state = dir.path().join("state");
-    let cfg = dir.path().join("packetd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[sessions]\nmax-pps = 2000\nmax-concurrent = 1\n\n[grpc]\nsocket = \"{}\"\n\n[state]\ndirectory = \"{}\"\n\n[metrics]\nlisten = \"127.0.0.1:9131\"\n",
-            sock.display(),
-            state.display()
-        ),
-    )
-    .unwrap();
-    let mut daemon = Daemon(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &pair.send,
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-            ])
-            .args(["--clear-groups", &format!("--inh-caps={CAPS}")])
-            .args([
-                format!("--ambient-caps={CAPS}"),
-                format!("--bounding-set={CAPS}"),
-            ])
-            .args([BIN, "run", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+        "[sessions]\nmax-pps = 2000\nmax-concurrent = 1\n",
+        "127.0.0.1:9131",
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !sock.exists() {
-        if let Some(status) = daemon.0.try_wait().unwrap() {
-            let mut err = String::new();
-            daemon
-                .0
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            panic!("rookery-packetd exited {status}:\n{err}");
-        }
-        assert!(Instant::now() < deadline, "no gRPC socket within 20 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let state = dir.path().join("state");
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

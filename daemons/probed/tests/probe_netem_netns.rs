@@ -4,8 +4,9 @@
 //! statistically sound band, an absent host or network with a specific reason, and a path
 //! trace must name each hop. Delay and loss come from `tc netem` where the kernel has it
 //! (those tests are ignored here: this CI kernel lacks sch_netem) and otherwise from a
-//! userspace echo responder in the far namespace. Needs root (CI runs as root): a non-root
-//! run fails, naming this test.
+//! userspace echo responder in the far namespace. The netem tests run inside the appliance
+//! VM, whose kernel has sch_netem (`tests/qemu/run.sh`, scenario `hosttests`). Needs root (CI
+//! runs as root): a non-root run fails, naming this test.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -142,22 +143,59 @@ impl Drop for Pair {
 const PING: &str = "prober = \"icmp\"\ntimeout = \"3s\"\n[icmp]\ncount = 20\ninterval = \"20ms\"\nsocket = \"raw\"\n";
 
 #[test]
-#[ignore = "needs the sch_netem qdisc (CONFIG_NET_SCH_NETEM), which this CI kernel lacks; run with --ignored where it exists"]
+#[ignore = "needs sch_netem (absent from this CI kernel); tests/qemu runs it in the appliance VM"]
 fn netem_delay_of_20ms_is_reported_within_2ms() {
     let pair = Pair::new("delay");
+    let addrs = ["10.201.0.2", "fd00:201::2"];
+    // The added delay is what the prober reports with netem minus what it reports without:
+    // the path's own RTT is tens of microseconds on hardware but about a millisecond inside
+    // the QEMU (TCG) appliance VM where this test runs (tests/qemu, hosttests). Each
+    // measurement follows one throw-away probe: under TCG the first passes through the
+    // network and netem code are emulated slowly (first pings seen at 34-42 ms, later ones at
+    // 21-26 ms). Under TCG on a loaded machine the added median still came out at 23.1-23.6
+    // ms (docs/image.md): the tolerance is the and stays.
+    pair.probe_in_a(PING, &addrs);
+    let base = pair.probe_in_a(PING, &addrs);
     pair.netem("add", &["delay", "20ms"]);
-    for out in pair.probe_in_a(PING, &["10.201.0.2", "fd00:201::2"]) {
-        assert!(out.success, "{out:?}");
-        let icmp = out.facts.icmp.as_ref().unwrap();
-        assert_eq!(icmp.received, 20, "{icmp:?}");
-        let (min, avg, _, _) = icmp.stats().unwrap();
-        assert!((avg - 0.020).abs() <= 0.002, "avg {avg} s: {icmp:?}");
-        assert!(min >= 0.0195, "min {min} s: {icmp:?}");
+    pair.probe_in_a(PING, &addrs);
+    let outs = pair.probe_in_a(PING, &addrs);
+    for ((b, out), dest) in base.iter().zip(&outs).zip(addrs) {
+        assert!(b.success, "{dest} baseline: {b:?}");
+        assert!(out.success, "{dest}: {out:?}");
+        let (bi, icmp) = (
+            b.facts.icmp.as_ref().unwrap(),
+            out.facts.icmp.as_ref().unwrap(),
+        );
+        assert_eq!(icmp.received, 20, "{dest}: {icmp:?}");
+        let (bmin, bavg, _, _) = bi.stats().unwrap();
+        let bmed = bi.median().unwrap();
+        let (min, avg, max, _) = icmp.stats().unwrap();
+        let med = icmp.median().unwrap();
+        eprintln!(
+            "netem delay 20ms: {dest} added median {:.5} s, added mean {:.5} s (rtt min {min:.5} median {med:.5} avg {avg:.5} max {max:.5} s; baseline min {bmin:.5} median {bmed:.5} avg {bavg:.5} s)",
+            med - bmed,
+            avg - bavg
+        );
+        // The reported added delay (median): 20 ms within 2 ms.
+        assert!(
+            (med - bmed - 0.020).abs() <= 0.002,
+            "{dest}: added median {} s: {icmp:?} baseline {bi:?}",
+            med - bmed
+        );
+        // netem never delivers early.
+        assert!(min >= 0.0195, "{dest}: min {min} s: {icmp:?}");
+        // The mean also counts scheduling hiccups of an emulated guest (single pings at
+        // 40 ms seen), hence 4 ms.
+        assert!(
+            (avg - bavg - 0.020).abs() <= 0.004,
+            "{dest}: added mean {} s: {icmp:?} baseline {bi:?}",
+            avg - bavg
+        );
     }
 }
 
 #[test]
-#[ignore = "needs the sch_netem qdisc (CONFIG_NET_SCH_NETEM), which this CI kernel lacks; run with --ignored where it exists"]
+#[ignore = "needs sch_netem (absent from this CI kernel); tests/qemu runs it in the appliance VM"]
 fn netem_loss_of_10_percent_is_reported_within_a_sound_band() {
     let pair = Pair::new("loss");
     pair.netem("add", &["loss", "10%"]);
@@ -169,6 +207,7 @@ fn netem_loss_of_10_percent_is_reported_within_a_sound_band() {
     });
     assert_eq!(sent, 300);
     let loss = 1.0 - f64::from(received) / f64::from(sent);
+    eprintln!("netem loss 10%: {received} of {sent} answered, loss {loss:.3}");
     // Binomial(300, 0.1): sigma = 1.7 %; [4 %, 17 %] is more than 3.5 sigma on each side.
     assert!((0.04..=0.17).contains(&loss), "loss {loss}: {outs:?}");
     for o in &outs {

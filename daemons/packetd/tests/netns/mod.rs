@@ -5,8 +5,11 @@
 )]
 
 use std::fs::File;
+use std::io::Read;
 use std::net::IpAddr;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
 use rookery_packetd::allow::Allowlist;
@@ -122,7 +125,7 @@ impl Pair {
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
         // The sender sends full checksums, as a real NIC delivers them to the reflector.
-        in_ns(&self.send, &["ethtool", "-K", "vs", "tx", "off"]);
+        tx_checksum_off(&self.send, "vs");
     }
 
     pub fn enter(ns: &str) {
@@ -152,6 +155,54 @@ impl Pair {
     }
 }
 
+/// `ethtool -K DEV tx off` in namespace `ns` without ethtool(8), which the appliance image
+/// (where the netem tests run, `tests/qemu`) does not ship: the SIOCETHTOOL request
+/// ETHTOOL_STXCSUM with 0 clears every TX checksum feature of the device, as ethtool does.
+fn tx_checksum_off(ns: &str, dev: &str) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    /// `struct ethtool_value` of <linux/ethtool.h>.
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    let (ns, dev) = (ns.to_owned(), dev.to_owned());
+    std::thread::spawn(move || {
+        Pair::enter(&ns);
+        // SAFETY: socket(2) with constant arguments; the result is checked before use.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: fd is a freshly opened descriptor owned by nothing else.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut value = EthtoolValue {
+            cmd: ETHTOOL_STXCSUM,
+            data: 0,
+        };
+        // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        assert!(
+            dev.len() < ifr.ifr_name.len(),
+            "interface name {dev} too long"
+        );
+        for (d, s) in ifr.ifr_name.iter_mut().zip(dev.bytes()) {
+            *d = s as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_data = (&raw mut value).cast();
+        // SAFETY: SIOCETHTOOL reads the NUL-terminated name and the ethtool_value that
+        // ifru_data points to, both alive for the duration of the call.
+        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &raw mut ifr) };
+        assert_eq!(
+            rc,
+            0,
+            "ETHTOOL_STXCSUM off on {dev} in {ns}: {}",
+            std::io::Error::last_os_error()
+        );
+    })
+    .join()
+    .expect("TX checksum offload turned off");
+}
+
 impl Drop for Pair {
     fn drop(&mut self) {
         let _ = Command::new("ip")
@@ -172,4 +223,69 @@ pub fn peer_pass(pair: &Pair) -> Reflector {
     pass.attach("vs", ModePolicy::Native)
         .expect("native XDP attaches on veth");
     pass
+}
+
+/// The capabilities of packetd's unit, for a daemon the tests start as uid 65534.
+pub const UNIT_CAPS: &str = "-all,+bpf,+net_admin,+net_bind_service";
+
+/// A `rookery-packetd run` the test started; killed on drop.
+pub struct Daemon(pub Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the real `rookery-packetd` in namespace `ns` as uid 65534 with [`UNIT_CAPS`], with
+/// `sections` (the test's own TOML) plus `[grpc]`, `[state]` and `[metrics]` in `dir` (made
+/// world-writable for that user); returns once its gRPC socket exists, with the socket's path.
+/// A daemon that exits first fails the test with its stderr.
+pub fn spawn_packetd(ns: &str, dir: &Path, sections: &str, metrics: &str) -> (Daemon, PathBuf) {
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let sock = dir.join("packetd.sock");
+    let cfg = dir.join("packetd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{sections}\n[grpc]\nsocket = \"{}\"\n\n[state]\ndirectory = \"{}\"\n\n[metrics]\nlisten = \"{metrics}\"\n",
+            sock.display(),
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+            ])
+            .args(["--clear-groups", &format!("--inh-caps={UNIT_CAPS}")])
+            .args([
+                format!("--ambient-caps={UNIT_CAPS}"),
+                format!("--bounding-set={UNIT_CAPS}"),
+            ])
+            .args([env!("CARGO_BIN_EXE_rookery-packetd"), "run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = daemon.0.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("rookery-packetd exited {status}:\n{err}");
+        }
+        assert!(Instant::now() < deadline, "no gRPC socket within 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (daemon, sock)
 }
