@@ -381,13 +381,23 @@ fn check_file<C: DaemonConfig>(
     path: &Path,
     text: &str,
 ) -> (toml::Table, Vec<Problem>, Vec<String>) {
-    /// Bound on the recovery loop: one round per bad entry.
-    const MAX_ROUNDS: usize = 200;
     if text.len() >= CHUNKED_MIN
         && let Some(good) = parse_chunked::<C>(text)
     {
         return (good, Vec::new(), Vec::new());
     }
+    check_whole::<C>(path, text)
+}
+
+/// [`check_file`] on the file as a whole: what it returns for any file the piecewise parse
+/// does not take (every file with an error), so errors always carry the whole file's
+/// positions.
+fn check_whole<C: DaemonConfig>(
+    path: &Path,
+    text: &str,
+) -> (toml::Table, Vec<Problem>, Vec<String>) {
+    /// Bound on the recovery loop: one round per bad entry.
+    const MAX_ROUNDS: usize = 200;
     let mut problems = Vec::new();
     let mut shifted = Vec::new();
     // Only a file with errors needs its span tree (to locate entries) and a working copy (to

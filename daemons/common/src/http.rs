@@ -303,4 +303,97 @@ mod tests {
         stop.cancel();
         server.await.unwrap().unwrap();
     }
+
+    /// A collector that writes `ok` series and then fails (`ok` = 0: fails at once).
+    #[derive(Debug)]
+    struct Failing {
+        ok: usize,
+    }
+
+    impl prometheus_client::collector::Collector for Failing {
+        fn encode(
+            &self,
+            mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+        ) -> std::fmt::Result {
+            use prometheus_client::encoding::EncodeMetric as _;
+            if self.ok == 0 {
+                return Err(std::fmt::Error);
+            }
+            let family = encoder.encode_descriptor(
+                "rookery_testd_failing",
+                "Fails midway",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            let mut family = Some(family);
+            for i in 0..self.ok {
+                let Some(mut f) = family.take() else { break };
+                let gauge = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+                gauge.set(i64::try_from(i).unwrap());
+                gauge.encode(f.encode_family(&[("n", i.to_string())])?)?;
+                family = Some(f);
+            }
+            Err(std::fmt::Error)
+        }
+    }
+
+    async fn get(router: axum::Router, path: &str) -> Response {
+        use tower::ServiceExt as _;
+        router
+            .oneshot(
+                axum::http::Request::get(path)
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+    }
+
+    /// The streamed exposition is byte for byte what the encoder writes into one string,
+    /// across many pieces; an encoding error before any text is a 500, after some text a
+    /// broken body (never a short one that looks complete).
+    #[tokio::test]
+    async fn metrics_stream_the_exact_exposition_and_break_on_errors() {
+        use prometheus_client::metrics::family::Family;
+        let mut registry = Registry::default();
+        let family = Family::<Vec<(String, String)>, Counter<u64>>::default();
+        registry.register("rookery_testd_probes", "Probes", family.clone());
+        for i in 0..20_000u64 {
+            family
+                .get_or_create(&vec![("target".to_owned(), format!("target-{i}"))])
+                .inc_by(i);
+        }
+        let mut expected = String::new();
+        prometheus_client::encoding::text::encode(&mut expected, &registry).unwrap();
+        assert!(expected.len() > 10 * METRICS_CHUNK, "{}", expected.len());
+        let router = health_metrics_router("testd", Arc::new(registry), Health::default());
+        let resp = get(router, "/metrics").await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            OPENMETRICS_CONTENT_TYPE
+        );
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert!(body == expected.as_bytes(), "exposition differs");
+
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Failing { ok: 0 }));
+        let router = health_metrics_router("testd", Arc::new(registry), Health::default());
+        let resp = get(router, "/metrics").await;
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Failing { ok: 20_000 }));
+        let router = health_metrics_router("testd", Arc::new(registry), Health::default());
+        let resp = get(router, "/metrics").await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .is_err(),
+            "a failed encoding must not end like a complete answer"
+        );
+    }
 }

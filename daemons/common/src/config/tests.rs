@@ -489,3 +489,196 @@ fn a_large_file_with_errors_reports_them_at_their_lines() {
     assert_eq!(loaded.config.limits.max_items, 7);
     assert_eq!(loaded.config.targets.len(), 8000);
 }
+
+/// `large_file(8000)` with the `[[targets]]` entry of index `i` replaced by `entry`.
+fn large_file_with(i: usize, entry: &str) -> String {
+    let text = large_file(8000);
+    let header = "\n[[ targets ]]\nname = \"";
+    let at = text
+        .match_indices(header)
+        .map(|(at, _)| at + 1)
+        .find(|at| text[at + header.len() - 1..].starts_with(&format!("t{i}\"")))
+        .unwrap();
+    let end = at + text[at..].find("\n\n").unwrap() + 2;
+    format!("{}{entry}{}", &text[..at], &text[end..])
+}
+
+/// The line of the first occurrence of `needle` in `text`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text[..text.find(needle).unwrap()].lines().count() + 1
+}
+
+/// Every variant gives exactly what the whole-file parse gives (table, problems with their
+/// positions, shifted lists); the valid ones that can be cut are really parsed in pieces.
+#[test]
+fn the_piecewise_parse_agrees_with_the_whole_file_parse() {
+    let path = Path::new("/etc/rookery/testd.toml");
+    let base = large_file(8000);
+    let crlf = base.replace('\n', "\r\n");
+    let variants: Vec<(&str, String, bool)> = vec![
+        ("valid", base.clone(), true),
+        ("valid, CRLF line ends", crlf, true),
+        (
+            "a table after the targets",
+            format!("{base}[limits]\nmax-items = 7\n"),
+            true,
+        ),
+        (
+            "another module after the targets (shared key: whole file)",
+            format!("{base}[modules.tcp]\nprober = \"tcp\"\n"),
+            true,
+        ),
+        (
+            "unknown key in a late target",
+            large_file_with(7991, "[[targets]]\nname = \"t7991\"\nadress = \"x\"\n\n"),
+            false,
+        ),
+        (
+            "wrong type in a middle target",
+            large_file_with(4001, "[[targets]]\nname = \"t4001\"\naddress = 5\n\n"),
+            false,
+        ),
+        (
+            "a key twice in one late target",
+            large_file_with(
+                7001,
+                "[[targets]]\nname = \"t7001\"\naddress = \"a\"\naddress = \"b\"\n\n",
+            ),
+            false,
+        ),
+        (
+            "a section defined again after the targets",
+            format!("{base}[server]\nport = 9001\n"),
+            false,
+        ),
+        (
+            "a module defined again after the targets",
+            format!("{base}[modules.http]\nprober = \"tcp\"\n"),
+            false,
+        ),
+        (
+            "a sub-table of a late target",
+            large_file_with(
+                6001,
+                "[[targets]]\nname = \"t6001\"\naddress = \"a\"\n[targets.extra]\nx = 1\n\n",
+            ),
+            false,
+        ),
+        (
+            "an inline targets array before the [[targets]]",
+            format!("targets = [{{ name = \"i\", address = \"a\" }}]\n{base}"),
+            false,
+        ),
+        (
+            "an unterminated string running over many would-be cuts",
+            large_file_with(
+                2001,
+                "[[targets]]\nname = \"t2001\"\naddress = \"\"\"\nunterminated\n\n",
+            ),
+            false,
+        ),
+        (
+            "an open array value running over would-be cuts",
+            large_file_with(
+                3001,
+                "[[targets]]\nname = \"t3001\"\naddress = [\n\"a\",\n\n",
+            ),
+            false,
+        ),
+        (
+            "an array value holding header-like lines across a would-be cut",
+            large_file_with(
+                5001,
+                &format!(
+                    "[[targets]]\nname = \"t5001\"\naddress = [\n{}]\n\n",
+                    "[[\"targets\"]],\n".repeat(10_000)
+                ),
+            ),
+            false,
+        ),
+        (
+            "an empty address in a late target (a semantic error)",
+            large_file_with(7995, "[[targets]]\nname = \"t7995\"\naddress = \"\"\n\n"),
+            true,
+        ),
+    ];
+    for (what, text, parses) in &variants {
+        assert!(text.len() >= CHUNKED_MIN, "{what}");
+        let piecewise = check_file::<TestConfig>(path, text);
+        let whole = check_whole::<TestConfig>(path, text);
+        assert_eq!(piecewise, whole, "{what}");
+        assert_eq!(whole.1.is_empty(), *parses, "{what}: {:#?}", whole.1);
+        if !parses {
+            assert!(parse_chunked::<TestConfig>(text).is_none(), "{what}");
+        }
+    }
+    for what in [
+        "valid",
+        "valid, CRLF line ends",
+        "a table after the targets",
+    ] {
+        let (_, text, _) = variants.iter().find(|v| v.0 == what).unwrap();
+        assert!(chunk_cuts(text).unwrap().len() > 4, "{what}");
+        assert!(parse_chunked::<TestConfig>(text).is_some(), "{what}");
+    }
+}
+
+/// Errors of large files name the whole file's line and column and the key, through `load`.
+#[test]
+fn errors_deep_in_a_large_file_name_line_column_and_key() {
+    let f = Fixture::new();
+    let main = f.main().display().to_string();
+    let cases = [
+        (
+            large_file_with(7991, "[[targets]]\nname = \"t7991\"\nadress = \"x\"\n\n"),
+            "adress = ",
+            1,
+            "targets[7991].adress: unknown field `adress`",
+        ),
+        (
+            large_file_with(4001, "[[targets]]\nname = \"t4001\"\naddress = 5\n\n"),
+            "address = 5",
+            11,
+            "targets[4001].address: invalid type: integer `5`",
+        ),
+        (
+            large_file_with(7995, "[[targets]]\nname = \"t7995\"\naddress = \"\"\n\n"),
+            "address = \"\"\n",
+            11,
+            "targets[7995].address: must not be empty",
+        ),
+    ];
+    for (text, needle, col, expected) in cases {
+        f.write_main(&text);
+        let errs = f.errors(&[]);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        let line = line_of(&text, needle);
+        assert!(
+            errs[0].starts_with(&format!("{main}:{line}:{col}: {expected}")),
+            "{errs:#?} (expected line {line})"
+        );
+    }
+    // Syntax errors: at the duplicate, at the second definition of the table.
+    let text = large_file_with(
+        7001,
+        "[[targets]]\nname = \"t7001\"\naddress = \"a\"\naddress = \"b\"\n\n",
+    );
+    f.write_main(&text);
+    let errs = f.errors(&[]);
+    let line = line_of(&text, "address = \"b\"");
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(&format!("{main}:{line}:1: syntax error")),
+        "{errs:#?} (expected line {line})"
+    );
+    let base = large_file(8000);
+    let text = format!("{base}[server]\nport = 9001\n");
+    f.write_main(&text);
+    let errs = f.errors(&[]);
+    let line = base.lines().count() + 1;
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(&format!("{main}:{line}:")) && errs[0].contains("syntax error"),
+        "{errs:#?} (expected line {line})"
+    );
+}
