@@ -58,6 +58,15 @@ cpu_seconds() {
 hwm_mib() {
   awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
 }
+# sample_rss PID FILE: appends "VmRSS RssAnon RssFile" (KiB) of PID to FILE every second
+# until PID exits.
+sample_rss() {
+  while kill -0 "$1" 2>/dev/null; do
+    awk '/^VmRSS:/ { r = $2 } /^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 }
+      END { if (r) print r, a, f }' "/proc/$1/status" >>"$2" 2>/dev/null || true
+    sleep 1
+  done
+}
 wait_http() { # URL [PID]: until URL answers; fails at once if PID exits
   local url=$1 pid=${2:-}
   for _ in $(seq 1 300); do
@@ -97,7 +106,7 @@ wait_http "http://127.0.0.1:$NGINX_PORT/t/0"
 # --- probed, scheduled --------------------------------------------------------------------
 probed_config() { # FILE PORT STATE TARGETS
   {
-    printf '[scheduler]\nmax-concurrency = 1024\n\n'
+    # [scheduler] max-concurrency: the shipped default (256), as the appliance runs.
     printf '[modules.http]\nprober = "http"\ntimeout = "%ss"\n\n' "$TIMEOUT_S"
     printf '[grpc]\nsocket = "%s/%s.sock"\n\n' "$work" "$3"
     printf '[metrics]\nlisten = "127.0.0.1:%s"\n\n' "$2"
@@ -120,12 +129,22 @@ probed_pid=$!
 pids+=("$probed_pid")
 wait_http "http://127.0.0.1:$PROBED_PORT/healthz" "$probed_pid" ||
   { tail -5 "$work/probed.log" >&2; exit 1; }
+hwm_start=$(hwm_mib "$probed_pid") # peak while loading the configuration and starting
+load0=$(cut -d' ' -f1 /proc/loadavg)
+sample_rss "$probed_pid" "$work/rss.txt" &
+pids+=($!)
 sleep "$INTERVAL_S" # every target has started its schedule (starts are spread over one interval)
 c0=$(probes_done "$PROBED_PORT")
 t0=$(cpu_seconds "$probed_pid")
+: >"$work/rss.txt" # steady state: from here on
 sleep "$SECONDS_RUN"
 c1=$(probes_done "$PROBED_PORT")
 t1=$(cpu_seconds "$probed_pid")
+load1=$(cut -d' ' -f1 /proc/loadavg)
+# VmRSS over the measured run (KiB samples): min, median, max; anonymous and file-backed at the max.
+rss_steady=$(sort -n "$work/rss.txt" | awk '{ r[NR] = $1; a[NR] = $2; f[NR] = $3 }
+  END { if (NR) printf "VmRSS %.1f / %.1f / %.1f MiB (min / median / max of %d samples; at the max %.1f anonymous + %.1f file)",
+    r[1] / 1024, r[int((NR + 1) / 2)] / 1024, r[NR] / 1024, NR, a[NR] / 1024, f[NR] / 1024 }')
 sched_probes=$((c1 - c0))
 sched_cpu=$(python3 -c "print($t1 - $t0)")
 sched_rss=$(hwm_mib "$probed_pid")
@@ -199,6 +218,8 @@ print()
 print(f"CPU per probe, probed scheduled / blackbox: {per['probed, scheduled (stored + exported)'] / bb:.2f}x (goal <= 0.5x)")
 print(f"CPU per probe, probed /probe / blackbox:   {per['probed, /probe'] / bb:.2f}x")
 print(f"peak RSS, probed scheduled: {rows[0][3]} MiB (goal <= 30 MiB); blackbox: {rows[2][3]} MiB")
+print("probed scheduled: peak RSS when ready $hwm_start MiB; measured run: $rss_steady")
+print("load average (1 min) at the scheduled run's start / end: $load0 / $load1")
 late = $p_late + $b_late
 if late:
     print(f"note: the driver fell behind on {late} requests (machine saturated); rates are then lower than asked")

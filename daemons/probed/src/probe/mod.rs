@@ -552,16 +552,52 @@ pub async fn run(prepared: &Prepared, address: &str, timeout: Duration) -> Outco
     run.finish(result)
 }
 
+/// Runs the prober of `prepared`. Each prober's future is boxed: unboxed, every probe's
+/// future would be as large as the largest prober's (SSH, HTTP/3), and a probe in flight
+/// holds it; boxed, it holds only its own prober's state.
 async fn dispatch(prepared: &Prepared, addr: &Address, run: &mut Run) -> Result<(), Failure> {
     let m = &prepared.module;
     match m.prober {
-        Prober::Tcp => tcp::probe(run, addr, m, prepared).await,
-        Prober::Udp => udp::probe(run, addr, m, prepared).await,
-        Prober::Tls => tls::probe(run, addr, m, prepared).await,
-        Prober::Http | Prober::Http3 => http::probe(run, addr, m, prepared).await,
-        Prober::Dns => dns::probe(run, addr, m).await,
-        Prober::Icmp => icmp::probe(run, addr, m).await,
-        Prober::Grpc => grpc::probe(run, addr, m, prepared).await,
-        Prober::Ssh => ssh::probe(run, addr, m, prepared).await,
+        Prober::Tcp => Box::pin(tcp::probe(run, addr, m, prepared)).await,
+        Prober::Udp => Box::pin(udp::probe(run, addr, m, prepared)).await,
+        Prober::Tls => Box::pin(tls::probe(run, addr, m, prepared)).await,
+        Prober::Http | Prober::Http3 => Box::pin(http::probe(run, addr, m, prepared)).await,
+        Prober::Dns => Box::pin(dns::probe(run, addr, m)).await,
+        Prober::Icmp => Box::pin(icmp::probe(run, addr, m)).await,
+        Prober::Grpc => Box::pin(grpc::probe(run, addr, m, prepared)).await,
+        Prober::Ssh => Box::pin(ssh::probe(run, addr, m, prepared)).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    /// What a probe in flight holds before its prober's own state: the run (timings, facts)
+    /// and the parsed address, not the largest prober's state. Thousands of probes can be in
+    /// flight at once.
+    #[test]
+    fn a_probe_in_flight_holds_only_its_own_probers_state() {
+        for prober in [Prober::Http, Prober::Ssh, Prober::Http3, Prober::Grpc] {
+            let module = Module {
+                prober,
+                timeout: Duration::from_secs(1),
+                ip_version: crate::config::IpVersion::Any,
+                tcp: None,
+                udp: None,
+                http: None,
+                tls: None,
+                dns: None,
+                icmp: None,
+                grpc: None,
+                ssh: None,
+            };
+            let prepared = Prepared::new(&module).unwrap();
+            let probe = run(&prepared, "http://127.0.0.1:1/", Duration::from_secs(1));
+            let size = std::mem::size_of_val(&probe);
+            eprintln!("{prober:?}: {size} bytes");
+            assert!(size <= 1024, "{prober:?}: {size} bytes");
+        }
     }
 }

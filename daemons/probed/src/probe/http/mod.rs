@@ -3,6 +3,8 @@
 //! response head) and transfer (body). Checks the status and an optional body regex, and
 //! follows redirects (each hop on a fresh connection; phases are summed over hops).
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
@@ -28,17 +30,36 @@ pub async fn probe(
     let Address::Url(url) = addr else {
         return Err(Failure::Protocol("http probes need a URL".to_owned()));
     };
-    let opts = module.http.clone().unwrap_or_default();
+    static DEFAULT: LazyLock<HttpModule> = LazyLock::new(HttpModule::default);
+    let opts = module.http.as_ref().unwrap_or(&DEFAULT);
     let mut url = url.clone();
     let mut method = Method::from_bytes(opts.method.as_bytes())
         .map_err(|_| Failure::Protocol(format!("bad method {}", opts.method)))?;
     let mut body = Bytes::from(opts.body.clone().into_bytes());
     loop {
+        // Boxed: an HTTP/1.1 or HTTP/2 probe in flight does not carry HTTP/3's state.
         let (status, location, resp_body) = if module.prober == Prober::Http3 {
-            super::http3::exchange(run, &url, &method, body.clone(), &opts, module, prepared)
-                .await?
+            Box::pin(super::http3::exchange(
+                run,
+                &url,
+                &method,
+                body.clone(),
+                opts,
+                module,
+                prepared,
+            ))
+            .await?
         } else {
-            exchange(run, &url, &method, body.clone(), &opts, module, prepared).await?
+            Box::pin(exchange(
+                run,
+                &url,
+                &method,
+                body.clone(),
+                opts,
+                module,
+                prepared,
+            ))
+            .await?
         };
         run.facts.http_status = Some(status);
         let redirect = matches!(status, 301 | 302 | 303 | 307 | 308);
