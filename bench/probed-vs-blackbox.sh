@@ -10,6 +10,8 @@
 # Both /probe rows get the same fixed-rate load (bench/fixed_rate_get.py, BENCH_TARGETS per
 # BENCH_INTERVAL). Measured per daemon process: CPU seconds (utime+stime from /proc) per
 # completed probe over BENCH_SECONDS, and peak RSS (VmHWM). The driver's own CPU is not counted.
+# For the scheduled run also: the peak when probed is ready, VmRSS sampled every second over
+# the measured run, and the load average (it decides how many probes are in flight at once).
 # Prints a markdown table and the ratios; docs/benchmarks.md records the results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +47,7 @@ if [[ -z ${PROBED_BIN:-} ]]; then
   cargo build --release --locked -p rookery-probed >&2
 fi
 [[ -x $PROBED ]] || die "$PROBED missing"
-# probed runs with the environment its systemd unit gives it (glibc malloc settings).
+# probed runs with the environment its systemd unit gives it (mimalloc settings).
 UNIT=daemons/probed/systemd/rookery-probed.service
 read -r -a PROBED_ENV <<<"$(sed -n 's/^Environment=//p' "$UNIT" | tr '\n' ' ')"
 ((${#PROBED_ENV[@]} > 0)) || die "no Environment= in $UNIT"
