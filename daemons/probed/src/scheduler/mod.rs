@@ -321,10 +321,58 @@ impl Ord for Due {
     }
 }
 
+/// The schedules, sorted by target name and found by binary search: about half the memory
+/// of a `BTreeMap<String, Entry>` (no copy of the name as key, no half-full nodes), ~1 MiB
+/// less with 10,000 targets. Only [`Scheduler::apply`] adds or removes entries.
+#[derive(Debug, Default)]
+struct Entries(Vec<Entry>);
+
+impl Entries {
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.0
+            .binary_search_by(|e| e.spec.target.name.as_str().cmp(name))
+    }
+
+    fn get(&self, name: &str) -> Option<&Entry> {
+        self.find(name).ok().and_then(|i| self.0.get(i))
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Entry> {
+        self.find(name).ok().and_then(|i| self.0.get_mut(i))
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Entry> {
+        self.0.iter()
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
+        self.0.iter_mut()
+    }
+
+    /// The entries of `list`, sorted; of entries with the same name the last is kept (as
+    /// inserting them into a map one by one would).
+    fn from_list(mut list: Vec<Entry>) -> Self {
+        list.sort_by(|a, b| a.spec.target.name.cmp(&b.spec.target.name));
+        list.dedup_by(|later, kept| {
+            let same = later.spec.target.name == kept.spec.target.name;
+            if same {
+                std::mem::swap(later, kept);
+            }
+            same
+        });
+        list.shrink_to_fit();
+        Self(list)
+    }
+}
+
 /// The targets and their timer heap.
 #[derive(Debug, Default)]
 struct Plan {
-    entries: BTreeMap<String, Entry>,
+    entries: Entries,
     heap: BinaryHeap<Reverse<Due>>,
 }
 
@@ -476,7 +524,18 @@ impl Scheduler {
         }
         let now = Instant::now();
         let mut plan = lock(&self.shared.plan);
-        let mut old = std::mem::take(&mut plan.entries);
+        // The current entries, each taken out when its target is still configured.
+        let mut old: Vec<(Arc<Target>, Option<Entry>)> = std::mem::take(&mut plan.entries.0)
+            .into_iter()
+            .map(|e| (e.spec.target.clone(), Some(e)))
+            .collect();
+        let mut take_old = |name: &str| {
+            old.binary_search_by(|(t, _)| t.name.as_str().cmp(name))
+                .ok()
+                .and_then(|i| old.get_mut(i))
+                .and_then(|(_, e)| e.take())
+        };
+        let mut entries = Vec::with_capacity(config.targets.len());
         let mut earliest = false;
         let mut scheduled = Vec::with_capacity(config.targets.len());
         for target in &config.targets {
@@ -492,7 +551,7 @@ impl Scheduler {
                     && config.autoperf.targets.contains(&target.name))
                 .then_some(config.autoperf.interval),
             };
-            let entry = match old.remove(&target.name) {
+            let entry = match take_old(&target.name) {
                 Some(entry) if entry.spec.same(&spec) => entry,
                 old => {
                     if old.is_some() {
@@ -519,10 +578,11 @@ impl Scheduler {
                 }
             };
             scheduled.push(entry.spec.target.clone());
-            plan.entries.insert(target.name.clone(), entry);
+            entries.push(entry);
         }
-        for name in old.into_keys() {
-            lock(&self.shared.sink.tiers).remove(&name);
+        plan.entries = Entries::from_list(entries);
+        for (target, _) in old.into_iter().filter(|(_, e)| e.is_some()) {
+            lock(&self.shared.sink.tiers).remove(&target.name);
         }
         plan.compact();
         // Under the plan's lock: a probe finishing now sees either the old set or the new.
@@ -733,5 +793,62 @@ async fn probe_target(running: Running, s: Arc<Spec>, mut tier: TierState) {
     if plan.push(at, s.clone()) {
         drop(plan);
         shared.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    fn entry(name: &str, address: &str, prepared: &Arc<Prepared>) -> Entry {
+        let target: Target = toml::from_str(&format!(
+            "name = \"{name}\"\nmodule = \"m\"\naddress = \"{address}\""
+        ))
+        .unwrap();
+        let now = Instant::now();
+        Entry {
+            spec: Arc::new(Spec {
+                target: Arc::new(target),
+                module: prepared.clone(),
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                autoperf: None,
+            }),
+            first: now,
+            next: now,
+            last_start: None,
+            interval: Duration::from_secs(1),
+            tier: TierState::default(),
+            busy: false,
+        }
+    }
+
+    /// The schedules are found by name in any insertion order; of two with one name the
+    /// later is kept, as a map would.
+    #[test]
+    fn entries_are_found_by_name_and_the_last_of_a_name_wins() {
+        let module: crate::config::Module =
+            toml::from_str("prober = \"tcp\"\ntimeout = \"1s\"").unwrap();
+        let prepared = Arc::new(Prepared::new(&module).unwrap());
+        let names = ["t5", "t10", "a", "t1", "zz", "t10", "b"];
+        let list = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| entry(n, &format!("h{i}:1"), &prepared))
+            .collect();
+        let mut entries = Entries::from_list(list);
+        assert_eq!(entries.len(), 6);
+        let sorted: Vec<&str> = entries
+            .values()
+            .map(|e| e.spec.target.name.as_str())
+            .collect();
+        assert_eq!(sorted, ["a", "b", "t1", "t10", "t5", "zz"]);
+        assert_eq!(entries.get("t10").unwrap().spec.target.address, "h5:1");
+        assert_eq!(entries.get("zz").unwrap().spec.target.address, "h4:1");
+        assert!(entries.get("t2").is_none() && entries.get("").is_none());
+        entries.get_mut("b").unwrap().busy = true;
+        assert!(entries.get("b").unwrap().busy);
+        assert_eq!(entries.values_mut().filter(|e| e.busy).count(), 1);
     }
 }
