@@ -7,7 +7,10 @@
 )]
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rookery_common::proto::QueryLogsRequest;
@@ -111,6 +114,79 @@ pub async fn wait(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// A self-signed CA named `name`, and its issuer for [`leaf`].
+pub fn ca(name: &str) -> (rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let cert = params.self_signed(&key).unwrap();
+    (cert, rcgen::Issuer::new(params, key))
+}
+
+/// A certificate for `names` signed by `issuer`: (cert PEM, key PEM).
+pub fn leaf(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, names: &[&str]) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert =
+        rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+            .unwrap()
+            .signed_by(&key, issuer)
+            .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// Writes `text` to `dir/name`; returns the path.
+pub fn write_pem(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+/// A TLS terminator (rustls, ALPN h2) for `cert_pem`/`key_pem` on a loopback port in front
+/// of the plain TCP `upstream`, the way a receiver behind a TLS load balancer looks. Returns
+/// its address and the count of failed handshakes; it runs until the test's runtime ends.
+pub async fn tls_terminator(
+    cert_pem: &str,
+    key_pem: &str,
+    upstream: SocketAddr,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let counter = refused.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, counter) = (acceptor.clone(), counter.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    return;
+                };
+                if let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                }
+            });
+        }
+    });
+    (addr, refused)
+}
+
 /// The OTLP transport of A's forwarding, with B's matching listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Otlp {
@@ -131,9 +207,10 @@ impl Otlp {
 }
 
 /// Writes B's config in `dir`: its OTLP listener of `otlp` on `port` (fixed, so B comes
-/// back on the same port after an outage), the other OTLP listener off.
-pub fn write_otlp_receiver_config(dir: &Path, otlp: Otlp, port: u16) {
-    write_config(dir, "", "");
+/// back on the same port after an outage), the other OTLP listener off, `store_extra` in
+/// `[store]`.
+pub fn write_otlp_receiver_config(dir: &Path, otlp: Otlp, port: u16, store_extra: &str) {
+    write_config(dir, "", store_extra);
     let cfg = std::fs::read_to_string(dir.join("ingestd.toml")).unwrap();
     let listeners = match otlp {
         Otlp::Http => format!("grpc = []\nhttp = [\"127.0.0.1:{port}\"]"),
@@ -217,7 +294,7 @@ type Row = (
 pub async fn otlp_outage_exactly_once(otlp: Otlp) {
     let b_dir = tempfile::tempdir().unwrap();
     let b_port = free_port();
-    write_otlp_receiver_config(b_dir.path(), otlp, b_port);
+    write_otlp_receiver_config(b_dir.path(), otlp, b_port, "");
     let mut b = Ingestd::start(b_dir.path()).await;
 
     let a_dir = tempfile::tempdir().unwrap();
@@ -366,5 +443,44 @@ pub async fn otlp_outage_exactly_once(otlp: Otlp) {
     );
     drop(b);
     drop(a);
+    licensed.stop().await;
+}
+
+/// A batch the receiver will never take is dropped and counted, and the spool moves on: B
+/// allows 2 labels per series, so it refuses A's samples (3 labels) as a bad request (HTTP
+/// 400, gRPC INVALID_ARGUMENT); A drops every sample batch, counts them, empties its sample
+/// outbox, and its log records still arrive.
+pub async fn otlp_refused_batches_are_dropped(otlp: Otlp) {
+    let b_dir = tempfile::tempdir().unwrap();
+    let b_port = free_port();
+    write_otlp_receiver_config(b_dir.path(), otlp, b_port, "max-labels-per-series = 2\n");
+    let b = Ingestd::start(b_dir.path()).await;
+    let a_dir = tempfile::tempdir().unwrap();
+    let licensed = Licensed::start(a_dir.path(), false).await;
+    let url = format!("http://127.0.0.1:{b_port}");
+    write_otlp_sender_config(a_dir.path(), otlp, &url, &licensed.socket);
+    let a = Ingestd::start(a_dir.path()).await;
+
+    push_samples(&a, 1);
+    push_logs(&a, 1);
+    let samples = (SERIES * PER_SERIES) as u64;
+    wait("A drops the refused samples and delivers the logs", || {
+        metric(&a, "rookery_ingestd_forward_otlp_dropped_records_total") == samples
+            && logs_in_b(b_dir.path()) == i64::try_from(LOGS).unwrap()
+    })
+    .await;
+    query_round_in_b(&b, 1).await;
+    assert_eq!(samples_in_b(b_dir.path()), 0);
+    assert_eq!(
+        count(a_dir.path(), "SELECT count(*) FROM forward_otlp_samples"),
+        0
+    );
+    assert_eq!(
+        metric(&a, "rookery_ingestd_forwarded_otlp_samples_total"),
+        0
+    );
+    // Refusals are not failures: nothing was retried.
+    assert_eq!(metric(&a, "rookery_ingestd_forward_otlp_failures_total"), 0);
+    drop((a, b));
     licensed.stop().await;
 }
