@@ -393,6 +393,13 @@ pub async fn run(
     .await;
 }
 
+/// The clients of an OTLP/gRPC target, sharing one channel.
+struct GrpcClients {
+    url: String,
+    logs: LogsServiceClient<Channel>,
+    metrics: MetricsServiceClient<Channel>,
+}
+
 /// One OTLP export request of either signal.
 enum Export {
     Logs(ExportLogsServiceRequest),
@@ -421,11 +428,7 @@ enum Transport {
         metrics_url: String,
     },
     /// OTLP/gRPC (`LogsService/Export`, `MetricsService/Export`) over one HTTP/2 channel.
-    Grpc {
-        url: String,
-        logs: LogsServiceClient<Channel>,
-        metrics: MetricsServiceClient<Channel>,
-    },
+    Grpc(Box<GrpcClients>),
     /// Another Rookery over QUIC.
     Quic(Arc<crate::quic::Sender>),
 }
@@ -438,13 +441,13 @@ impl Transport {
                 metrics_url,
                 ..
             } => if logs { logs_url } else { metrics_url }.clone(),
-            Self::Grpc { url, .. } => {
+            Self::Grpc(g) => {
                 let service = if logs {
                     "LogsService"
                 } else {
                     "MetricsService"
                 };
-                format!("{url} ({service}/Export)")
+                format!("{} ({service}/Export)", g.url)
             }
             Self::Quic(q) => q.describe(),
         }
@@ -461,19 +464,17 @@ impl Transport {
                 let url = if logs { logs_url } else { metrics_url };
                 send_otlp(client, url, req.encode()).await
             }
-            Self::Grpc {
-                logs: lc,
-                metrics: mc,
-                ..
-            } => {
+            Self::Grpc(g) => {
                 // The response is re-encoded so every transport reports partial success alike.
                 let reply = match req {
-                    Export::Logs(r) => lc
+                    Export::Logs(r) => g
+                        .logs
                         .clone()
                         .export(r)
                         .await
                         .map(|r| r.into_inner().encode_to_vec()),
-                    Export::Metrics(r) => mc
+                    Export::Metrics(r) => g
+                        .metrics
                         .clone()
                         .export(r)
                         .await
@@ -601,11 +602,11 @@ pub async fn run_otlp(
             }
         }
         crate::config::OtlpProtocol::Grpc => match grpc_channel(&cfg) {
-            Ok(channel) => Transport::Grpc {
+            Ok(channel) => Transport::Grpc(Box::new(GrpcClients {
                 url: cfg.otlp_url.trim_end_matches('/').to_owned(),
                 logs: LogsServiceClient::new(channel.clone()),
                 metrics: MetricsServiceClient::new(channel),
-            },
+            })),
             Err(why) => {
                 tracing::error!(error = %why, "Cannot set up OTLP/gRPC forwarding; forwarding is off.");
                 return;
