@@ -237,7 +237,8 @@ impl Default for ScrapeSection {
     }
 }
 
-/// `[forward]`: forwarding of metric samples to a remote_write endpoint, spooled on disk.
+/// `[forward]`: forwarding to remote_write, OTLP (HTTP/protobuf or gRPC) and QUIC targets,
+/// spooled on disk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ForwardSection {

@@ -9,6 +9,11 @@
 //! which samples are dropped and counted). A 4xx other than 429 means the remote will never
 //! take the batch: it is dropped and counted, so one bad batch cannot block the spool.
 //!
+//! The OTLP target (`otlp-url`, spoken per `otlp-protocol`: HTTP/protobuf, or gRPC with the
+//! `opentelemetry-proto` clients over one tonic channel) and the QUIC target follow the same
+//! design with outboxes of their own; a gRPC status is read the way an HTTP status is (see
+//! `grpc_outcome`).
+//!
 //! Forwarding is the enterprise feature `central-forwarding`: licensed is asked at start and
 //! every `licence-check-interval`. Until it says yes (always, with release mode off) the
 //! samples stay spooled; an unreachable licensed keeps the last answer (DESIGN.md).
