@@ -177,7 +177,12 @@ impl Daemon for Ingestd {
             ));
         }
         for l in otlp_grpc {
-            tasks.spawn(crate::otlp::serve_grpc(l, octx.clone(), shutdown.clone()));
+            tasks.spawn(crate::otlp::serve_grpc(
+                l,
+                octx.clone(),
+                c.http.max_body_bytes,
+                shutdown.clone(),
+            ));
         }
         let otlp_router = crate::otlp::http_router(octx, c.http.max_body_bytes);
         for l in otlp_http {

@@ -237,15 +237,19 @@ impl Default for ScrapeSection {
     }
 }
 
-/// `[forward]`: forwarding of metric samples to a remote_write endpoint, spooled on disk.
+/// `[forward]`: forwarding to remote_write, OTLP (HTTP/protobuf or gRPC) and QUIC targets,
+/// spooled on disk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ForwardSection {
     /// Prometheus remote_write URL; empty = no forwarding.
     pub remote_write_url: String,
-    /// Base URL of an OTLP/HTTP receiver (`/v1/logs` and `/v1/metrics` are appended);
-    /// empty = no OTLP forwarding.
+    /// The OTLP receiver: with `otlp-protocol = "http/protobuf"` its base URL (`/v1/logs` and
+    /// `/v1/metrics` are appended), with `"grpc"` its `http(s)://host:port`; empty = no OTLP
+    /// forwarding.
     pub otlp_url: String,
+    /// How `otlp-url` is spoken to (the values of the OTel SDKs' `OTEL_EXPORTER_OTLP_PROTOCOL`).
+    pub otlp_protocol: OtlpProtocol,
     /// Another Rookery's `[quic] listen` address, `host:port`; empty = no QUIC forwarding.
     pub quic_peer: String,
     /// Name the peer's certificate must carry; empty = the host of `quic-peer`.
@@ -275,6 +279,7 @@ impl Default for ForwardSection {
         Self {
             remote_write_url: String::new(),
             otlp_url: String::new(),
+            otlp_protocol: OtlpProtocol::HttpProtobuf,
             quic_peer: String::new(),
             quic_server_name: String::new(),
             quic_cert_file: None,
@@ -287,6 +292,17 @@ impl Default for ForwardSection {
             licence_check_interval: DEFAULT_LICENCE_CHECK_INTERVAL,
         }
     }
+}
+
+/// The transport of OTLP forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OtlpProtocol {
+    /// OTLP/HTTP with protobuf bodies: `POST <otlp-url>/v1/logs` and `/v1/metrics`.
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// OTLP/gRPC: `LogsService/Export` and `MetricsService/Export` on `<otlp-url>`.
+    #[serde(rename = "grpc")]
+    Grpc,
 }
 
 /// `[store]`: the log and metric store (SQLite, or PostgreSQL for fleets), its write queue
@@ -528,20 +544,49 @@ impl DaemonConfig for Config {
             ));
         }
         let url = &f.otlp_url;
-        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+        if url.is_empty() {
+            // No OTLP forwarding.
+        } else if !(url.starts_with("http://") || url.starts_with("https://")) {
+            let example = match f.otlp_protocol {
+                OtlpProtocol::HttpProtobuf => {
+                    "the receiver's base URL, e.g. \"https://otel.example.com:4318\""
+                }
+                OtlpProtocol::Grpc => {
+                    "the receiver's gRPC URL, e.g. \"https://otel.example.com:4317\""
+                }
+            };
             out.push(Invalid::new(
                 "forward.otlp-url",
-                format!(
-                    "\"{url}\" is not an http(s) URL (expected the receiver's base URL, e.g. \"https://otel.example.com:4318\")"
-                ),
+                format!("\"{url}\" is not an http(s) URL (expected {example})"),
             ));
-        } else if url.ends_with("/v1/logs") || url.ends_with("/v1/metrics") {
+        } else if f.otlp_protocol == OtlpProtocol::HttpProtobuf
+            && (url.ends_with("/v1/logs") || url.ends_with("/v1/metrics"))
+        {
             out.push(Invalid::new(
                 "forward.otlp-url",
                 format!(
                     "\"{url}\" names a signal path; give the base URL (\"/v1/logs\" and \"/v1/metrics\" are appended)"
                 ),
             ));
+        } else if f.otlp_protocol == OtlpProtocol::Grpc {
+            match url.parse::<tonic::codegen::http::Uri>() {
+                Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => {
+                    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+                        out.push(Invalid::new(
+                            "forward.otlp-url",
+                            format!(
+                                "\"{url}\" has a path; with otlp-protocol = \"grpc\" give scheme, host and port only (e.g. \"https://otel.example.com:4317\")"
+                            ),
+                        ));
+                    }
+                }
+                Ok(_) | Err(_) => out.push(Invalid::new(
+                    "forward.otlp-url",
+                    format!(
+                        "\"{url}\" is not a valid URL with a host (expected e.g. \"https://otel.example.com:4317\")"
+                    ),
+                )),
+            }
         }
         let files = |list: [(&str, &Option<PathBuf>); 3], when: &str, out: &mut Vec<Invalid>| {
             for (key, v) in list {

@@ -1,4 +1,5 @@
-//! Forwarding out by Prometheus remote_write with an on-disk spool.
+//! Forwarding out with an on-disk spool: Prometheus remote_write, OTLP (HTTP/protobuf or
+//! gRPC) and QUIC to another Rookery.
 //!
 //! When `[forward] remote-write-url` is set, the writer copies every committed sample into the
 //! `forward_outbox` table in the same transaction, so the spool is as durable as the store.
@@ -8,6 +9,11 @@
 //! which samples are dropped and counted). A 4xx other than 429 means the remote will never
 //! take the batch: it is dropped and counted, so one bad batch cannot block the spool.
 //!
+//! The OTLP target (`otlp-url`, spoken per `otlp-protocol`: HTTP/protobuf, or gRPC with the
+//! `opentelemetry-proto` clients over one tonic channel) and the QUIC target follow the same
+//! design with outboxes of their own; a gRPC status is read the way an HTTP status is (see
+//! `grpc_outcome`).
+//!
 //! Forwarding is the enterprise feature `central-forwarding`: licensed is asked at start and
 //! every `licence-check-interval`. Until it says yes (always, with release mode off) the
 //! samples stay spooled; an unreachable licensed keeps the last answer (DESIGN.md).
@@ -15,9 +21,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
@@ -30,6 +38,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::events::Metrics;
 use crate::remote_write::{Label, Sample, TimeSeries, WriteRequest};
@@ -389,7 +398,33 @@ pub async fn run(
     .await;
 }
 
-/// How a target ships OTLP-encoded batches.
+/// The clients of an OTLP/gRPC target, sharing one channel.
+struct GrpcClients {
+    url: String,
+    logs: LogsServiceClient<Channel>,
+    metrics: MetricsServiceClient<Channel>,
+}
+
+/// One OTLP export request of either signal.
+enum Export {
+    Logs(ExportLogsServiceRequest),
+    Metrics(ExportMetricsServiceRequest),
+}
+
+impl Export {
+    fn is_logs(&self) -> bool {
+        matches!(self, Self::Logs(_))
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::Logs(r) => r.encode_to_vec(),
+            Self::Metrics(r) => r.encode_to_vec(),
+        }
+    }
+}
+
+/// How a target ships OTLP batches.
 enum Transport {
     /// OTLP/HTTP protobuf.
     Http {
@@ -397,6 +432,8 @@ enum Transport {
         logs_url: String,
         metrics_url: String,
     },
+    /// OTLP/gRPC (`LogsService/Export`, `MetricsService/Export`) over one HTTP/2 channel.
+    Grpc(Box<GrpcClients>),
     /// Another Rookery over QUIC.
     Quic(Arc<crate::quic::Sender>),
 }
@@ -409,24 +446,57 @@ impl Transport {
                 metrics_url,
                 ..
             } => if logs { logs_url } else { metrics_url }.clone(),
+            Self::Grpc(g) => {
+                let service = if logs {
+                    "LogsService"
+                } else {
+                    "MetricsService"
+                };
+                format!("{} ({service}/Export)", g.url)
+            }
             Self::Quic(q) => q.describe(),
         }
     }
 
-    async fn send(&self, logs: bool, body: Vec<u8>) -> Outcome {
+    async fn send(&self, req: Export) -> Outcome {
+        let logs = req.is_logs();
         match self {
             Self::Http {
                 client,
                 logs_url,
                 metrics_url,
-            } => send_otlp(client, if logs { logs_url } else { metrics_url }, body).await,
+            } => {
+                let url = if logs { logs_url } else { metrics_url };
+                send_otlp(client, url, req.encode()).await
+            }
+            Self::Grpc(g) => {
+                // The response is re-encoded so every transport reports partial success alike.
+                let reply = match req {
+                    Export::Logs(r) => g
+                        .logs
+                        .clone()
+                        .export(r)
+                        .await
+                        .map(|r| r.into_inner().encode_to_vec()),
+                    Export::Metrics(r) => g
+                        .metrics
+                        .clone()
+                        .export(r)
+                        .await
+                        .map(|r| r.into_inner().encode_to_vec()),
+                };
+                match reply {
+                    Ok(body) => Outcome::Delivered(body.into()),
+                    Err(status) => grpc_outcome(&status),
+                }
+            }
             Self::Quic(q) => {
                 let kind = if logs {
                     crate::quic::KIND_LOGS
                 } else {
                     crate::quic::KIND_METRICS
                 };
-                match q.send(kind, &body).await {
+                match q.send(kind, &req.encode()).await {
                     Ok(crate::quic::Reply::Stored(resp)) => Outcome::Delivered(resp.into()),
                     Ok(crate::quic::Reply::Retry(why)) => Outcome::Retry(why),
                     Ok(crate::quic::Reply::Refused(why)) => Outcome::Refused(why),
@@ -435,6 +505,75 @@ impl Transport {
             }
         }
     }
+}
+
+/// `google.rpc.Status`, as far as the retry decision needs it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<RpcAny>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcAny {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+/// Whether the status details carry a `google.rpc.RetryInfo`: OTLP's signal that a
+/// RESOURCE_EXHAUSTED receiver will recover (throttling), rather than never take the batch.
+fn has_retry_info(details: &[u8]) -> bool {
+    RpcStatus::decode(details).is_ok_and(|s| {
+        s.details
+            .iter()
+            .any(|a| a.type_url.ends_with("/google.rpc.RetryInfo"))
+    })
+}
+
+/// What a failed gRPC export means, the way the OTLP/HTTP forwarder reads HTTP statuses: the
+/// codes of a request the receiver will never take (OTLP's non-retryable codes, the analogues
+/// of HTTP 4xx, and OUT_OF_RANGE, which tonic receivers return for a message over their size
+/// limit) drop the batch, counted; RESOURCE_EXHAUSTED is retried when the receiver says it
+/// will recover (`RetryInfo`, like HTTP 429) and dropped otherwise (a batch over the
+/// receiver's bounds, like HTTP 413); everything else (UNAVAILABLE, DEADLINE_EXCEEDED,
+/// CANCELLED, ABORTED, DATA_LOSS, INTERNAL, UNKNOWN and transport errors) is retried.
+fn grpc_outcome(status: &tonic::Status) -> Outcome {
+    use tonic::Code;
+    let why = format!("gRPC {:?}: {}", status.code(), status.message());
+    match status.code() {
+        Code::InvalidArgument
+        | Code::OutOfRange
+        | Code::FailedPrecondition
+        | Code::Unauthenticated
+        | Code::PermissionDenied
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::Unimplemented => Outcome::Refused(why),
+        Code::ResourceExhausted if !has_retry_info(status.details()) => Outcome::Refused(why),
+        _ => Outcome::Retry(why),
+    }
+}
+
+/// The gRPC channel to `cfg.otlp_url`: lazy (an unreachable receiver is a retried failure,
+/// not a start error), TLS with the system's trust store when the URL is `https`.
+fn grpc_channel(cfg: &crate::config::ForwardSection) -> Result<Channel, String> {
+    let url = cfg.otlp_url.trim_end_matches('/');
+    let mut ep = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| format!("forward.otlp-url \"{url}\": {e}"))?
+        .connect_timeout(cfg.timeout)
+        .timeout(cfg.timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    if url.starts_with("https://") {
+        ep = ep
+            .tls_config(ClientTlsConfig::new().with_native_roots())
+            .map_err(|e| format!("TLS to {url}: {}", rookery_common::error_chain(&e)))?;
+    }
+    Ok(ep.connect_lazy())
 }
 
 /// A target of log records and samples: its transport, outboxes and counters.
@@ -448,22 +587,39 @@ struct Target {
     sender: String,
 }
 
-/// Sends the OTLP outboxes (logs to `<otlp-url>/v1/logs`, samples to `/v1/metrics`) per
-/// `cfg` until `shutdown`.
+/// Sends the OTLP outboxes per `cfg` until `shutdown`: with `otlp-protocol =
+/// "http/protobuf"` logs to `<otlp-url>/v1/logs` and samples to `/v1/metrics`, with `"grpc"`
+/// to `LogsService/Export` and `MetricsService/Export` at `<otlp-url>`.
 pub async fn run_otlp(
     store: Store,
     metrics: Metrics,
     cfg: crate::config::ForwardSection,
     shutdown: CancellationToken,
 ) {
-    let Some(client) = client(&cfg) else { return };
-    let base = cfg.otlp_url.trim_end_matches('/').to_owned();
-    let target = Target {
-        transport: Transport::Http {
-            client,
-            logs_url: format!("{base}/v1/logs"),
-            metrics_url: format!("{base}/v1/metrics"),
+    let transport = match cfg.otlp_protocol {
+        crate::config::OtlpProtocol::HttpProtobuf => {
+            let Some(client) = client(&cfg) else { return };
+            let base = cfg.otlp_url.trim_end_matches('/').to_owned();
+            Transport::Http {
+                client,
+                logs_url: format!("{base}/v1/logs"),
+                metrics_url: format!("{base}/v1/metrics"),
+            }
+        }
+        crate::config::OtlpProtocol::Grpc => match grpc_channel(&cfg) {
+            Ok(channel) => Transport::Grpc(Box::new(GrpcClients {
+                url: cfg.otlp_url.trim_end_matches('/').to_owned(),
+                logs: LogsServiceClient::new(channel.clone()),
+                metrics: MetricsServiceClient::new(channel),
+            })),
+            Err(why) => {
+                tracing::error!(error = %why, "Cannot set up OTLP/gRPC forwarding; forwarding is off.");
+                return;
+            }
         },
+    };
+    let target = Target {
+        transport,
         logs: Outbox::OtlpLogs,
         samples: Outbox::OtlpSamples,
         metrics: metrics.otlp.clone(),
@@ -536,8 +692,8 @@ async fn log_step(store: &Store, t: &Target) -> Step {
         return delivered(store, t.logs, batch.seq).await;
     }
     let n = batch.logs.len() as u64;
-    let body = otlp_logs(&t.sender, &batch.logs).encode_to_vec();
-    match t.transport.send(true, body).await {
+    let req = Export::Logs(otlp_logs(&t.sender, &batch.logs));
+    match t.transport.send(req).await {
         Outcome::Delivered(resp) => {
             let rejected = ExportLogsServiceResponse::decode(resp)
                 .ok()
@@ -570,8 +726,8 @@ async fn sample_step(store: &Store, t: &Target) -> Step {
         }
     };
     let n: u64 = series.iter().map(|s| s.samples.len() as u64).sum();
-    let body = otlp_metrics(&series).encode_to_vec();
-    match t.transport.send(false, body).await {
+    let req = Export::Metrics(otlp_metrics(&series));
+    match t.transport.send(req).await {
         Outcome::Delivered(resp) => {
             let rejected = ExportMetricsServiceResponse::decode(resp)
                 .ok()
@@ -680,5 +836,64 @@ async fn drive<F, Fut>(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(s: &tonic::Status) -> &'static str {
+        match grpc_outcome(s) {
+            Outcome::Delivered(_) => "delivered",
+            Outcome::Refused(_) => "refused",
+            Outcome::Retry(_) => "retry",
+        }
+    }
+
+    #[test]
+    fn grpc_statuses_are_retried_or_dropped_like_http_ones() {
+        use tonic::Status;
+        for s in [
+            Status::unavailable("down"),
+            Status::deadline_exceeded("slow"),
+            Status::cancelled("timeout"),
+            Status::aborted("conflict"),
+            Status::internal("bug"),
+            Status::unknown("h2 reset"),
+            Status::data_loss("torn"),
+        ] {
+            assert_eq!(verdict(&s), "retry", "{s:?}");
+        }
+        for s in [
+            Status::invalid_argument("bad"),
+            Status::out_of_range("message too large"),
+            Status::failed_precondition("no"),
+            Status::unauthenticated("who"),
+            Status::permission_denied("no"),
+            Status::not_found("no"),
+            Status::already_exists("dup"),
+            Status::unimplemented("no logs service"),
+            Status::resource_exhausted("batch over the queue capacity"),
+        ] {
+            assert_eq!(verdict(&s), "refused", "{s:?}");
+        }
+        let throttled = RpcStatus {
+            details: vec![RpcAny {
+                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                value: Vec::new(),
+            }],
+        };
+        let s = Status::with_details(
+            tonic::Code::ResourceExhausted,
+            "slow down",
+            throttled.encode_to_vec().into(),
+        );
+        assert_eq!(verdict(&s), "retry");
+        let why = match grpc_outcome(&Status::invalid_argument("too many labels")) {
+            Outcome::Refused(why) => why,
+            _ => String::new(),
+        };
+        assert_eq!(why, "gRPC InvalidArgument: too many labels");
     }
 }

@@ -296,13 +296,16 @@ impl MetricsService for Grpc {
 pub async fn serve_grpc(
     listener: tokio::net::TcpListener,
     ctx: OtlpCtx,
+    max_message_bytes: usize,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let svc = Grpc(ctx);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     if let Err(err) = tonic::transport::Server::builder()
-        .add_service(LogsServiceServer::new(svc.clone()))
-        .add_service(MetricsServiceServer::new(svc))
+        .add_service(
+            LogsServiceServer::new(svc.clone()).max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(MetricsServiceServer::new(svc).max_decoding_message_size(max_message_bytes))
         .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
         .await
     {

@@ -1,9 +1,12 @@
-//! Forwarding by OTLP/HTTP protobuf with an on-disk spool: ingestd A forwards every log record
-//! and metric sample it stores to ingestd B's OTLP/HTTP input. B goes down (an uplink
-//! outage) while A keeps acknowledging HTTP log pushes and remote_write bodies; A is even
-//! killed with -9 and restarted meanwhile. When B is back, every record and sample arrives,
-//! each log record exactly once (checked by its `rookery.record_id` attribute), with its
-//! fields intact, and A's outboxes drain.
+//! Forwarding by OTLP with an on-disk spool, over HTTP/protobuf and over gRPC: ingestd A
+//! forwards every log record and metric sample it stores to ingestd B's OTLP input (the
+//! listener of the protocol), B is queried back, B goes down while A keeps acknowledging and
+//! A is killed with -9 meanwhile; when B is back, every record arrives exactly once
+//! (`forwarding::otlp_outage_exactly_once`). OTLP/gRPC to an `https` URL verifies the
+//! receiver's certificate with the trust store (`SSL_CERT_FILE`): a sender trusting the
+//! receiver's CA delivers, one trusting another CA delivers nothing and keeps its spool.
+//! A batch the receiver refuses as a bad request is dropped and counted, over both protocols.
+//! Config errors name file:line:col and key.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,182 +16,92 @@
 mod common;
 mod forwarding;
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
-use common::{Ingestd, Licensed, free_port, write_config};
+use common::{Ingestd, Licensed, free_port};
 use forwarding::{
-    LOGS, PER_SERIES, SERIES, count, db, logs_in_b, metric, push_logs, push_samples, samples_in_b,
-    wait,
+    LOGS, Otlp, PER_SERIES, SERIES, ca, count, leaf, logs_in_b, metric, otlp_outage_exactly_once,
+    otlp_refused_batches_are_dropped, push_logs, push_samples, query_round_in_b, samples_in_b,
+    tls_terminator, wait, write_otlp_receiver_config, write_otlp_sender_config, write_pem,
 };
 
-/// host, app, severity, timestamp_ns, message, structured_data, format
-type Row = (
-    String,
-    String,
-    Option<u8>,
-    Option<i64>,
-    String,
-    String,
-    String,
-);
+#[tokio::test(flavor = "multi_thread")]
+async fn an_uplink_outage_and_a_kill_9_lose_no_record_forwarded_by_otlp_http() {
+    otlp_outage_exactly_once(Otlp::Http).await;
+}
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_uplink_outage_and_a_kill_9_lose_no_record_forwarded_by_otlp() {
-    let b_dir = tempfile::tempdir().unwrap();
-    write_config(b_dir.path(), "", "");
-    let b_port = free_port();
-    let cfg = std::fs::read_to_string(b_dir.path().join("ingestd.toml")).unwrap();
-    let fixed = cfg.replace(
-        "[otlp]\ngrpc = [\"127.0.0.1:0\"]\nhttp = [\"127.0.0.1:0\"]",
-        &format!("[otlp]\ngrpc = []\nhttp = [\"127.0.0.1:{b_port}\"]"),
-    );
-    assert_ne!(fixed, cfg);
-    std::fs::write(b_dir.path().join("ingestd.toml"), fixed).unwrap();
-    let mut b = Ingestd::start(b_dir.path()).await;
+async fn an_uplink_outage_and_a_kill_9_lose_no_record_forwarded_by_otlp_grpc() {
+    otlp_outage_exactly_once(Otlp::Grpc).await;
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_refused_over_otlp_http_is_dropped_and_counted() {
+    otlp_refused_batches_are_dropped(Otlp::Http).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_refused_over_otlp_grpc_is_dropped_and_counted() {
+    otlp_refused_batches_are_dropped(Otlp::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn otlp_grpc_forwarding_over_tls_verifies_the_receiver_certificate() {
+    let (ca_cert, issuer) = ca("OTLP receiver test CA");
+    let (rogue_ca, _) = ca("Someone else's CA");
+    let server = leaf(&issuer, &["localhost"]);
+
+    let b_dir = tempfile::tempdir().unwrap();
+    let b_port = free_port();
+    write_otlp_receiver_config(b_dir.path(), Otlp::Grpc, b_port, "");
+    let b = Ingestd::start(b_dir.path()).await;
+    let (tls, refused) =
+        tls_terminator(&server.0, &server.1, ([127, 0, 0, 1], b_port).into()).await;
+    let url = format!("https://localhost:{}", tls.port());
+
+    // A trusts the receiver's CA (SSL_CERT_FILE replaces the system trust store).
     let a_dir = tempfile::tempdir().unwrap();
     let licensed = Licensed::start(a_dir.path(), false).await;
-    write_config(a_dir.path(), "", "");
-    let cfg = std::fs::read_to_string(a_dir.path().join("ingestd.toml")).unwrap();
-    std::fs::write(
-        a_dir.path().join("ingestd.toml"),
-        format!(
-            "{cfg}\n[forward]\notlp-url = \"http://127.0.0.1:{b_port}/\"\nbatch-logs = 15\nbatch-samples = 30\n\
-             licensed-socket = \"{}\"\nlicence-check-interval = \"1s\"\n",
-            licensed.socket.display()
-        ),
-    )
-    .unwrap();
-    let mut a = Ingestd::start(a_dir.path()).await;
+    let trusted = write_pem(a_dir.path(), "ca.crt", &ca_cert.pem());
+    write_otlp_sender_config(a_dir.path(), Otlp::Grpc, &url, &licensed.socket);
+    let a = Ingestd::start_env(a_dir.path(), &[("SSL_CERT_FILE", &trusted)]).await;
+    // C trusts only another CA.
+    let c_dir = tempfile::tempdir().unwrap();
+    let other = write_pem(c_dir.path(), "ca.crt", &rogue_ca.pem());
+    write_otlp_sender_config(c_dir.path(), Otlp::Grpc, &url, &licensed.socket);
+    let c = Ingestd::start_env(c_dir.path(), &[("SSL_CERT_FILE", &other)]).await;
 
-    // Uplink up: records flow.
     push_logs(&a, 1);
     push_samples(&a, 1);
+    push_logs(&c, 2);
     let per_round = i64::try_from(SERIES * PER_SERIES).unwrap();
-    let logs_round = i64::try_from(LOGS).unwrap();
-    wait("round 1 reaches B", || {
-        logs_in_b(b_dir.path()) == logs_round && samples_in_b(b_dir.path()) == per_round
+    wait("A's records reach B through TLS", || {
+        logs_in_b(b_dir.path()) == i64::try_from(LOGS).unwrap()
+            && samples_in_b(b_dir.path()) == per_round
     })
     .await;
-
-    // Outage: B stops; A acknowledges and spools.
-    b.stop();
-    push_logs(&a, 2);
-    push_samples(&a, 2);
-    wait("A notices the outage", || {
-        metric(&a, "rookery_ingestd_forward_otlp_failures_total") > 0
+    query_round_in_b(&b, 1).await;
+    wait("C's handshakes fail and are retried", || {
+        refused.load(Ordering::SeqCst) >= 2
+            && metric(&c, "rookery_ingestd_forward_otlp_failures_total") >= 2
     })
     .await;
-    push_logs(&a, 3);
-    // A dies hard in the middle of the outage and comes back: the spool is on disk.
-    a.kill9();
-    let a = Ingestd::start(a_dir.path()).await;
-    push_logs(&a, 4);
-    push_samples(&a, 3);
-    assert_eq!(logs_in_b(b_dir.path()), logs_round, "B was down");
-
-    let b = Ingestd::start(b_dir.path()).await;
-    wait("every spooled record reaches B", || {
-        logs_in_b(b_dir.path()) >= 4 * logs_round && samples_in_b(b_dir.path()) == 3 * per_round
-    })
-    .await;
-    wait("A's outboxes drain", || {
-        count(a_dir.path(), "SELECT count(*) FROM forward_otlp_logs") == 0
-            && count(a_dir.path(), "SELECT count(*) FROM forward_otlp_samples") == 0
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    // Exactly once: one row per record id, every record id of A's store, fields intact.
-    let conn = db(b_dir.path());
-    let mut stmt = conn
-        .prepare(
-            "SELECT host, app, severity, timestamp_ns, message, structured_data, format FROM logs WHERE app = 'fwdapp'",
-        )
-        .unwrap();
-    let rows: Vec<Row> = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(rows.len(), 4 * LOGS, "each record exactly once");
-    let mut by_id: BTreeMap<String, String> = BTreeMap::new();
-    for (host, app, sev, ts, message, sd, format) in &rows {
-        assert_eq!(
-            (host.as_str(), app.as_str(), *sev, format.as_str()),
-            ("dev-a", "fwdapp", Some(4), "otlp")
-        );
-        let attrs: serde_json::Map<String, serde_json::Value> = serde_json::from_str(sd).unwrap();
-        let round = message.split(' ').nth(2).unwrap();
-        assert_eq!(attrs["round"], round, "{sd}");
-        assert_eq!(attrs["syslog.facility"], "19", "{sd}");
-        let line: i64 = message.rsplit(' ').next().unwrap().parse().unwrap();
-        let want_ts = chrono::DateTime::parse_from_rfc3339(&format!(
-            "2026-11-23T10:00:{:02}.{:03}Z",
-            line % 60,
-            round.parse::<u32>().unwrap()
-        ))
-        .unwrap()
-        .timestamp_nanos_opt()
-        .unwrap();
-        assert_eq!(*ts, Some(want_ts), "{message}");
-        let id = attrs["rookery.record_id"].as_str().unwrap().to_owned();
-        assert!(
-            by_id.insert(id, message.clone()).is_none(),
-            "repeated {message}"
-        );
-    }
-    let a_ids: Vec<i64> = {
-        let conn = db(a_dir.path());
-        let mut stmt = conn
-            .prepare("SELECT id FROM logs WHERE app = 'fwdapp' ORDER BY id")
-            .unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    };
-    let got_ids: Vec<i64> = {
-        let mut v: Vec<i64> = by_id
-            .keys()
-            .map(|k| k.rsplit('/').next().unwrap().parse().unwrap())
-            .collect();
-        v.sort_unstable();
-        v
-    };
-    assert_eq!(got_ids, a_ids);
-    for round in 1..=4 {
-        for i in 0..LOGS {
-            let m = format!("fwd round {round} line {i}");
-            assert!(by_id.values().any(|v| *v == m), "missing {m}");
-        }
-    }
-    // Samples: every one, under the same labels (job from service.name).
+    // Nothing of C's got through, nothing of it was dropped: all of it waits in its outbox.
+    assert_eq!(logs_in_b(b_dir.path()), i64::try_from(LOGS).unwrap());
     assert_eq!(
-        count(
-            b_dir.path(),
-            "SELECT count(*) FROM series WHERE name = 'otlp_fwd_total' AND labels LIKE '%\"job\":\"dev\"%'"
-        ),
-        i64::try_from(SERIES).unwrap()
+        count(c_dir.path(), "SELECT count(*) FROM forward_otlp_logs"),
+        i64::try_from(LOGS).unwrap()
     );
-    assert_eq!(samples_in_b(b_dir.path()), 3 * per_round);
     assert_eq!(
-        metric(&a, "rookery_ingestd_forward_otlp_dropped_records_total"),
+        metric(&c, "rookery_ingestd_forward_otlp_dropped_records_total"),
         0
     );
-    drop(b);
-    drop(a);
+    assert_eq!(metric(&c, "rookery_ingestd_forwarded_otlp_logs_total"), 0);
+    assert_eq!(
+        metric(&a, "rookery_ingestd_forwarded_otlp_logs_total"),
+        LOGS as u64
+    );
+    drop((a, b, c));
     licensed.stop().await;
 }
 
@@ -222,5 +135,26 @@ fn forward_otlp_config_errors_name_file_line_col_and_key() {
         [format!(
             "{p}:2:12: forward.otlp-url: \"http://otel:4318/v1/logs\" names a signal path; give the base URL (\"/v1/logs\" and \"/v1/metrics\" are appended)"
         )]
+    );
+    assert_eq!(
+        check("[forward]\notlp-protocol = \"grpc\"\notlp-url = \"https://otel:4317/v1/logs\"\n"),
+        [format!(
+            "{p}:3:12: forward.otlp-url: \"https://otel:4317/v1/logs\" has a path; with otlp-protocol = \"grpc\" give scheme, host and port only (e.g. \"https://otel.example.com:4317\")"
+        )]
+    );
+    assert_eq!(
+        check("[forward]\notlp-url = \"otel:4317\"\notlp-protocol = \"grpc\"\n"),
+        [format!(
+            "{p}:2:12: forward.otlp-url: \"otel:4317\" is not an http(s) URL (expected the receiver's gRPC URL, e.g. \"https://otel.example.com:4317\")"
+        )]
+    );
+    let unknown =
+        check("[forward]\notlp-url = \"http://otel:4317\"\notlp-protocol = \"grpc/json\"\n");
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    assert!(
+        unknown[0].starts_with(&format!("{p}:3:17: forward.otlp-protocol: "))
+            && unknown[0].contains("grpc/json")
+            && unknown[0].contains("http/protobuf"),
+        "{unknown:?}"
     );
 }

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use common::{Ingestd, Licensed, write_config};
 use forwarding::{
-    LOGS, PER_SERIES, SERIES, count, db, logs_in_b, metric, push_logs, push_samples, samples_in_b,
-    wait,
+    LOGS, PER_SERIES, SERIES, ca, count, db, leaf, logs_in_b, metric, push_logs, push_samples,
+    samples_in_b, wait, write_pem,
 };
 
 struct Pki {
@@ -27,27 +27,6 @@ struct Pki {
     server: (String, String),
     client: (String, String),
     rogue_client: (String, String),
-}
-
-fn ca(name: &str) -> (rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let cert = params.self_signed(&key).unwrap();
-    (cert, rcgen::Issuer::new(params, key))
-}
-
-fn leaf(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, names: &[&str]) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert =
-        rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-            .unwrap()
-            .signed_by(&key, issuer)
-            .unwrap();
-    (cert.pem(), key.serialize_pem())
 }
 
 fn pki() -> Pki {
@@ -59,12 +38,6 @@ fn pki() -> Pki {
         client: leaf(&issuer, &["probe-a.example"]),
         rogue_client: leaf(&rogue, &["probe-c.example"]),
     }
-}
-
-fn write_pem(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
 }
 
 fn free_udp_port() -> u16 {

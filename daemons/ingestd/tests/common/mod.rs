@@ -52,10 +52,16 @@ pub fn write_config(dir: &Path, syslog_extra: &str, store_extra: &str) {
 impl Ingestd {
     /// Starts the binary on the config in `dir` and waits until it reports ready.
     pub async fn start(dir: &Path) -> Self {
+        Self::start_env(dir, &[]).await
+    }
+
+    /// [`Ingestd::start`] with extra environment variables (e.g. `SSL_CERT_FILE`).
+    pub async fn start_env(dir: &Path, env: &[(&str, &str)]) -> Self {
         let child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(dir.join("ingestd.toml"))
             .env("ROOKERY_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
