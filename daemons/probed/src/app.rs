@@ -123,14 +123,15 @@ fn release_code_later() {
     });
 }
 
-/// Pages out this process's own executable's machine code (`madvise(MADV_PAGEOUT)` on the
-/// executable's `r-x` mappings; `MADV_DONTNEED` on kernels before 5.4). Code run only to start
-/// or reload (configuration parsing, the store's schema, TLS and gRPC setup) then no longer
-/// counts as probed's resident memory; code in use is read in again at its next call (clean
-/// pages of the binary: nothing is written out, and only pages no other process maps are
-/// dropped). `MADV_DONTNEED` alone barely helps: the kernel maps 64 KiB around each page
-/// faulted in while the rest stays cached. With 10,000 targets this halves the resident code
-/// (docs/benchmarks.md). Returns the bytes of the mappings paged out.
+/// Drops this process's page mappings of its own executable's machine code
+/// (`madvise(MADV_DONTNEED)` on the executable's `r-x` mappings). Code run only to start or
+/// reload (configuration parsing, the store's schema, TLS and gRPC setup) then no longer
+/// counts as probed's resident memory; code in use is mapped again at its next call from the
+/// page cache, where the file's pages stay (a minor fault, no disk read). The kernel maps up
+/// to 64 KiB around each page faulted in, so this saves ~1 MiB of the ~8 MiB of code
+/// resident with 10,000 targets (docs/benchmarks.md). `MADV_PAGEOUT` would save ~5 MiB but
+/// only acts on file pages of files the process may write: not the daemon's, whose binary
+/// belongs to root. Returns the bytes of the mappings released.
 pub fn release_code() -> std::io::Result<usize> {
     let exe = std::fs::read_link("/proc/self/exe")?;
     let exe = exe.to_string_lossy();
@@ -158,16 +159,12 @@ pub fn release_code() -> std::io::Result<usize> {
         let Some(addr) = std::ptr::NonNull::new(start as *mut std::ffi::c_void) else {
             continue;
         };
-        let advise = |advice| {
-            // SAFETY: the range is a read-only, executable, private mapping of the executable
-            // file, as the kernel lists it. Paging out (or dropping) pages of a private file
-            // mapping only unmaps them: the next access maps the file's page again, with the
-            // same contents (code is never written), so no memory Rust code refers to changes.
-            unsafe { nix::sys::mman::madvise(addr, end - start, advice) }
-        };
-        match advise(nix::sys::mman::MmapAdvise::MADV_PAGEOUT) {
-            Err(nix::errno::Errno::EINVAL) => advise(nix::sys::mman::MmapAdvise::MADV_DONTNEED),
-            other => other,
+        // SAFETY: the range is a read-only, executable, private mapping of the executable
+        // file, as the kernel lists it. MADV_DONTNEED on a private file mapping only drops the
+        // page table entries: the next access maps the file's page again, with the same
+        // contents (code is never written), so no memory that Rust code refers to changes.
+        unsafe {
+            nix::sys::mman::madvise(addr, end - start, nix::sys::mman::MmapAdvise::MADV_DONTNEED)
         }
         .map_err(std::io::Error::from)?;
         released += end - start;
