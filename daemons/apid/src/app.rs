@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use rookery_common::config::Sources;
 use rookery_common::daemon::{self, BoxError, Control, Daemon, RunError, StartContext};
 use rookery_common::http::ApiError;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -118,9 +117,7 @@ impl Running {
         ));
 
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })
+            rookery_common::listen::tcp(addr).map_err(|source| StartError::Bind { addr, source })
         };
         let tcp = bind(config.http.listen).await?;
         let listener = TlsListener::new(tcp, tls_config, shutdown.clone()).map_err(|source| {

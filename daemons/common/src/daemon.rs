@@ -564,9 +564,8 @@ pub async fn run<D: Daemon>(sources: Sources, control: Control) -> Result<(), Ru
     let socket = loaded.config.grpc().socket.clone();
     let metrics_addr = loaded.config.metrics().listen;
     let grpc_listener = crate::grpc::bind(&socket).await?;
-    let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
-        .await
-        .map_err(|source| RunError::Metrics {
+    let metrics_listener =
+        crate::listen::tcp(metrics_addr).map_err(|source| RunError::Metrics {
             addr: metrics_addr,
             source,
         })?;

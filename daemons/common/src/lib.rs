@@ -6,7 +6,8 @@
 //! config loading with `file:line:col` errors ([`config`]), logging into the journal
 //! ([`logging`]), the systemd protocol ([`notify`]), SIGHUP reload and SIGTERM drain, the gRPC
 //! server on `/run/rookery/<daemon>.sock` with health and `Admin` ([`grpc`]) and the loopback
-//! `/healthz` + `/metrics` server ([`http`]). [`netlink`] lists network interfaces and their
+//! `/healthz` + `/metrics` server ([`http`]). [`listen`] binds configured addresses before
+//! the network is up. [`netlink`] lists network interfaces and their
 //! addresses and reports their changes; [`netns`] makes network namespaces for privileged tests.
 #![warn(missing_docs)]
 
@@ -15,6 +16,7 @@ pub mod daemon;
 pub mod fsutil;
 pub mod grpc;
 pub mod http;
+pub mod listen;
 pub mod logging;
 pub mod netlink;
 pub mod netns;

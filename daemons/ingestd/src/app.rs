@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rookery_common::config::Sources;
 use rookery_common::daemon::{self, BoxError, Control, Daemon, RunError, StartContext};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -55,8 +55,7 @@ fn tls_acceptor(c: &Config) -> Result<TlsAcceptor, BoxError> {
 }
 
 async fn bind_tcp(addr: SocketAddr, key: &str) -> Result<TcpListener, BoxError> {
-    TcpListener::bind(addr)
-        .await
+    rookery_common::listen::tcp(addr)
         .map_err(|e| format!("cannot listen on {key} {addr}: {e}").into())
 }
 
@@ -120,8 +119,7 @@ impl Daemon for Ingestd {
         let mut bound = BTreeMap::new();
         let mut udp = Vec::new();
         for (i, a) in c.syslog.udp.iter().enumerate() {
-            let s = UdpSocket::bind(a)
-                .await
+            let s = rookery_common::listen::udp(*a)
                 .map_err(|e| format!("cannot listen on syslog.udp {a}: {e}"))?;
             bound.insert(format!("syslog-udp-{i}"), s.local_addr()?.to_string());
             udp.push(s);

@@ -99,8 +99,15 @@ pub fn endpoint(
         .map_err(|e| format!("QUIC server TLS: {e}"))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(transport());
-    quinn::Endpoint::server(server, addr)
-        .map_err(|e| format!("cannot listen on quic.listen {addr}: {e}"))
+    let socket = rookery_common::listen::udp_std(addr)
+        .map_err(|e| format!("cannot listen on quic.listen {addr}: {e}"))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| format!("cannot listen on quic.listen {addr}: {e}"))
 }
 
 /// Serves forwarded batches on `endpoint` until `shutdown`.
