@@ -141,6 +141,9 @@ async fn accept_tls(
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
 }
 
+/// A submission's commit, awaited while the connection reads on.
+type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
 /// Input read ahead of the commit on one connection, in bytes: while the previous records
 /// commit, the connection reads and parses up to this much more, then waits.
 const READ_AHEAD_BYTES: usize = 256 * 1024;
@@ -161,7 +164,7 @@ async fn connection<S: AsyncRead + Unpin>(
     let mut records = Vec::new();
     let mut ahead = 0usize;
     // The commit in flight (at most one per connection).
-    let mut pending: Option<Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>> = None;
+    let mut pending: Option<Commit> = None;
     // No more reads: end of stream, read error or a fatal framing error.
     let mut done = false;
     let limit = ctx.store.capacity().max(1);
