@@ -27,6 +27,7 @@ pub const DEFAULT_METRICS_PORT: u16 = 9111;
 pub struct Config {
     pub xdp: XdpSection,
     pub sessions: SessionsSection,
+    pub generator: GeneratorSection,
     pub grpc: GrpcSection,
     pub metrics: MetricsSection,
     pub state: StateSection,
@@ -37,6 +38,7 @@ impl Default for Config {
         Self {
             xdp: XdpSection::default(),
             sessions: SessionsSection::default(),
+            generator: GeneratorSection::default(),
             grpc: GrpcSection::for_daemon(Self::DAEMON),
             metrics: MetricsSection::loopback(DEFAULT_METRICS_PORT),
             state: StateSection::for_daemon(Self::DAEMON),
@@ -123,6 +125,29 @@ impl Default for SessionsSection {
     }
 }
 
+/// How raw rate generator sessions send (`[generator] backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// AF_XDP where it can be used, else the socket path, with the reason logged.
+    #[default]
+    Auto,
+    /// AF_XDP only: a session that cannot use it fails, naming why.
+    AfXdp,
+    /// The socket path (`sendmmsg`) only.
+    Socket,
+}
+
+/// `[generator]`: the transmit path of raw rate generator sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GeneratorSection {
+    /// `auto`, `af-xdp` or `socket`.
+    pub backend: Backend,
+    /// The egress interface's queue the AF_XDP socket binds to.
+    pub queue: u32,
+}
+
 /// Linux interface names: 1 to 15 bytes, no `/`, whitespace or NUL (`dev_valid_name`).
 fn interface_name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() || name.len() > 15 {
@@ -192,6 +217,15 @@ impl DaemonConfig for Config {
             if v == 0 || v > max {
                 out.push(Invalid::new(key, format!("{v} (expected 1 to {max})")));
             }
+        }
+        if self.generator.queue > 1023 {
+            out.push(Invalid::new(
+                "generator.queue",
+                format!(
+                    "{} (expected a queue index, 0 to 1023)",
+                    self.generator.queue
+                ),
+            ));
         }
         out.extend(self.grpc.validate("grpc"));
         out.extend(self.metrics.validate("metrics"));
