@@ -270,5 +270,40 @@ mod tests {
         c = Config::default();
         c.xdp.stamp_port = 0;
         assert_eq!(c.validate()[0].key, "xdp.stamp-port");
+        c = Config::default();
+        c.generator.queue = 5000;
+        assert_eq!(c.validate()[0].key, "generator.queue");
+    }
+
+    #[test]
+    fn a_bad_generator_backend_is_named_with_its_position() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("packetd.toml");
+        let sources = rookery_common::config::Sources::new("packetd", Some(&path), []);
+        let text = "[generator]\nqueue = 1\nbackend = \"xdp\"\n";
+        let err = rookery_common::config::load_candidate::<Config>(&sources, text)
+            .err()
+            .unwrap_or_else(|| panic!("backend = \"xdp\" was accepted"));
+        let all = err
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(all.contains("packetd.toml:3:11"), "{all}");
+        assert!(all.contains("generator.backend"), "{all}");
+        for good in ["auto", "af-xdp", "socket"] {
+            let text = format!("[generator]\nbackend = \"{good}\"\n");
+            let loaded = rookery_common::config::load_candidate::<Config>(&sources, &text)
+                .unwrap_or_else(|e| panic!("{good}: {e:?}"));
+            assert_eq!(
+                loaded.config.generator.backend,
+                match good {
+                    "auto" => Backend::Auto,
+                    "af-xdp" => Backend::AfXdp,
+                    _ => Backend::Socket,
+                }
+            );
+        }
     }
 }
