@@ -436,6 +436,15 @@ mod tests {
         let took = t.elapsed();
         let got = reader.join().unwrap_or_default();
         assert_eq!((stats.sent, stats.send_errors), (500, 0));
+        // Loopback has no AF_XDP transmit: the socket path, saying why.
+        assert_eq!(stats.backend, "sendmmsg");
+        assert!(
+            stats
+                .backend_detail
+                .starts_with("AF_XDP not used: 127.0.0.1 is a local address"),
+            "{}",
+            stats.backend_detail
+        );
         // 500 packets at 2000/s: 249.5 ms of sending, plus the 200 ms grace.
         assert!(took >= Duration::from_millis(440), "{took:?}");
         assert!(
@@ -479,6 +488,43 @@ mod tests {
             stats.sent > 0 && stats.sent < s.total_packets(),
             "{stats:?}"
         );
+    }
+
+    #[test]
+    fn a_required_af_xdp_that_cannot_be_used_fails_the_session_naming_why() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let dest = rx.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let (tx, _rx) = watch::channel(Stats::default());
+        let options = GeneratorSection {
+            backend: Backend::AfXdp,
+            queue: 0,
+        };
+        let err = run(
+            &spec(dest, 1000, 10),
+            &options,
+            &tx,
+            &CancellationToken::new(),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("a loopback session ran with backend = af-xdp"));
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("AF_XDP is required ([generator] backend = \"af-xdp\")")
+                && msg.contains("local address"),
+            "{msg}"
+        );
+        let options = GeneratorSection {
+            backend: Backend::Socket,
+            queue: 0,
+        };
+        let stats = run(
+            &spec(dest, 1000, 10),
+            &options,
+            &tx,
+            &CancellationToken::new(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((stats.sent, stats.backend.as_str()), (10, "sendmmsg"));
     }
 
     #[test]
