@@ -399,9 +399,36 @@ impl Drop for Area {
     }
 }
 
+/// The kernel's error of step `what`; [`Tx::open`] keeps the raw errno (`EBUSY`: the queue
+/// has a socket already) and names the step in [`StepError`].
 fn errno(what: &str, e: &xdpilone::Errno) -> io::Error {
     let os = io::Error::from_raw_os_error(e.get_raw());
-    io::Error::new(os.kind(), format!("{what}: {os}"))
+    io::Error::new(
+        os.kind(),
+        StepError {
+            step: what.to_owned(),
+            errno: e.get_raw(),
+        },
+    )
+}
+
+/// A refused step of opening an AF_XDP socket, with the kernel's errno.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {}", io::Error::from_raw_os_error(*errno))]
+pub struct StepError {
+    /// What was being done.
+    pub step: String,
+    /// The errno.
+    pub errno: i32,
+}
+
+/// The errno of an error from [`Tx::open`], if the kernel gave one.
+pub fn os_error(e: &io::Error) -> Option<i32> {
+    e.raw_os_error().or_else(|| {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<StepError>())
+            .map(|s| s.errno)
+    })
 }
 
 /// An AF_XDP socket sending one session's frames (TX only).
@@ -420,6 +447,7 @@ pub struct Tx {
     completed: u64,
     dropped: u64,
     zero_copy: bool,
+    queue: u32,
     last_progress: Instant,
 }
 
@@ -492,6 +520,7 @@ impl Tx {
             completed: 0,
             dropped: 0,
             zero_copy,
+            queue,
             last_progress: Instant::now(),
         };
         let bytes = tx.template.bytes.clone();
@@ -504,6 +533,11 @@ impl Tx {
     /// Whether the kernel runs this socket in zero-copy mode (else copy mode).
     pub fn zero_copy(&self) -> bool {
         self.zero_copy
+    }
+
+    /// The interface queue the socket is bound to.
+    pub fn queue(&self) -> u32 {
+        self.queue
     }
 
     /// Frames that came back from the kernel, minus those it reported dropped.

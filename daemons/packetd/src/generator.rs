@@ -240,7 +240,7 @@ fn choose(
                 "{} mode on {} queue {}, next hop {}",
                 if tx.zero_copy() { "zero-copy" } else { "copy" },
                 plan.ifname,
-                options.queue,
+                tx.queue(),
                 plan.next_hop
             );
             crate::events::generator_backend("af-xdp", &detail);
@@ -271,13 +271,31 @@ fn open_af_xdp(
     let ip_bytes = usize::try_from(spec.ip_packet_bytes()).unwrap_or(usize::MAX);
     let plan = afxdp::plan(local, spec.destination, ip_bytes)?;
     let template = afxdp::Template::new(&plan, spec.dscp, size);
-    let tx = afxdp::Tx::open(&plan, queue, template).map_err(|e| {
-        afxdp::Unavailable(format!(
-            "the kernel refused an AF_XDP socket on {}: {e}",
-            plan.ifname
-        ))
-    })?;
-    Ok((tx, plan))
+    // One AF_XDP socket per queue: a queue another session holds is busy (EBUSY), the next one
+    // is tried, up to the last queue the interface has (EINVAL past it).
+    let mut q = queue;
+    loop {
+        match afxdp::Tx::open(&plan, q, template.clone()) {
+            Ok(tx) => return Ok((tx, plan)),
+            Err(e) if afxdp::os_error(&e) == Some(libc::EBUSY) && q < queue.saturating_add(63) => {
+                q += 1;
+            }
+            Err(e) => {
+                let busy = if q > queue {
+                    format!(
+                        " (queues {queue} to {} are busy with other sessions)",
+                        q - 1
+                    )
+                } else {
+                    String::new()
+                };
+                return Err(afxdp::Unavailable(format!(
+                    "the kernel refused an AF_XDP socket on {} queue {q}{busy}: {e}",
+                    plan.ifname
+                )));
+            }
+        }
+    }
 }
 
 /// Runs a raw session to its end (or until `cancel`) on the calling thread, publishing

@@ -340,6 +340,46 @@ fn afxdp_generator_packetd_sends_exact_frames_over_ipv4_and_ipv6() {
                 );
             }
         }
+        // Two sessions at once: one AF_XDP socket per queue, so the second takes queue 1.
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let s = c
+                .start_session(StartSessionRequest {
+                    spec: Some(raw(pair.v4(1), 18, 0, 2000, 2000)),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            ids.push(s.id);
+        }
+        let mut queues = Vec::new();
+        for id in ids {
+            let t = Instant::now();
+            let done = loop {
+                let g = c
+                    .get_session(GetSessionRequest { id })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                if g.state != "running" {
+                    break g;
+                }
+                assert!(
+                    t.elapsed() < Duration::from_secs(30),
+                    "still running: {g:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            let st = done.stats.unwrap();
+            assert_eq!((st.backend.as_str(), st.sent), ("af-xdp", 2000), "{st:?}");
+            queues.push(st.backend_detail);
+        }
+        queues.sort();
+        assert!(
+            queues[0].starts_with("copy mode on vs queue 0")
+                && queues[1].starts_with("copy mode on vs queue 1"),
+            "{queues:?}"
+        );
     });
 }
 
