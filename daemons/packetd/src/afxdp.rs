@@ -453,12 +453,13 @@ pub struct Tx {
 
 impl Tx {
     /// Opens an AF_XDP socket on `plan`'s interface, queue `queue`, with every frame of its
-    /// UMEM holding `template`.
+    /// UMEM holding `template`; in zero-copy mode when `zero_copy` and the driver supports it,
+    /// else in copy mode.
     ///
     /// # Errors
     /// The kernel refuses a step (the error names it): no `CAP_NET_RAW` (`socket`), the UMEM
     /// over `RLIMIT_MEMLOCK` (`register the UMEM`), no such queue (`bind`), …
-    pub fn open(plan: &Plan, queue: u32, template: Template) -> io::Result<Self> {
+    pub fn open(plan: &Plan, queue: u32, template: Template, zero_copy: bool) -> io::Result<Self> {
         let frame_size: usize = if template.bytes.len() <= 2048 {
             2048
         } else {
@@ -497,7 +498,13 @@ impl Tx {
                 &SocketConfig {
                     rx_size: None,
                     tx_size: NonZeroU32::new(frames32),
-                    bind_flags: SocketConfig::XDP_BIND_NEED_WAKEUP,
+                    // Without XDP_COPY the kernel tries zero-copy and falls back to copy mode.
+                    bind_flags: SocketConfig::XDP_BIND_NEED_WAKEUP
+                        | if zero_copy {
+                            0
+                        } else {
+                            SocketConfig::XDP_BIND_COPY
+                        },
                 },
             )
             .map_err(|e| errno("set up the TX ring", &e))?;
@@ -611,6 +618,14 @@ impl Tx {
                 Some(libc::EBUSY) => self.dropped += 1,
                 // The device queue is full: try again on the next round.
                 Some(libc::ENOBUFS) => return Ok(()),
+                _ if self.zero_copy && self.completed == 0 => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "the zero-copy AF_XDP socket sent nothing ({e}); some drivers send in zero-copy mode only with an XDP program on the interface: set [generator] zero-copy = false for copy mode"
+                        ),
+                    ));
+                }
                 _ => return Err(e),
             }
         }

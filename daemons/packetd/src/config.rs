@@ -139,13 +139,27 @@ pub enum Backend {
 }
 
 /// `[generator]`: the transmit path of raw rate generator sessions.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct GeneratorSection {
     /// `auto`, `af-xdp` or `socket`.
     pub backend: Backend,
-    /// The egress interface's queue the AF_XDP socket binds to.
+    /// The egress interface's queue the AF_XDP socket binds to (the next free one when
+    /// another session holds it).
     pub queue: u32,
+    /// Let the kernel use zero-copy AF_XDP where the driver supports it (else copy mode);
+    /// false: copy mode always.
+    pub zero_copy: bool,
+}
+
+impl Default for GeneratorSection {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Auto,
+            queue: 0,
+            zero_copy: true,
+        }
+    }
 }
 
 /// Linux interface names: 1 to 15 bytes, no `/`, whitespace or NUL (`dev_valid_name`).

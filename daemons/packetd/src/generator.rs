@@ -234,7 +234,7 @@ fn choose(
             "[generator] backend = \"socket\"".to_owned(),
         ));
     }
-    match open_af_xdp(spec, options.queue, sock, size) {
+    match open_af_xdp(spec, options, sock, size) {
         Ok((tx, plan)) => {
             let detail = format!(
                 "{} mode on {} queue {}, next hop {}",
@@ -259,7 +259,7 @@ fn choose(
 
 fn open_af_xdp(
     spec: &SessionSpec,
-    queue: u32,
+    options: &GeneratorSection,
     sock: &Socket,
     size: usize,
 ) -> Result<(afxdp::Tx, afxdp::Plan), afxdp::Unavailable> {
@@ -273,9 +273,10 @@ fn open_af_xdp(
     let template = afxdp::Template::new(&plan, spec.dscp, size);
     // One AF_XDP socket per queue: a queue another session holds is busy (EBUSY), the next one
     // is tried, up to the last queue the interface has (EINVAL past it).
+    let queue = options.queue;
     let mut q = queue;
     loop {
-        match afxdp::Tx::open(&plan, q, template.clone()) {
+        match afxdp::Tx::open(&plan, q, template.clone(), options.zero_copy) {
             Ok(tx) => return Ok((tx, plan)),
             Err(e) if afxdp::os_error(&e) == Some(libc::EBUSY) && q < queue.saturating_add(63) => {
                 q += 1;
@@ -515,7 +516,7 @@ mod tests {
         let (tx, _rx) = watch::channel(Stats::default());
         let options = GeneratorSection {
             backend: Backend::AfXdp,
-            queue: 0,
+            ..GeneratorSection::default()
         };
         let err = run(
             &spec(dest, 1000, 10),
@@ -533,7 +534,7 @@ mod tests {
         );
         let options = GeneratorSection {
             backend: Backend::Socket,
-            queue: 0,
+            ..GeneratorSection::default()
         };
         let stats = run(
             &spec(dest, 1000, 10),

@@ -440,7 +440,7 @@ fn afxdp_generator_packetd_falls_back_naming_why() {
     let (daemon, sock) = netns::spawn_packetd(
         &pair.send,
         dir.path(),
-        "[generator]\nbackend = \"af-xdp\"\n",
+        "[generator]\nbackend = \"af-xdp\"\nzero-copy = false\n",
         "127.0.0.1:9134",
     );
     rt().block_on(async {
