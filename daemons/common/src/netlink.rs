@@ -928,7 +928,7 @@ mod tests {
         // No neighbour entry is ever made for a loopback address.
         let n = neighbour(r.oif.unwrap_or(1), IpAddr::from([127, 0, 0, 1]))
             .unwrap_or_else(|e| panic!("{}", crate::error_chain(&e)));
-        assert!(n.is_none_or(|n| !n.usable()), "{n:?}");
+        assert!(n.as_ref().is_none_or(|n| !n.usable()), "{n:?}");
     }
 
     #[test]
