@@ -7,7 +7,8 @@
 //! sequence numbers 0..N exactly once, in order. The session must report `backend = "af-xdp"`
 //! (copy mode on `vs`), and its IPv4 packets carry Identification 0, which only the AF_XDP
 //! template sends (the kernel numbers a connected UDP socket's packets): a generator that
-//! silently used its socket fails here twice. Also: a destination that is a local address
+//! silently used its socket fails here twice. Two sessions at once take queues 0 and 1; an
+//! AF_XDP session's echoed packets are counted as received on its UDP socket. Also: a destination that is a local address
 //! falls back to `sendmmsg` naming why; without `CAP_NET_RAW` the kernel refuses the AF_XDP
 //! socket and the session falls back naming that; `[generator] backend = "af-xdp"` makes a
 //! session that cannot use AF_XDP fail instead; `backend = "socket"` never tries it.
@@ -380,6 +381,30 @@ fn afxdp_generator_packetd_sends_exact_frames_over_ipv4_and_ipv6() {
                 && queues[1].starts_with("copy mode on vs queue 1"),
             "{queues:?}"
         );
+
+        // Replies: an echo in the receiver namespace answers every packet; the session counts
+        // them on its UDP socket, whose address and port the AF_XDP frames carry.
+        let echo = std::net::UdpSocket::bind((pair.v4(1), 2000)).unwrap();
+        echo.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let echoer = std::thread::spawn(move || {
+            let mut buf = [0_u8; 2048];
+            let mut n = 0;
+            while let Ok((len, from)) = echo.recv_from(&mut buf) {
+                echo.send_to(&buf[..len], from).unwrap();
+                n += 1;
+            }
+            n
+        });
+        let mut spec = raw(pair.v4(1), 18, 0, 500, 2000);
+        spec.port = 2000;
+        let done = session(&mut c, spec).await;
+        let st = done.stats.unwrap();
+        assert_eq!(
+            (st.backend.as_str(), st.sent, st.received),
+            ("af-xdp", 500, 500),
+            "{st:?}"
+        );
+        assert_eq!(echoer.join().unwrap(), 500);
     });
 }
 
