@@ -177,29 +177,38 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "test code")]
     use super::*;
 
-    /// Resident file-backed memory of this process, KiB.
-    fn rss_file_kib() -> u64 {
-        std::fs::read_to_string("/proc/self/status")
+    /// The sizes of this process's mappings of its own binary with `r-x` permissions, in
+    /// bytes, read from `/proc/self/maps` here independently of `release_code`.
+    fn exe_code_bytes() -> usize {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let exe = exe.to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/maps")
             .unwrap()
             .lines()
-            .find_map(|l| l.strip_prefix("RssFile:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-            .unwrap()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() >= 6 && f[1].starts_with("r-x") && f[5] == exe).then(|| {
+                    let (a, b) = f[0].split_once('-').unwrap();
+                    usize::from_str_radix(b, 16).unwrap() - usize::from_str_radix(a, 16).unwrap()
+                })
+            })
+            .sum()
     }
 
-    /// The code mappings are released (resident file-backed memory drops) and the code keeps
-    /// running (it is mapped again as it runs: this test goes on after the call).
+    /// Every code mapping of the binary is released, and the code keeps running (it is mapped
+    /// again as it runs: this test goes on after the call). What that saves in a running
+    /// probed is measured by `make bench` (docs/benchmarks.md), not asserted here: how much
+    /// comes back depends on the kernel mapping pages around each fault (fault-around), which
+    /// in a small test process can map in more than was released.
     #[test]
-    fn releasing_the_code_drops_it_from_the_resident_set_and_code_still_runs() {
-        // Touch some code and data first.
+    fn releasing_the_code_unmaps_every_code_mapping_and_code_still_runs() {
         let text: String = (0..1000).map(|i| format!("{i:x}")).collect();
-        let before = rss_file_kib();
+        let code = exe_code_bytes();
         let released = release_code().unwrap();
-        let after = rss_file_kib();
-        assert!(released > 0, "no code mapping found");
-        assert!(
-            after < before,
-            "RssFile {before} KiB before, {after} KiB after"
+        assert!(code > 0, "no code mapping of the binary in /proc/self/maps");
+        assert_eq!(
+            released, code,
+            "released bytes vs the binary's r-x mappings"
         );
         let again: String = (0..1000).map(|i| format!("{i:x}")).collect();
         assert_eq!(text, again);

@@ -228,6 +228,26 @@ pub struct Module {
     pub ssh: Option<SshModule>,
 }
 
+impl Module {
+    /// A module of `prober` with `timeout` and every option at its default (the ad-hoc checks
+    /// of tier 2 diagnostics fill in the one section they need).
+    pub fn bare(prober: Prober, timeout: Duration) -> Self {
+        Self {
+            prober,
+            timeout,
+            ip_version: IpVersion::Any,
+            tcp: None,
+            udp: None,
+            http: None,
+            tls: None,
+            dns: None,
+            icmp: None,
+            grpc: None,
+            ssh: None,
+        }
+    }
+}
+
 /// `[modules.<name>.ssh]`: banner and key exchange; the target is `host[:port]` (port 22).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]

@@ -580,19 +580,7 @@ mod tests {
     #[test]
     fn a_probe_in_flight_holds_only_its_own_probers_state() {
         for prober in [Prober::Http, Prober::Ssh, Prober::Http3, Prober::Grpc] {
-            let module = Module {
-                prober,
-                timeout: Duration::from_secs(1),
-                ip_version: crate::config::IpVersion::Any,
-                tcp: None,
-                udp: None,
-                http: None,
-                tls: None,
-                dns: None,
-                icmp: None,
-                grpc: None,
-                ssh: None,
-            };
+            let module = Module::bare(prober, Duration::from_secs(1));
             let prepared = Prepared::new(&module).unwrap();
             let probe = run(&prepared, "http://127.0.0.1:1/", Duration::from_secs(1));
             let size = std::mem::size_of_val(&probe);

@@ -104,20 +104,11 @@ const TRACE_BUDGET: Duration = Duration::from_secs(10);
 /// failure.
 async fn resolver_check(host: &str, server: &str, timeout: Duration) -> String {
     let module = Module {
-        prober: crate::config::Prober::Dns,
-        timeout,
-        ip_version: crate::config::IpVersion::Any,
-        tcp: None,
-        udp: None,
-        http: None,
-        tls: None,
         dns: Some(crate::config::DnsModule {
             query_name: host.to_owned(),
             ..Default::default()
         }),
-        icmp: None,
-        grpc: None,
-        ssh: None,
+        ..Module::bare(crate::config::Prober::Dns, timeout)
     };
     let Ok(prepared) = Prepared::new(&module) else {
         return "cannot build the query".to_owned();
@@ -132,19 +123,7 @@ async fn resolver_check(host: &str, server: &str, timeout: Duration) -> String {
 
 /// Whether TCP `port` of `host` accepts a connection: `ok 0.3ms` or the failure.
 async fn port_check(host: &str, port: u16, timeout: Duration) -> String {
-    let module = Module {
-        prober: crate::config::Prober::Tcp,
-        timeout,
-        ip_version: crate::config::IpVersion::Any,
-        tcp: None,
-        udp: None,
-        http: None,
-        tls: None,
-        dns: None,
-        icmp: None,
-        grpc: None,
-        ssh: None,
-    };
+    let module = Module::bare(crate::config::Prober::Tcp, timeout);
     let Ok(prepared) = Prepared::new(&module) else {
         return "cannot build the probe".to_owned();
     };
