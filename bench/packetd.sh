@@ -12,7 +12,7 @@
 #
 # Load: a closed loop. The far end of the veth (vs) runs xdp_swap too, so every reply comes
 # straight back as a new request; packetd's generator (daemons/packetd/examples/generate.rs,
-# one per CPU, pinned, each on its own TX queue via XPS) seeds 2,000 packets per queue and
+# one per CPU, pinned, sendmmsg, each on its own TX queue via XPS) seeds 2,000 packets per queue and
 # the loop then runs at whatever rate the slower side allows. Measured: replies arriving at
 # vs per second (`ethtool -S vs` rx_queue_*_xdp_packets) over BENCH_SECONDS; BENCH_REPEAT
 # rounds of all configurations, medians printed. The bouncer's cost is in every row alike, so ratios between XDP rows
@@ -24,8 +24,10 @@
 # (daemons/packetd/examples/xdp_runtime.rs) give the nanoseconds it spends per packet. That is
 # the reflector's own cost, without the veth, the bouncer or the machine's other load; the
 # stats cost two clock reads per run themselves, so they are off while the rates are measured.
-# Generator: one session (one thread, sendmmsg) at an unreachable rate for BENCH_SECONDS into
-# an XDP_DROP sink; its achieved packets/s. Prints a markdown table and the ratios;
+# Generator: one session (one thread) at an unreachable rate for BENCH_SECONDS into an XDP_DROP
+# sink on vr, once per transmit path, alternating for BENCH_REPEAT rounds: sendmmsg on a UDP
+# socket and AF_XDP (copy mode on veth, queue 0); the medians of their achieved packets/s, the
+# frames that reached the sink, and the ratio. Prints a markdown table and the ratios;
 # docs/benchmarks.md records the results. Needs root (namespaces, XDP).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -118,7 +120,7 @@ loop_rate() {
   local port=$1 size=$2 c seeds=()
   for c in 0 1; do
     ip netns exec "$NS_S" taskset -c "$c" "$GENERATE" "10.88.0.1:$port" --rate 100000 \
-      --count 2000 --size "$size" >/dev/null &
+      --count 2000 --size "$size" --backend socket >/dev/null &
     seeds+=($!)
     pids+=($!)
   done
@@ -262,15 +264,32 @@ ratio_of() {
   median "${r[@]}"
 }
 
-# --- the generator: one session into an XDP_DROP sink -------------------------------------
+# --- the generator: one session into an XDP_DROP sink, per transmit path ------------------
 xdp "$NS_R" vr xdp_drop
-g0=$(vr_stat xdp_packets)
-gen_json=$(ip netns exec "$NS_S" taskset -c 0 "$GENERATE" 10.88.0.1:9 --rate 10000000 \
-  --duration-ms $((SECONDS_RUN * 1000)) --size 18)
-g1=$(vr_stat xdp_packets)
+# gen BACKEND: one session; appends its achieved packets/s to runs_gen_BACKEND and the frames
+# that reached the sink to sink_gen_BACKEND; fails unless the session used that backend.
+runs_gen_socket=() runs_gen_afxdp=() sink_gen_socket=() sink_gen_afxdp=()
+gen() {
+  local backend=$1 key=${1//-/} json g0 g1 used
+  g0=$(vr_stat xdp_packets)
+  json=$(ip netns exec "$NS_S" taskset -c 0 "$GENERATE" 10.88.0.1:9 --rate 10000000 \
+    --duration-ms $((SECONDS_RUN * 1000)) --size 18 --backend "$backend")
+  g1=$(vr_stat xdp_packets)
+  used=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['backend'])" "$json")
+  [[ $backend == socket && $used == sendmmsg || $backend == "$used" ]] ||
+    die "generator --backend $backend sent with $used"
+  eval "runs_gen_$key+=(\"$(python3 -c "import json,sys; print(int(json.loads(sys.argv[1])['achieved_pps']))" "$json")\")"
+  eval "sink_gen_$key+=(\"$((g1 - g0))\")"
+  sleep 0.3
+}
+for ((round = 1; round <= REPEAT; round++)); do
+  gen socket
+  gen af-xdp
+  echo "bench: generator round $round: sendmmsg ${runs_gen_socket[-1]}, AF_XDP ${runs_gen_afxdp[-1]} packets/s" >&2
+done
 xdp "$NS_R" vr off
-gen_pps=$(python3 -c "import json,sys; print(int(json.loads(sys.argv[1])['achieved_pps']))" "$gen_json")
-gen_sent=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['sent'])" "$gen_json")
+gen_socket=$(median "${runs_gen_socket[@]}")
+gen_afxdp=$(median "${runs_gen_afxdp[@]}")
 
 fmt() { python3 -c "print(f'{$1 / 1e6:.3f}')"; }
 nsmed() { local -n a=ns_$1; median "${a[@]}"; }
@@ -283,7 +302,8 @@ echo "| packetd XDP STAMP reflector | 86 B | $(fmt "$stamp86") | $(nsmed stamp86
 echo "| packetd XDP echo | 60 B | $(fmt "$pecho60") | $(nsmed pecho60) |"
 echo "| userspace recvmmsg/sendmmsg echo (2 processes) | 60 B | $(fmt "$user60") | (XDP_PASS: $(nsmed user60)) |"
 echo "| userspace recvmmsg/sendmmsg echo (2 processes) | 86 B | $(fmt "$user86") | (XDP_PASS: $(nsmed user86)) |"
-echo "| packetd generator, one session (sendmmsg), sent | 60 B | $(fmt "$gen_pps") | |"
+echo "| packetd generator, one session, sendmmsg | 60 B | $(fmt "$gen_socket") | |"
+echo "| packetd generator, one session, AF_XDP (copy mode, 1 queue) | 60 B | $(fmt "$gen_afxdp") | |"
 echo
 echo "STAMP reflector / bare XDP_TX (86 B): $(ratio_of stamp86 bare86)x (goal >= 0.9)"
 echo "bare + one clock read / bare XDP_TX (86 B): $(ratio_of clock86 bare86)x (the most any reflector timestamping each packet can reach)"
@@ -291,4 +311,5 @@ echo "STAMP reflector / bare + one clock read (86 B): $(ratio_of stamp86 clock86
 echo "STAMP reflector / userspace echo (86 B): $(ratio_of stamp86 user86)x (goal >= 40)"
 echo "packetd XDP echo / bare XDP_TX (60 B): $(ratio_of pecho60 bare60)x"
 echo "bare XDP_TX / userspace echo (60 B): $(ratio_of bare60 user60)x"
-echo "generator: $gen_sent packets sent in ${SECONDS_RUN}s, $((g1 - g0)) reached the sink"
+echo "generator AF_XDP / sendmmsg (60 B): $(ratio_of gen_afxdp gen_socket)x"
+echo "generator: frames that reached the sink per ${SECONDS_RUN}s run: sendmmsg $(median "${sink_gen_socket[@]}"), AF_XDP $(median "${sink_gen_afxdp[@]}") (medians)"

@@ -1,12 +1,14 @@
 //! Network interfaces and their addresses, read from the kernel over rtnetlink.
 //!
-//! Two entry points: [`interfaces`] dumps every link of the caller's network namespace with its
+//! Entry points: [`interfaces`] dumps every link of the caller's network namespace with its
 //! IPv4/IPv6 addresses (a blocking call of a few hundred microseconds: call it from
 //! `spawn_blocking` in async code), and [`Watch`] subscribes to the kernel's link and address
 //! notifications (`RTNLGRP_LINK`, `RTNLGRP_IPV4_IFADDR`, `RTNLGRP_IPV6_IFADDR`) and yields each
 //! [`Change`] as it happens. A consumer that keeps a picture of the interfaces opens the
 //! [`Watch`] first and dumps second, so no change falls between the two; on
-//! [`Change::Overrun`] (the kernel dropped notifications) it dumps again.
+//! [`Change::Overrun`] (the kernel dropped notifications) it dumps again. [`route_to`] asks the
+//! kernel where it would send a packet (`ip route get`) and [`neighbour`] reads one entry of the
+//! neighbour (ARP / NDP) cache: what a sender that builds its own Ethernet frames needs.
 //!
 //! Sockets belong to the network namespace of the thread that opens them, which is how the
 //! privileged tests look at a namespace they made (see [`crate::netns`]).
@@ -18,9 +20,16 @@ use std::net::IpAddr;
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
+use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia,
+};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{Socket, SocketAddr};
 use serde::Serialize;
@@ -56,6 +65,16 @@ pub enum NetlinkError {
     #[error("the kernel refused the {what} dump")]
     Kernel {
         /// `link` or `address`.
+        what: &'static str,
+        /// The kernel's errno.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel answered a single request (not a dump) with an error, e.g.
+    /// `ENETUNREACH` for a route to a destination it has no route to.
+    #[error("the kernel refused the {what} request")]
+    Refused {
+        /// `route`.
         what: &'static str,
         /// The kernel's errno.
         #[source]
@@ -279,11 +298,7 @@ pub enum Change {
 /// The socket cannot be opened or used, the kernel refuses a dump or sends what cannot be
 /// decoded, or a dump is interrupted five times in a row.
 pub fn interfaces() -> Result<Vec<Interface>, NetlinkError> {
-    let mut socket = Socket::new(NETLINK_ROUTE).map_err(sock_err("open"))?;
-    socket.bind_auto().map_err(sock_err("bind"))?;
-    socket
-        .connect(&SocketAddr::new(0, 0))
-        .map_err(sock_err("connect"))?;
+    let socket = request_socket()?;
     let mut buf = Vec::with_capacity(RECV_BUFFER);
     let mut by_index = BTreeMap::new();
     dump(
@@ -322,6 +337,266 @@ pub fn interfaces() -> Result<Vec<Interface>, NetlinkError> {
         }
     }
     Ok(by_index.into_values().collect())
+}
+
+/// What the kernel does with a packet to an address (`ip route get`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The route's type: only [`RouteKind::Unicast`] leaves the host.
+    pub kind: RouteKind,
+    /// The output interface's index.
+    pub oif: Option<u32>,
+    /// The gateway, when the destination is not on-link.
+    pub gateway: Option<IpAddr>,
+    /// The source address the kernel would choose.
+    pub prefsrc: Option<IpAddr>,
+}
+
+/// The type of a [`Route`] (`rtm_type`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteKind {
+    /// A gateway or direct route: the packet leaves by `oif`.
+    Unicast,
+    /// A local address: the packet never leaves the host (loopback).
+    Local,
+    /// Any other type (broadcast, multicast, blackhole, unreachable, …), by its name.
+    Other(String),
+}
+
+/// Where the kernel sends a packet to `destination` from `source` (the route a socket would
+/// use), like `ip route get DESTINATION [from SOURCE]`.
+///
+/// Blocking (one request over a fresh `NETLINK_ROUTE` socket); needs no privilege.
+///
+/// # Errors
+/// The socket cannot be used, or the kernel has no route ([`NetlinkError::Refused`] with
+/// `ENETUNREACH`, `EHOSTUNREACH`, …).
+pub fn route_to(destination: IpAddr, source: Option<IpAddr>) -> Result<Route, NetlinkError> {
+    let socket = request_socket()?;
+    let mut msg = RouteMessage::default();
+    let (family, len) = if destination.is_ipv4() {
+        (AddressFamily::Inet, 32)
+    } else {
+        (AddressFamily::Inet6, 128)
+    };
+    msg.header.address_family = family;
+    msg.header.destination_prefix_length = len;
+    msg.attributes
+        .push(RouteAttribute::Destination(route_address(destination)));
+    if let Some(src) = source {
+        msg.header.source_prefix_length = len;
+        msg.attributes
+            .push(RouteAttribute::Source(route_address(src)));
+    }
+    let answer = request(&socket, "route", RouteNetlinkMessage::GetRoute(msg))?;
+    let RouteNetlinkMessage::NewRoute(r) = answer else {
+        return Err(NetlinkError::Refused {
+            what: "route",
+            source: io::Error::other("the kernel answered with another message type"),
+        });
+    };
+    let mut route = Route {
+        kind: match r.header.kind {
+            RouteType::Unicast => RouteKind::Unicast,
+            RouteType::Local => RouteKind::Local,
+            other => RouteKind::Other(format!("{other:?}").to_lowercase()),
+        },
+        oif: None,
+        gateway: None,
+        prefsrc: None,
+    };
+    for attr in &r.attributes {
+        match attr {
+            RouteAttribute::Oif(i) => route.oif = Some(*i),
+            RouteAttribute::Gateway(a) => route.gateway = ip_of(a),
+            RouteAttribute::Via(RouteVia::Inet(a)) => route.gateway = Some((*a).into()),
+            RouteAttribute::Via(RouteVia::Inet6(a)) => route.gateway = Some((*a).into()),
+            RouteAttribute::PrefSource(a) => route.prefsrc = ip_of(a),
+            _ => {}
+        }
+    }
+    Ok(route)
+}
+
+fn route_address(ip: IpAddr) -> RouteAddress {
+    match ip {
+        IpAddr::V4(a) => RouteAddress::Inet(a),
+        IpAddr::V6(a) => RouteAddress::Inet6(a),
+    }
+}
+
+fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(a) => Some((*a).into()),
+        RouteAddress::Inet6(a) => Some((*a).into()),
+        _ => None,
+    }
+}
+
+/// An entry of the neighbour cache (ARP for IPv4, NDP for IPv6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    /// The link-layer address, when the entry has one.
+    pub lladdr: Option<Vec<u8>>,
+    /// The entry's state.
+    pub state: NudState,
+}
+
+impl Neighbour {
+    /// Whether `lladdr` may be used to send to this neighbour now: the entry is resolved
+    /// (reachable, stale, being re-checked, permanent or needs no resolution) and has an
+    /// address.
+    pub fn usable(&self) -> bool {
+        self.lladdr.is_some()
+            && matches!(
+                self.state,
+                NudState::Reachable
+                    | NudState::Stale
+                    | NudState::Delay
+                    | NudState::Probe
+                    | NudState::Permanent
+                    | NudState::Noarp
+            )
+    }
+}
+
+/// The state of a neighbour entry (`NUD_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NudState {
+    /// Resolution in progress.
+    Incomplete,
+    /// Confirmed recently.
+    Reachable,
+    /// Resolved, not confirmed recently (still used; the kernel re-checks on use).
+    Stale,
+    /// Waiting before a re-check.
+    Delay,
+    /// Being re-checked.
+    Probe,
+    /// Resolution failed.
+    Failed,
+    /// No resolution needed (e.g. a point-to-point link).
+    Noarp,
+    /// Configured statically.
+    Permanent,
+    /// Any other state.
+    Other,
+}
+
+/// The neighbour cache entry of `address` on interface `index`, if there is one.
+///
+/// Blocking (a neighbour dump over a fresh `NETLINK_ROUTE` socket); needs no privilege.
+///
+/// # Errors
+/// The socket cannot be used or the kernel refuses the dump.
+pub fn neighbour(index: u32, address: IpAddr) -> Result<Option<Neighbour>, NetlinkError> {
+    let socket = request_socket()?;
+    let mut buf = Vec::with_capacity(RECV_BUFFER);
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = if address.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let mut found = None;
+    dump(
+        &socket,
+        &mut buf,
+        "neighbour",
+        1,
+        RouteNetlinkMessage::GetNeighbour(msg),
+        |m| {
+            let RouteNetlinkMessage::NewNeighbour(n) = m else {
+                return;
+            };
+            if n.header.ifindex != index {
+                return;
+            }
+            let mut dst = None;
+            let mut lladdr = None;
+            for attr in &n.attributes {
+                match attr {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                        dst = Some(IpAddr::from(*a));
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                        dst = Some(IpAddr::from(*a));
+                    }
+                    NeighbourAttribute::LinkLayerAddress(l) if !l.is_empty() => {
+                        lladdr = Some(l.clone());
+                    }
+                    _ => {}
+                }
+            }
+            if dst == Some(address) {
+                found = Some(Neighbour {
+                    lladdr,
+                    state: match n.header.state {
+                        NeighbourState::Incomplete => NudState::Incomplete,
+                        NeighbourState::Reachable => NudState::Reachable,
+                        NeighbourState::Stale => NudState::Stale,
+                        NeighbourState::Delay => NudState::Delay,
+                        NeighbourState::Probe => NudState::Probe,
+                        NeighbourState::Failed => NudState::Failed,
+                        NeighbourState::Noarp => NudState::Noarp,
+                        NeighbourState::Permanent => NudState::Permanent,
+                        _ => NudState::Other,
+                    },
+                });
+            }
+        },
+    )?;
+    Ok(found)
+}
+
+/// A `NETLINK_ROUTE` socket connected to the kernel, for requests and dumps.
+fn request_socket() -> Result<Socket, NetlinkError> {
+    let mut socket = Socket::new(NETLINK_ROUTE).map_err(sock_err("open"))?;
+    socket.bind_auto().map_err(sock_err("bind"))?;
+    socket
+        .connect(&SocketAddr::new(0, 0))
+        .map_err(sock_err("connect"))?;
+    Ok(socket)
+}
+
+/// Sends one (non-dump) request and returns the kernel's answer.
+fn request(
+    socket: &Socket,
+    what: &'static str,
+    request: RouteNetlinkMessage,
+) -> Result<RouteNetlinkMessage, NetlinkError> {
+    const SEQ: u32 = 1;
+    let mut packet = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(request));
+    packet.header.flags = NLM_F_REQUEST;
+    packet.header.sequence_number = SEQ;
+    packet.finalize();
+    let mut out = vec![0; packet.buffer_len()];
+    packet.serialize(&mut out);
+    socket.send(&out, 0).map_err(sock_err("send"))?;
+    let mut buf = Vec::with_capacity(RECV_BUFFER);
+    loop {
+        let n = receive(socket, &mut buf)?;
+        let mut answer = None;
+        for_each_message(&buf[..n], |msg| {
+            if msg.header.sequence_number != SEQ {
+                return Ok(());
+            }
+            match msg.payload {
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    return Err(NetlinkError::Refused {
+                        what,
+                        source: e.to_io(),
+                    });
+                }
+                NetlinkPayload::InnerMessage(m) if answer.is_none() => answer = Some(m),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        if let Some(a) = answer {
+            return Ok(a);
+        }
+    }
 }
 
 /// Sends one dump request and hands every answer to `each`, restarting when interrupted.
@@ -642,6 +917,18 @@ mod tests {
                 "{lo:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_route_to_a_loopback_address_is_local() {
+        let r = route_to(IpAddr::from([127, 0, 0, 1]), None)
+            .unwrap_or_else(|e| panic!("{}", crate::error_chain(&e)));
+        assert_eq!(r.kind, RouteKind::Local, "{r:?}");
+        assert!(r.oif.is_some(), "{r:?}");
+        // No neighbour entry is ever made for a loopback address.
+        let n = neighbour(r.oif.unwrap_or(1), IpAddr::from([127, 0, 0, 1]))
+            .unwrap_or_else(|e| panic!("{}", crate::error_chain(&e)));
+        assert!(n.as_ref().is_none_or(|n| !n.usable()), "{n:?}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! reflectors and to measure the generator. Without `--max-pps` the rate is unbounded here
 //! (the daemon's `[sessions].max-pps` limit applies to sessions started over gRPC).
 //!
-//! `generate ADDRESS:PORT [--rate PPS] [--count N] [--duration-ms MS] [--size BYTES] [--dscp D]`
+//! `generate ADDRESS:PORT [--rate PPS] [--count N] [--duration-ms MS] [--size BYTES] [--dscp D]
+//! [--backend auto|af-xdp|socket] [--queue Q]`
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -13,14 +14,16 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use rookery_packetd::config::{Backend, GeneratorSection};
 use rookery_packetd::generator;
 use rookery_packetd::measure::Stats;
 use rookery_packetd::sender::{Kind, SessionSpec};
 use tokio_util::sync::CancellationToken;
 
-fn parse() -> Result<SessionSpec, String> {
+fn parse() -> Result<(SessionSpec, GeneratorSection), String> {
     let mut args = std::env::args().skip(1);
-    let dest = args.next().ok_or("usage: generate ADDRESS:PORT [--rate PPS] [--count N] [--duration-ms MS] [--size BYTES] [--dscp D]")?;
+    let dest = args.next().ok_or("usage: generate ADDRESS:PORT [--rate PPS] [--count N] [--duration-ms MS] [--size BYTES] [--dscp D] [--backend auto|af-xdp|socket] [--queue Q]")?;
+    let mut options = GeneratorSection::default();
     let mut spec = SessionSpec {
         kind: Kind::Raw,
         destination: dest
@@ -45,19 +48,32 @@ fn parse() -> Result<SessionSpec, String> {
                 spec.packet_size = u32::try_from(num(&value)?).map_err(|e| e.to_string())?
             }
             "--dscp" => spec.dscp = u8::try_from(num(&value)?).map_err(|e| e.to_string())?,
+            "--backend" => {
+                options.backend = match value.as_str() {
+                    "auto" => Backend::Auto,
+                    "af-xdp" => Backend::AfXdp,
+                    "socket" => Backend::Socket,
+                    _ => {
+                        return Err(format!(
+                            "--backend {value:?}: expected auto, af-xdp or socket"
+                        ));
+                    }
+                }
+            }
+            "--queue" => options.queue = u32::try_from(num(&value)?).map_err(|e| e.to_string())?,
             _ => return Err(format!("unknown option {flag}")),
         }
     }
     let problems = spec.problems(u32::MAX);
     if problems.is_empty() {
-        Ok(spec)
+        Ok((spec, options))
     } else {
         Err(problems.join("; "))
     }
 }
 
 fn main() -> ExitCode {
-    let spec = match parse() {
+    let (spec, options) = match parse() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("generate: {e}");
@@ -65,7 +81,7 @@ fn main() -> ExitCode {
         }
     };
     let (tx, _rx) = tokio::sync::watch::channel(Stats::default());
-    match generator::run(&spec, &tx, &CancellationToken::new()) {
+    match generator::run(&spec, &options, &tx, &CancellationToken::new()) {
         Ok(stats) => {
             println!("{}", serde_json::to_string(&stats).unwrap_or_default());
             ExitCode::SUCCESS

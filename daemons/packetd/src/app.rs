@@ -475,6 +475,7 @@ impl Daemon for Packetd {
             ctx.config.sessions.clone(),
             ctx.shutdown.clone(),
         )?;
+        sessions.set_generator(ctx.config.generator.clone());
         ctx.routes
             .add_service(crate::grpc::server(sessions.clone()));
         let backends = bring_up(&ctx.config.xdp)?;
@@ -502,6 +503,7 @@ impl Daemon for Packetd {
 
     async fn apply(&self, config: &Config) -> Result<(), BoxError> {
         self.sessions.set_limits(config.sessions.clone());
+        self.sessions.set_generator(config.generator.clone());
         // Count what the old program saw before it goes away.
         self.shared.tick();
         let mut g = self.shared.lock();

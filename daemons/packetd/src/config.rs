@@ -27,6 +27,7 @@ pub const DEFAULT_METRICS_PORT: u16 = 9111;
 pub struct Config {
     pub xdp: XdpSection,
     pub sessions: SessionsSection,
+    pub generator: GeneratorSection,
     pub grpc: GrpcSection,
     pub metrics: MetricsSection,
     pub state: StateSection,
@@ -37,6 +38,7 @@ impl Default for Config {
         Self {
             xdp: XdpSection::default(),
             sessions: SessionsSection::default(),
+            generator: GeneratorSection::default(),
             grpc: GrpcSection::for_daemon(Self::DAEMON),
             metrics: MetricsSection::loopback(DEFAULT_METRICS_PORT),
             state: StateSection::for_daemon(Self::DAEMON),
@@ -123,6 +125,43 @@ impl Default for SessionsSection {
     }
 }
 
+/// How raw rate generator sessions send (`[generator] backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// AF_XDP where it can be used, else the socket path, with the reason logged.
+    #[default]
+    Auto,
+    /// AF_XDP only: a session that cannot use it fails, naming why.
+    AfXdp,
+    /// The socket path (`sendmmsg`) only.
+    Socket,
+}
+
+/// `[generator]`: the transmit path of raw rate generator sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GeneratorSection {
+    /// `auto`, `af-xdp` or `socket`.
+    pub backend: Backend,
+    /// The egress interface's queue the AF_XDP socket binds to (the next free one when
+    /// another session holds it).
+    pub queue: u32,
+    /// Let the kernel use zero-copy AF_XDP where the driver supports it (else copy mode);
+    /// false: copy mode always.
+    pub zero_copy: bool,
+}
+
+impl Default for GeneratorSection {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Auto,
+            queue: 0,
+            zero_copy: true,
+        }
+    }
+}
+
 /// Linux interface names: 1 to 15 bytes, no `/`, whitespace or NUL (`dev_valid_name`).
 fn interface_name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() || name.len() > 15 {
@@ -193,6 +232,15 @@ impl DaemonConfig for Config {
                 out.push(Invalid::new(key, format!("{v} (expected 1 to {max})")));
             }
         }
+        if self.generator.queue > 1023 {
+            out.push(Invalid::new(
+                "generator.queue",
+                format!(
+                    "{} (expected a queue index, 0 to 1023)",
+                    self.generator.queue
+                ),
+            ));
+        }
         out.extend(self.grpc.validate("grpc"));
         out.extend(self.metrics.validate("metrics"));
         out.extend(self.state.validate("state"));
@@ -236,5 +284,40 @@ mod tests {
         c = Config::default();
         c.xdp.stamp_port = 0;
         assert_eq!(c.validate()[0].key, "xdp.stamp-port");
+        c = Config::default();
+        c.generator.queue = 5000;
+        assert_eq!(c.validate()[0].key, "generator.queue");
+    }
+
+    #[test]
+    fn a_bad_generator_backend_is_named_with_its_position() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("packetd.toml");
+        let sources = rookery_common::config::Sources::new("packetd", Some(&path), []);
+        let text = "[generator]\nqueue = 1\nbackend = \"xdp\"\n";
+        let err = rookery_common::config::load_candidate::<Config>(&sources, text)
+            .err()
+            .unwrap_or_else(|| panic!("backend = \"xdp\" was accepted"));
+        let all = err
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(all.contains("packetd.toml:3:11"), "{all}");
+        assert!(all.contains("generator.backend"), "{all}");
+        for good in ["auto", "af-xdp", "socket"] {
+            let text = format!("[generator]\nbackend = \"{good}\"\n");
+            let loaded = rookery_common::config::load_candidate::<Config>(&sources, &text)
+                .unwrap_or_else(|e| panic!("{good}: {e:?}"));
+            assert_eq!(
+                loaded.config.generator.backend,
+                match good {
+                    "auto" => Backend::Auto,
+                    "af-xdp" => Backend::AfXdp,
+                    _ => Backend::Socket,
+                }
+            );
+        }
     }
 }

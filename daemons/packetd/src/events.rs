@@ -111,6 +111,20 @@ pub fn session_started(id: u64, spec: &crate::sender::SessionSpec) {
     );
 }
 
+/// A raw session sends through `backend` (`detail`: mode, interface, queue).
+pub fn generator_backend(backend: &str, detail: &str) {
+    tracing::info!(backend, detail, "Generator transmit path chosen.");
+}
+
+/// A raw session could not use AF_XDP and sends from its UDP socket instead.
+pub fn generator_fallback(destination: &std::net::SocketAddr, why: &crate::afxdp::Unavailable) {
+    tracing::warn!(
+        destination = %destination,
+        reason = %why,
+        "AF_XDP cannot send this session, falling back to the socket path (sendmmsg)."
+    );
+}
+
 /// A session ended.
 pub fn session_ended(id: u64, state: &str, stats: &crate::measure::Stats) {
     tracing::info!(

@@ -1,18 +1,30 @@
-//! The raw rate generator: a session of plain UDP packets (not STAMP) sent at a fixed rate
-//! from one connected UDP socket with `sendmmsg(2)`, up to [`BATCH`] packets per call. Each
-//! payload starts with the packet's sequence number (big-endian `u64`, from 0) and is zero
+//! The raw rate generator: a session of plain UDP packets (not STAMP) sent at a fixed rate.
+//! Each payload starts with the packet's sequence number (big-endian `u64`, from 0) and is zero
 //! after it. The result is what was actually sent: packets and IP bits per second over the
-//! time from the first to the last send, and the kernel's refusals (`send_errors`). Datagrams
-//! coming back to the socket (e.g. from a UDP echo) are counted, not matched.
+//! time from the first to the last send, and the packets the kernel refused (`send_errors`).
+//! Datagrams coming back to the session's UDP socket (e.g. from a UDP echo) are counted, not
+//! matched.
 //!
-//! Pacing: the thread sends whatever `rate × elapsed` says is due (in batches), then sleeps
-//! until the next packet is due when that is more than [`SLEEP_ABOVE`] away and yields the
-//! CPU otherwise; a sender that falls behind catches up in batches. A session with a
+//! Two transmit paths (the `backend` of the result; `[generator] backend` chooses):
+//! - `af-xdp` ([`crate::afxdp`]): frames built once into the UMEM of an AF_XDP socket on the
+//!   egress interface (queue `[generator] queue`), only the sequence number and the UDP
+//!   checksum rewritten per packet; zero-copy where the driver allows, copy mode otherwise.
+//!   Used when the route leaves by an Ethernet interface, the next hop's MAC address is known
+//!   (or resolves within a second) and the kernel grants the socket (`CAP_NET_RAW`).
+//! - `sendmmsg`: one connected UDP socket, up to [`BATCH`] packets per `sendmmsg(2)` call.
+//!   `auto` (the default) falls back to it, logging why AF_XDP is not used and reporting the
+//!   reason in `backend_detail`; `af-xdp` fails the session instead.
+//!
+//! Both send from the address and port of the same UDP socket (bound, connected to the
+//! destination): replies are counted on it either way (an AF_XDP socket that only transmits
+//! receives nothing; the kernel's stack delivers the replies to the UDP socket).
+//!
+//! Pacing (both paths): the thread sends whatever `rate × elapsed` says is due (in batches),
+//! then sleeps until the next packet is due when that is more than [`SLEEP_ABOVE`] away and
+//! yields the CPU otherwise; a sender that falls behind catches up in batches. A session with a
 //! duration sends the packets due within it (late by at most one batch at its end, it sends the
 //! rest then) and ends when it is over even if the rate was not reached. It runs on a blocking
 //! thread of its own (tokio's `spawn_blocking`) and checks for cancellation between batches.
-//!
-//! AF_XDP is not used (see `docs/packetd.md`): the socket path is what this generator offers.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -24,6 +36,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::afxdp;
+use crate::config::{Backend, GeneratorSection};
 use crate::measure::Stats;
 use crate::sender::SessionSpec;
 
@@ -68,9 +82,53 @@ struct Run<'a> {
     received_bytes: u64,
     first_send: Option<Instant>,
     last_send: Instant,
+    backend: &'static str,
+    backend_detail: String,
+}
+
+/// How a session's packets leave.
+enum Path {
+    /// `sendmmsg` on the session's UDP socket, from these buffers.
+    Socket(Vec<Vec<u8>>),
+    /// An AF_XDP socket.
+    AfXdp(Box<afxdp::Tx>),
+}
+
+impl Path {
+    /// Most packets handed to the kernel at once.
+    fn batch(&self) -> usize {
+        match self {
+            Self::Socket(_) => BATCH,
+            Self::AfXdp(_) => afxdp::BATCH,
+        }
+    }
 }
 
 impl Run<'_> {
+    /// Sends up to `want` packets numbered from `first` on `path`; returns how many sequence
+    /// numbers were used (0 when an AF_XDP socket has every frame in flight).
+    fn send_on(
+        &mut self,
+        path: &mut Path,
+        sock: &Socket,
+        first: u64,
+        want: usize,
+    ) -> io::Result<u64> {
+        match path {
+            Path::Socket(bufs) => Ok(self.send(sock, bufs, first, want)),
+            Path::AfXdp(tx) => {
+                let n = tx.send(first, want)?;
+                if n > 0 {
+                    self.last_send = Instant::now();
+                    self.first_send.get_or_insert(self.last_send);
+                }
+                self.sent = tx.sent();
+                self.send_errors = tx.dropped();
+                Ok(n as u64)
+            }
+        }
+    }
+
     /// Sends up to `want` packets numbered from `first` and accounts for them; returns how
     /// many sequence numbers were used: those sent, or the one a refused send (no route, a
     /// full device queue) skips.
@@ -106,7 +164,8 @@ impl Run<'_> {
             },
             achieved_pps,
             achieved_bps,
-            backend: "sendmmsg".to_owned(),
+            backend: self.backend.to_owned(),
+            backend_detail: self.backend_detail.clone(),
             ..Stats::default()
         }
     }
@@ -159,17 +218,103 @@ fn send_batch(sock: &Socket, bufs: &mut [Vec<u8>], first: u64, count: usize) -> 
     usize::try_from(r).map_err(|_| io::Error::last_os_error())
 }
 
+/// Chooses the transmit path for `spec` as `options` says; returns it with its backend name and
+/// the detail (AF_XDP's mode and interface, or why AF_XDP is not used).
+fn choose(
+    spec: &SessionSpec,
+    options: &GeneratorSection,
+    sock: &Socket,
+) -> io::Result<(Path, &'static str, String)> {
+    let size = usize::try_from(spec.packet_size).unwrap_or(8).max(8);
+    let socket_path = || Path::Socket(vec![vec![0_u8; size]; BATCH]);
+    if options.backend == Backend::Socket {
+        return Ok((
+            socket_path(),
+            "sendmmsg",
+            "[generator] backend = \"socket\"".to_owned(),
+        ));
+    }
+    match open_af_xdp(spec, options, sock, size) {
+        Ok((tx, plan)) => {
+            let detail = format!(
+                "{} mode on {} queue {}, next hop {}",
+                if tx.zero_copy() { "zero-copy" } else { "copy" },
+                plan.ifname,
+                tx.queue(),
+                plan.next_hop
+            );
+            crate::events::generator_backend("af-xdp", &detail);
+            Ok((Path::AfXdp(Box::new(tx)), "af-xdp", detail))
+        }
+        Err(why) if options.backend == Backend::AfXdp => Err(io::Error::other(format!(
+            "AF_XDP is required ([generator] backend = \"af-xdp\") but cannot be used: {why}"
+        ))),
+        Err(why) => {
+            let detail = format!("AF_XDP not used: {why}");
+            crate::events::generator_fallback(&spec.destination, &why);
+            Ok((socket_path(), "sendmmsg", detail))
+        }
+    }
+}
+
+fn open_af_xdp(
+    spec: &SessionSpec,
+    options: &GeneratorSection,
+    sock: &Socket,
+    size: usize,
+) -> Result<(afxdp::Tx, afxdp::Plan), afxdp::Unavailable> {
+    let local = sock
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| afxdp::Unavailable("the UDP socket has no local address".to_owned()))?;
+    let ip_bytes = usize::try_from(spec.ip_packet_bytes()).unwrap_or(usize::MAX);
+    let plan = afxdp::plan(local, spec.destination, ip_bytes)?;
+    let template = afxdp::Template::new(&plan, spec.dscp, size);
+    // One AF_XDP socket per queue: a queue another session holds is busy (EBUSY), the next one
+    // is tried, up to the last queue the interface has (EINVAL past it).
+    let queue = options.queue;
+    let mut q = queue;
+    loop {
+        match afxdp::Tx::open(&plan, q, template.clone(), options.zero_copy) {
+            Ok(tx) => return Ok((tx, plan)),
+            Err(e) if afxdp::os_error(&e) == Some(libc::EBUSY) && q < queue.saturating_add(63) => {
+                q += 1;
+            }
+            Err(e) => {
+                let busy = if q > queue {
+                    format!(
+                        " (queues {queue} to {} are busy with other sessions)",
+                        q - 1
+                    )
+                } else {
+                    String::new()
+                };
+                return Err(afxdp::Unavailable(format!(
+                    "the kernel refused an AF_XDP socket on {} queue {q}{busy}: {e}",
+                    plan.ifname
+                )));
+            }
+        }
+    }
+}
+
 /// Runs a raw session to its end (or until `cancel`) on the calling thread, publishing
 /// progress on `progress` about every 100 ms, and returns the final statistics.
+///
+/// # Errors
+/// The UDP socket cannot be opened, AF_XDP is required by `options` but cannot be used, or the
+/// AF_XDP transmit path fails or stalls (interface down).
 pub fn run(
     spec: &SessionSpec,
+    options: &GeneratorSection,
     progress: &watch::Sender<Stats>,
     cancel: &CancellationToken,
 ) -> io::Result<Stats> {
     let sock = socket(spec)?;
+    let (mut path, backend, backend_detail) = choose(spec, options, &sock)?;
+    let batch = path.batch();
     let total = spec.total_packets();
-    let size = usize::try_from(spec.packet_size).unwrap_or(8).max(8);
-    let mut bufs = vec![vec![0_u8; size]; BATCH];
     let mut rbuf = vec![0_u8; 65_536];
     let rate = u128::from(spec.rate_pps.max(1));
     let mut run = Run {
@@ -181,7 +326,10 @@ pub fn run(
         received_bytes: 0,
         first_send: None,
         last_send: Instant::now(),
+        backend,
+        backend_detail,
     };
+    progress.send_replace(run.stats());
     // Packets handed to the kernel or refused by it: the next sequence number.
     let mut attempted: u64 = 0;
     let mut next_report = run.start + Duration::from_millis(100);
@@ -196,8 +344,13 @@ pub fn run(
             .saturating_add(1)
             .min(total);
         if attempted < due {
-            let want = usize::try_from(due - attempted).unwrap_or(BATCH).min(BATCH);
-            attempted += run.send(&sock, &mut bufs, attempted, want);
+            let want = usize::try_from(due - attempted).unwrap_or(batch).min(batch);
+            let used = run.send_on(&mut path, &sock, attempted, want)?;
+            attempted += used;
+            if used == 0 {
+                // Every AF_XDP frame is in flight: let the kernel catch up.
+                std::thread::yield_now();
+            }
             continue;
         }
         drain(&sock, &mut rbuf, &mut run);
@@ -224,14 +377,23 @@ pub fn run(
         let owed = u64::try_from((spec.duration.as_nanos() * rate).div_ceil(1_000_000_000))
             .unwrap_or(u64::MAX)
             .min(total);
-        if Instant::now() >= stop
+        let mut rounds = 0;
+        while Instant::now() >= stop
             && !cancel.is_cancelled()
             && attempted < owed
-            && owed - attempted <= BATCH as u64
+            && owed - attempted <= batch as u64
+            && rounds < 1000
         {
-            let want = usize::try_from(owed - attempted).unwrap_or(BATCH);
-            run.send(&sock, &mut bufs, attempted, want);
+            let want = usize::try_from(owed - attempted).unwrap_or(batch);
+            attempted += run.send_on(&mut path, &sock, attempted, want)?;
+            rounds += 1;
         }
+    }
+    if let Path::AfXdp(tx) = &mut path {
+        // What the kernel never sent back within a second counts as refused.
+        let lost = tx.flush();
+        run.sent = tx.sent();
+        run.send_errors = tx.dropped() + lost;
     }
     let grace_end = Instant::now() + GRACE;
     while Instant::now() < grace_end && !cancel.is_cancelled() {
@@ -283,10 +445,25 @@ mod tests {
         let (tx, _rx) = watch::channel(Stats::default());
         let s = spec(dest, 2000, 500);
         let t = Instant::now();
-        let stats = run(&s, &tx, &CancellationToken::new()).unwrap_or_else(|e| panic!("{e}"));
+        let stats = run(
+            &s,
+            &GeneratorSection::default(),
+            &tx,
+            &CancellationToken::new(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let took = t.elapsed();
         let got = reader.join().unwrap_or_default();
         assert_eq!((stats.sent, stats.send_errors), (500, 0));
+        // Loopback has no AF_XDP transmit: the socket path, saying why.
+        assert_eq!(stats.backend, "sendmmsg");
+        assert!(
+            stats
+                .backend_detail
+                .starts_with("AF_XDP not used: 127.0.0.1 is a local address"),
+            "{}",
+            stats.backend_detail
+        );
         // 500 packets at 2000/s: 249.5 ms of sending, plus the 200 ms grace.
         assert!(took >= Duration::from_millis(440), "{took:?}");
         assert!(
@@ -313,7 +490,13 @@ mod tests {
         let mut s = spec(dest, 2_000_000_000, 0);
         s.duration = Duration::from_millis(300);
         let t = Instant::now();
-        let stats = run(&s, &tx, &CancellationToken::new()).unwrap_or_else(|e| panic!("{e}"));
+        let stats = run(
+            &s,
+            &GeneratorSection::default(),
+            &tx,
+            &CancellationToken::new(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         // 300 ms of sending and the 200 ms grace; 600 million packets were never possible.
         assert!(
             t.elapsed() < Duration::from_millis(1500),
@@ -324,6 +507,43 @@ mod tests {
             stats.sent > 0 && stats.sent < s.total_packets(),
             "{stats:?}"
         );
+    }
+
+    #[test]
+    fn a_required_af_xdp_that_cannot_be_used_fails_the_session_naming_why() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let dest = rx.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let (tx, _rx) = watch::channel(Stats::default());
+        let options = GeneratorSection {
+            backend: Backend::AfXdp,
+            ..GeneratorSection::default()
+        };
+        let err = run(
+            &spec(dest, 1000, 10),
+            &options,
+            &tx,
+            &CancellationToken::new(),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("a loopback session ran with backend = af-xdp"));
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("AF_XDP is required ([generator] backend = \"af-xdp\")")
+                && msg.contains("local address"),
+            "{msg}"
+        );
+        let options = GeneratorSection {
+            backend: Backend::Socket,
+            ..GeneratorSection::default()
+        };
+        let stats = run(
+            &spec(dest, 1000, 10),
+            &options,
+            &tx,
+            &CancellationToken::new(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((stats.sent, stats.backend.as_str()), (10, "sendmmsg"));
     }
 
     #[test]
@@ -338,7 +558,13 @@ mod tests {
             c.cancel();
         });
         let t = Instant::now();
-        let stats = run(&spec(dest, 100, 100_000), &tx, &cancel).unwrap_or_else(|e| panic!("{e}"));
+        let stats = run(
+            &spec(dest, 100, 100_000),
+            &GeneratorSection::default(),
+            &tx,
+            &cancel,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let _ = stopper.join();
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
         assert!((5..=20).contains(&stats.sent), "{}", stats.sent);

@@ -147,6 +147,7 @@ fn stats_of(s: &Stats) -> SessionStats {
         achieved_bps: s.achieved_bps,
         send_errors: s.send_errors,
         backend: s.backend.clone(),
+        backend_detail: s.backend_detail.clone(),
     }
 }
 

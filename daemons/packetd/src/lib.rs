@@ -4,10 +4,12 @@
 //! (`ebpf/packetd/packetd.bpf.c`, loaded by [`xdp`]) or, where XDP cannot attach, from the
 //! [`userspace`] reflector with the same wire rules ([`wire`]), answering only the sources of
 //! the [`allow`]list; [`clock`] keeps the timestamps on UTC and the Error Estimate honest.
-//! The STAMP Session-Sender ([`sender`], [`measure`]) and the raw rate [`generator`] run
+//! The STAMP Session-Sender ([`sender`], [`measure`]) and the raw rate [`generator`] (AF_XDP
+//! through [`afxdp`] where it can, sockets otherwise) run
 //! [`sessions`] started over gRPC ([`grpc`]) and stores them in SQLite. [`config`] is `packetd.toml`; [`app`] wires it all
 //! into the shared daemon runner. See `docs/packetd.md`.
 
+pub mod afxdp;
 pub mod allow;
 pub mod app;
 pub mod clock;

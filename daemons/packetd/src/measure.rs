@@ -76,8 +76,11 @@ pub struct Stats {
     pub achieved_bps: u64,
     /// Packets the kernel refused to send (raw sessions; a STAMP session counts them as lost).
     pub send_errors: u64,
-    /// How the packets were sent: `udp-socket` (STAMP sessions) or `sendmmsg` (raw sessions).
+    /// How the packets were sent: `udp-socket` (STAMP sessions), `af-xdp` or `sendmmsg` (raw
+    /// sessions).
     pub backend: String,
+    /// Raw sessions: the AF_XDP mode and interface, or why AF_XDP was not used.
+    pub backend_detail: String,
 }
 
 /// Sequence numbers remembered: a reply for a packet sent more than `WINDOW` packets ago is

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::SessionsSection;
+use crate::config::{GeneratorSection, SessionsSection};
 use crate::measure::Stats;
 use crate::sender::{Kind, SessionSpec};
 
@@ -129,6 +129,7 @@ struct Live {
 pub struct Sessions {
     conn: Mutex<Connection>,
     limits: Mutex<SessionsSection>,
+    generator: Mutex<GeneratorSection>,
     live: Mutex<HashMap<u64, Live>>,
     shutdown: CancellationToken,
 }
@@ -170,6 +171,7 @@ impl Sessions {
         Ok(Arc::new(Self {
             conn: Mutex::new(conn),
             limits: Mutex::new(limits),
+            generator: Mutex::new(GeneratorSection::default()),
             live: Mutex::new(HashMap::new()),
             shutdown,
         }))
@@ -178,6 +180,11 @@ impl Sessions {
     /// New limits (config reload); running sessions keep their rate.
     pub fn set_limits(&self, limits: SessionsSection) {
         *lock(&self.limits) = limits;
+    }
+
+    /// How raw sessions started from now on send (`[generator]`; running ones keep theirs).
+    pub fn set_generator(&self, generator: GeneratorSection) {
+        *lock(&self.generator) = generator;
     }
 
     /// Number of running sessions.
@@ -245,19 +252,22 @@ impl Sessions {
         drop(live);
         crate::events::session_started(id, &spec);
         let this = self.clone();
+        let generator = lock(&self.generator).clone();
         tokio::spawn(async move {
             let (result, tx) = match spec.kind {
                 Kind::Stamp => (crate::sender::run(&spec, &tx, &cancel).await, tx),
                 Kind::Raw => {
                     let (s, c) = (spec.clone(), cancel.clone());
-                    tokio::task::spawn_blocking(move || (crate::generator::run(&s, &tx, &c), tx))
-                        .await
-                        .unwrap_or_else(|e| {
-                            (
-                                Err(std::io::Error::other(format!("generator thread: {e}"))),
-                                watch::channel(Stats::default()).0,
-                            )
-                        })
+                    tokio::task::spawn_blocking(move || {
+                        (crate::generator::run(&s, &generator, &tx, &c), tx)
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        (
+                            Err(std::io::Error::other(format!("generator thread: {e}"))),
+                            watch::channel(Stats::default()).0,
+                        )
+                    })
                 }
             };
             let (state, error, stats) = match result {

@@ -57,7 +57,7 @@ fn stamp(seq: u32) -> [u8; 44] {
     p
 }
 
-const CAPS: &str = "-all,+bpf,+net_admin,+net_bind_service";
+const CAPS: &str = "-all,+bpf,+net_admin,+net_bind_service,+net_raw";
 
 /// Starts the daemon as uid 65534 with the unit's capabilities in the reflector namespace with
 /// `[xdp] interfaces = ["vr"]` and `mode`, and waits for its first /metrics page.

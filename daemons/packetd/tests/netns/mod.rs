@@ -226,7 +226,7 @@ pub fn peer_pass(pair: &Pair) -> Reflector {
 }
 
 /// The capabilities of packetd's unit, for a daemon the tests start as uid 65534.
-pub const UNIT_CAPS: &str = "-all,+bpf,+net_admin,+net_bind_service";
+pub const UNIT_CAPS: &str = "-all,+bpf,+net_admin,+net_bind_service,+net_raw";
 
 /// A `rookery-packetd run` the test started; killed on drop.
 pub struct Daemon(pub Child);
@@ -243,6 +243,17 @@ impl Drop for Daemon {
 /// world-writable for that user); returns once its gRPC socket exists, with the socket's path.
 /// A daemon that exits first fails the test with its stderr.
 pub fn spawn_packetd(ns: &str, dir: &Path, sections: &str, metrics: &str) -> (Daemon, PathBuf) {
+    spawn_packetd_caps(ns, dir, sections, metrics, UNIT_CAPS)
+}
+
+/// [`spawn_packetd`] with the capabilities `caps` (setpriv syntax) instead of the unit's.
+pub fn spawn_packetd_caps(
+    ns: &str,
+    dir: &Path,
+    sections: &str,
+    metrics: &str,
+    caps: &str,
+) -> (Daemon, PathBuf) {
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let sock = dir.join("packetd.sock");
     let cfg = dir.join("packetd.toml");
@@ -265,10 +276,10 @@ pub fn spawn_packetd(ns: &str, dir: &Path, sections: &str, metrics: &str) -> (Da
                 "--reuid=65534",
                 "--regid=65534",
             ])
-            .args(["--clear-groups", &format!("--inh-caps={UNIT_CAPS}")])
+            .args(["--clear-groups", &format!("--inh-caps={caps}")])
             .args([
-                format!("--ambient-caps={UNIT_CAPS}"),
-                format!("--bounding-set={UNIT_CAPS}"),
+                format!("--ambient-caps={caps}"),
+                format!("--bounding-set={caps}"),
             ])
             .args([env!("CARGO_BIN_EXE_rookery-packetd"), "run", "--config"])
             .arg(&cfg)

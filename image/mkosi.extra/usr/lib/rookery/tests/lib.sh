@@ -4,7 +4,7 @@ fail() { echo "FAIL: $*"; exit 1; }
 daemon_units() {
   for f in /usr/lib/systemd/system/rookery-*.service; do
     u=$(basename "$f")
-    case "$u" in rookery-firstboot.service|rookery-qemu-test.service) ;; *) echo "$u" ;; esac
+    case "$u" in rookery-firstboot.service|rookery-dirs.service|rookery-qemu-test.service) ;; *) echo "$u" ;; esac
   done
 }
 wait_active() { # unit seconds
