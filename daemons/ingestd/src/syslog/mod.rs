@@ -3,8 +3,9 @@
 //! Parsing ([`parse`]) and stream framing ([`framing`]) are pure; this module holds the
 //! sockets. UDP has no flow control, so a full write queue is a counted `queue_full`
 //! rejection. TCP and TLS connections have at most one submission in the store at a time and
-//! read at most [`READ_AHEAD_BYTES`] ahead of it (parsed while it commits, submitted together
-//! once it has): a slow store slows the senders (TCP backpressure) instead of growing memory.
+//! read at most `READ_AHEAD_BYTES` (256 KiB) ahead of it (parsed while it commits, submitted
+//! together once it has): a slow store slows the senders (TCP backpressure) instead of growing
+//! memory.
 //! Oversized messages and bad octet counts are counted rejections.
 
 pub mod framing;
