@@ -186,8 +186,13 @@ async fn connection<S: AsyncRead + Unpin>(
                 }
             }
         }
-        if pending.is_none() && records.is_empty() && done {
-            return;
+        if pending.is_none() && records.is_empty() {
+            if done {
+                return;
+            }
+            // Nothing outstanding: bytes that gave no record (oversized messages skipped, a
+            // long message still incomplete) must not stop the reads.
+            ahead = 0;
         }
         let room = !done && ahead < READ_AHEAD_BYTES;
         tokio::select! {
