@@ -228,7 +228,7 @@ run_arch() {
     scenario_ok() { grep -q "QEMU-TEST: pass $1\$" "$work/$arch-a1.log"; }
     verdict() { if scenario_ok "$1"; then echo ok; else echo fail; fi; }
     want ready && result "$arch/ready" "$(verdict ready)" "(units active and READY, exposure within limits, first-boot secrets present)"
-    want reload && result "$arch/reload" "$(verdict reload)" "(good edit applied, broken file rejected, old config kept)"
+    want reload && result "$arch/reload" "$(verdict reload)" "(good edit applied, broken file rejected, old config kept; a start with it exits 78, not restarted)"
     want daemons && result "$arch/daemons" "$(verdict daemons)" "(apid login + forced password change + console, ingestd syslog stored and queried, packetd reflected the host's STAMP)"
     if want daemons; then
       if grep -q '^HOST https: ok ' "$work/$arch-a1.log"; then
