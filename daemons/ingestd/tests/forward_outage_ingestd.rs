@@ -62,7 +62,8 @@ fn samples_in(dir: &Path) -> i64 {
     )
     .unwrap();
     conn.query_row(
-        "SELECT count(*) FROM samples s JOIN series r ON r.id = s.series_id WHERE r.name = 'fwd_test'",
+        "SELECT count(*) FROM (SELECT series_id, ts_ms FROM samples UNION SELECT series_id, ts_ms FROM samples_head) s \
+         JOIN series r ON r.id = s.series_id WHERE r.name = 'fwd_test'",
         [],
         |r| r.get(0),
     )

@@ -267,3 +267,35 @@ async fn a_malformed_line_is_stored_raw_with_the_flag_and_an_oversized_one_is_co
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn more_oversized_messages_than_the_read_ahead_do_not_stall_the_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_config(tmp.path(), "max-message-bytes = 1024\n", "");
+    let d = Ingestd::start(tmp.path()).await;
+    let tcp = d.addr("syslog-tcp-0");
+    let mut s = std::net::TcpStream::connect(tcp).unwrap();
+    // 400 skipped messages of 2 KiB: 800 KiB that give no record, over three times the
+    // 256 KiB a connection reads ahead of its commit.
+    let long = format!("<13>1 - h big - - - {}\n", "x".repeat(2000));
+    for _ in 0..400 {
+        s.write_all(long.as_bytes()).unwrap();
+    }
+    s.write_all(b"<13>1 - h after - - - after the oversized ones\n")
+        .unwrap();
+    let after = d
+        .wait_for(
+            QueryLogsRequest {
+                app: Some("after".into()),
+                ..QueryLogsRequest::default()
+            },
+            1,
+        )
+        .await;
+    assert_eq!(after[0].message, "after the oversized ones");
+    let metrics = d.metrics();
+    assert!(
+        metrics.contains("rookery_ingestd_rejected_total{input=\"tcp\",reason=\"too_long\"} 400"),
+        "{metrics}"
+    );
+}

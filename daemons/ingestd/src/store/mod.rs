@@ -24,6 +24,14 @@ use crate::record::LogRecord;
 
 /// File name of the log database inside the state directory.
 pub const DB_FILE: &str = "logs.sqlite";
+/// Page cache of the writer connection, KiB (memory bound: this plus the queue).
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+/// WAL pages between automatic checkpoints.
+const WRITER_WAL_PAGES: i64 = 8192;
+/// The WAL file is truncated to this after a checkpoint if it grew beyond it.
+const WAL_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+/// Samples in `samples_head` that make the writer merge it into `samples`.
+const HEAD_MERGE_ROWS: u64 = 65_536;
 /// Rows deleted per retention step: small steps keep the writer responsive.
 const RETENTION_CHUNK: i64 = 5_000;
 
@@ -105,6 +113,10 @@ enum Db {
     /// The pool, and the runtime the writer thread blocks on for it.
     Postgres(postgres::Pg, tokio::runtime::Handle),
 }
+
+/// Series ids by label set (as submitted; the database holds the canonical JSON key): a hit
+/// costs one hash of the labels, no key text.
+type SeriesIds = HashMap<Vec<(String, String)>, i64>;
 
 /// Labels of a series as stored (canonical JSON object).
 fn parse_labels(text: &str) -> Vec<(String, String)> {
@@ -302,6 +314,11 @@ CREATE TABLE IF NOT EXISTS samples (
     PRIMARY KEY (series_id, ts_ms)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts_ms);
+CREATE TABLE IF NOT EXISTS samples_head (
+    series_id INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    value REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS forward_outbox (
     seq INTEGER PRIMARY KEY,
     series_id INTEGER NOT NULL,
@@ -344,6 +361,18 @@ fn open_db(path: &Path) -> Result<Connection, rusqlite::Error> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a commit survives power loss, and acknowledgements come after commits.
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // The writer's page cache (SQLite's default is 2 MiB): the samples key is written all over
+    // (a page per series and commit), and re-reading those pages every commit dominated
+    // remote_write once the table outgrew the cache.
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+    // Checkpoint every WRITER_WAL_PAGES pages of WAL instead of 1000: a page written by many
+    // commits between two checkpoints is copied into the database once.
+    conn.pragma_update(None, "wal_autocheckpoint", WRITER_WAL_PAGES)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_LIMIT_BYTES)?;
+    // Statement journals (an INSERT that fires the FTS trigger inside the batch's transaction
+    // needs one) in memory, not in temporary files: they only undo a failed statement and a
+    // crash discards them anyway.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.execute_batch(SCHEMA)?;
     Ok(conn)
@@ -415,6 +444,7 @@ impl Store {
             otlp: otlp.clone(),
             quic: quic.clone(),
             series_ids: HashMap::new(),
+            head_rows: 0,
             rx,
             batch_records,
             metrics: metrics.clone(),
@@ -593,8 +623,10 @@ struct Writer {
     otlp: Arc<std::sync::atomic::AtomicBool>,
     /// Copy committed samples and log ids into the QUIC outboxes.
     quic: Arc<std::sync::atomic::AtomicBool>,
-    /// Series ids by canonical labels: remote_write repeats the same series every scrape.
-    series_ids: HashMap<String, i64>,
+    /// Series ids by labels: remote_write repeats the same series every scrape.
+    series_ids: SeriesIds,
+    /// Rows in `samples_head` (SQLite), merged into `samples` from [`HEAD_MERGE_ROWS`] on.
+    head_rows: u64,
     rx: mpsc::UnboundedReceiver<Msg>,
     batch_records: usize,
     metrics: Metrics,
@@ -604,6 +636,13 @@ struct Writer {
 
 impl Writer {
     fn run(mut self) {
+        if let Db::Sqlite(conn) = &self.db {
+            self.head_rows = conn
+                .query_row("SELECT count(*) FROM samples_head", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map_or(0, |n| u64::try_from(n).unwrap_or(0));
+        }
         while let Some(first) = self.rx.blocking_recv() {
             let mut jobs = Vec::new();
             let mut n = 0;
@@ -648,6 +687,10 @@ impl Writer {
                     self.retain_postgres(pg, rt, r);
                     continue;
                 }
+                // Downsampling and retention work on `samples` alone.
+                if let Err(err) = self.merge_head() {
+                    tracing::error!(error = %err, "Merging recent samples failed.");
+                }
                 if let Err(err) = self.downsample(r.downsample_after, r.downsample_step) {
                     tracing::error!(error = %err, "Metric downsampling failed.");
                 }
@@ -668,9 +711,9 @@ impl Writer {
             quic: self.quic.load(std::sync::atomic::Ordering::Relaxed),
         };
         let result = match &mut self.db {
-            Db::Sqlite(conn) => {
-                insert(conn, &jobs, &mut self.series_ids, forward).map_err(|e| e.to_string())
-            }
+            Db::Sqlite(conn) => insert(conn, &jobs, &mut self.series_ids, forward)
+                .map(|n| self.head_rows += n)
+                .map_err(|e| e.to_string()),
             Db::Postgres(pg, rt) => rt
                 .block_on(pg.insert(&jobs, &mut self.series_ids, forward))
                 .map_err(|e| e.to_string()),
@@ -681,13 +724,20 @@ impl Writer {
                 for job in &jobs {
                     match &job.payload {
                         Payload::Logs(records) => {
-                            for r in records {
+                            // Counted per run of one input (a submission has one input).
+                            let mut rest = records.as_slice();
+                            while let Some(first) = rest.first() {
+                                let n = rest
+                                    .iter()
+                                    .position(|r| r.input != first.input)
+                                    .unwrap_or(rest.len());
                                 self.metrics
                                     .stored
                                     .get_or_create(&InputLabels {
-                                        input: r.input.clone(),
+                                        input: first.input.clone(),
                                     })
-                                    .inc();
+                                    .inc_by(n as u64);
+                                rest = &rest[n..];
                             }
                         }
                         Payload::Samples(_) => {
@@ -721,6 +771,34 @@ impl Writer {
         self.metrics
             .queue_depth
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        if self.head_rows >= HEAD_MERGE_ROWS
+            && let Err(err) = self.merge_head()
+        {
+            tracing::error!(error = %err, "Merging recent samples failed.");
+        }
+    }
+
+    /// Moves `samples_head` into `samples` in one transaction, sorted by the `samples` key:
+    /// each page of `samples` is then written once per merge instead of once per commit.
+    /// Rows inserted later replace earlier ones of the same series and time, as they would
+    /// have in `samples`.
+    fn merge_head(&mut self) -> Result<(), rusqlite::Error> {
+        let Db::Sqlite(conn) = &mut self.db else {
+            return Ok(());
+        };
+        if self.head_rows == 0 {
+            return Ok(());
+        }
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO samples (series_id, ts_ms, value)
+             SELECT series_id, ts_ms, value FROM samples_head ORDER BY series_id, ts_ms, rowid",
+            [],
+        )?;
+        tx.execute("DELETE FROM samples_head", [])?;
+        tx.commit()?;
+        self.head_rows = 0;
+        Ok(())
     }
 
     /// Keeps, for samples older than `after`, only the last sample of each series per `step`
@@ -869,18 +947,21 @@ struct Forward {
     quic: bool,
 }
 
+/// Writes the batch in one transaction; returns the samples added to `samples_head`.
 fn insert(
     conn: &mut Connection,
     jobs: &[Job],
-    series_ids: &mut HashMap<String, i64>,
+    series_ids: &mut SeriesIds,
     forward: Forward,
-) -> Result<(), rusqlite::Error> {
+) -> Result<u64, rusqlite::Error> {
+    let mut head_rows = 0u64;
     let tx = conn.transaction()?;
     {
         let mut find = tx.prepare_cached("SELECT id FROM series WHERE labels = ?1")?;
         let mut add = tx.prepare_cached("INSERT INTO series (name, labels) VALUES (?1, ?2)")?;
+        // Appended in arrival order; `Writer::merge_head` moves them into `samples`.
         let mut sample = tx.prepare_cached(
-            "INSERT OR REPLACE INTO samples (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
+            "INSERT INTO samples_head (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
         )?;
         let mut outbox = tx.prepare_cached(
             "INSERT INTO forward_outbox (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
@@ -896,10 +977,10 @@ fn insert(
                 continue;
             };
             for s in series {
-                let key = s.key();
-                let id = match series_ids.get(&key) {
+                let id = match series_ids.get(s.labels.as_slice()) {
                     Some(id) => *id,
                     None => {
+                        let key = s.key();
                         let id = match find.query_row(params![key], |r| r.get::<_, i64>(0)) {
                             Ok(id) => id,
                             Err(rusqlite::Error::QueryReturnedNoRows) => {
@@ -908,12 +989,13 @@ fn insert(
                             }
                             Err(e) => return Err(e),
                         };
-                        series_ids.insert(key, id);
+                        series_ids.insert(s.labels.clone(), id);
                         id
                     }
                 };
                 for (ts, v) in &s.samples {
                     sample.execute(params![id, ts, v])?;
+                    head_rows += 1;
                     if forward.remote_write {
                         outbox.execute(params![id, ts, v])?;
                     }
@@ -966,7 +1048,8 @@ fn insert(
             }
         }
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(head_rows)
 }
 
 /// A log query: every set filter must match.
@@ -1112,27 +1195,53 @@ impl Store {
             }
         };
         tokio::task::spawn_blocking(move || {
-            let conn = Connection::open_with_flags(
+            let mut conn = Connection::open_with_flags(
                 &path,
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             conn.busy_timeout(Duration::from_secs(5))?;
-            let mut find = conn.prepare("SELECT id, labels FROM series WHERE name = ?1")?;
-            let mut samples = conn.prepare(
+            // One read transaction: a merge of the head between two reads moves no sample
+            // out of sight.
+            let tx = conn.transaction()?;
+            let mut find = tx.prepare("SELECT id, labels FROM series WHERE name = ?1")?;
+            let mut samples = tx.prepare(
                 "SELECT ts_ms, value FROM samples WHERE series_id = ?1 AND ts_ms BETWEEN ?2 AND ?3 ORDER BY ts_ms",
             )?;
             let rows: Vec<(i64, String)> = find
                 .query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
-            let mut out = Vec::new();
-            for (id, labels) in rows {
-                let labels = parse_labels(&labels);
-                if !matchers.iter().all(|m| m.matches(&labels)) {
-                    continue;
+            let matched: Vec<(i64, Vec<(String, String)>)> = rows
+                .into_iter()
+                .map(|(id, labels)| (id, parse_labels(&labels)))
+                .filter(|(_, labels)| matchers.iter().all(|m| m.matches(labels)))
+                .collect();
+            // Recent samples not merged yet: one scan of the (bounded) head per query.
+            let mut head: HashMap<i64, Vec<(i64, f64)>> =
+                matched.iter().map(|(id, _)| (*id, Vec::new())).collect();
+            if !head.is_empty() {
+                let mut scan = tx.prepare(
+                    "SELECT series_id, ts_ms, value FROM samples_head WHERE ts_ms BETWEEN ?1 AND ?2 ORDER BY rowid",
+                )?;
+                let mut rows = scan.query(params![start_ms, end_ms])?;
+                while let Some(r) = rows.next()? {
+                    if let Some(v) = head.get_mut(&r.get::<_, i64>(0)?) {
+                        v.push((r.get(1)?, r.get(2)?));
+                    }
                 }
-                let samples: Vec<(i64, f64)> = samples
+            }
+            let mut out = Vec::new();
+            for (id, labels) in matched {
+                let mut samples: Vec<(i64, f64)> = samples
                     .query_map(params![id, start_ms, end_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<Result<_, _>>()?;
+                let recent = head.remove(&id).unwrap_or_default();
+                if !recent.is_empty() {
+                    // The later write of a time wins, as `INSERT OR REPLACE` would have it.
+                    let mut by_ts: std::collections::BTreeMap<i64, f64> =
+                        samples.into_iter().collect();
+                    by_ts.extend(recent);
+                    samples = by_ts.into_iter().collect();
+                }
                 out.push(SeriesSamples { labels, samples });
             }
             Ok(out)

@@ -160,7 +160,7 @@ impl Pg {
     pub(super) async fn insert(
         &self,
         jobs: &[Job],
-        series_ids: &mut HashMap<String, i64>,
+        series_ids: &mut super::SeriesIds,
         forward: Forward,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
@@ -173,10 +173,10 @@ impl Pg {
                 continue;
             };
             for s in series {
-                let key = s.key();
-                let id = match series_ids.get(&key) {
+                let id = match series_ids.get(s.labels.as_slice()) {
                     Some(id) => *id,
                     None => {
+                        let key = s.key();
                         let id: i64 = sqlx::query(
                             "INSERT INTO ingestd_series (name, labels) VALUES ($1, $2)
                              ON CONFLICT (labels) DO UPDATE SET name = EXCLUDED.name RETURNING id",
@@ -186,7 +186,7 @@ impl Pg {
                         .fetch_one(&mut *tx)
                         .await?
                         .try_get(0)?;
-                        series_ids.insert(key, id);
+                        series_ids.insert(s.labels.clone(), id);
                         id
                     }
                 };

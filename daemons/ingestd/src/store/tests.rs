@@ -559,3 +559,84 @@ async fn the_otlp_log_outbox_reports_records_retention_deleted_first() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn samples_read_the_same_before_and_after_the_head_merges_and_the_last_write_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 100_000, KEEP);
+    // Recent times (retention by max age keeps them): b + 1, b + 2, …
+    let b = crate::now_ns() / 1_000_000 - 600_000;
+    let labels = vec![("__name__".to_owned(), "h_total".to_owned())];
+    let other = vec![("__name__".to_owned(), "other".to_owned())];
+    let submit = |labels: &Vec<(String, String)>, samples: Vec<(i64, f64)>| {
+        let store = store.clone();
+        let labels = labels.clone();
+        async move {
+            store
+                .submit_samples(vec![SeriesSamples { labels, samples }])
+                .await
+                .unwrap()
+                .committed()
+                .await
+                .unwrap();
+        }
+    };
+    let read = |start: i64, end: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .select_series("h_total".into(), Vec::new(), start, end)
+                .await
+                .unwrap()
+                .remove(0)
+                .samples
+        }
+    };
+    // Before any merge: 1..=5, then 3 and 4 written again (new values), and another series.
+    submit(&labels, (1..=5).map(|t| (b + t, t as f64)).collect()).await;
+    submit(&labels, vec![(b + 3, 30.0), (b + 4, 40.0)]).await;
+    submit(&other, vec![(b + 2, 9.0)]).await;
+    let want = vec![
+        (b + 1, 1.0),
+        (b + 2, 2.0),
+        (b + 3, 30.0),
+        (b + 4, 40.0),
+        (b + 5, 5.0),
+    ];
+    assert_eq!(read(b, b + 10).await, want);
+    assert_eq!(read(b + 2, b + 3).await, want[1..3].to_vec());
+    // Retention merges the head first: the same answers from `samples` alone.
+    store.retain_now();
+    submit(&other, vec![(b + 3, 9.0)]).await;
+    let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let head = |conn: &Connection| -> i64 {
+        conn.query_row("SELECT count(*) FROM samples_head", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(
+        head(&conn),
+        1,
+        "only the sample after the merge is in the head"
+    );
+    assert_eq!(read(b, b + 10).await, want);
+    // Written again after the merge: the head's value wins over the merged one.
+    submit(&labels, vec![(b + 5, 50.0)]).await;
+    assert_eq!(read(b, b + 10).await[4], (b + 5, 50.0));
+    // The writer merges by itself once the head holds HEAD_MERGE_ROWS samples.
+    let many: Vec<(i64, f64)> = (100..100 + HEAD_MERGE_ROWS as i64)
+        .map(|t| (b + t, 1.0))
+        .collect();
+    submit(&labels, many).await;
+    // The merge runs after the acknowledgement; the next commit comes after it.
+    store
+        .submit(vec![rec(1, "h", "a", 1, "barrier")])
+        .await
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+    assert_eq!(head(&conn), 0);
+    let all = read(0, i64::MAX).await;
+    assert_eq!(all.len(), 5 + HEAD_MERGE_ROWS as usize);
+    assert_eq!(all[4], (b + 5, 50.0));
+}

@@ -2,14 +2,18 @@
 //!
 //! Parsing ([`parse`]) and stream framing ([`framing`]) are pure; this module holds the
 //! sockets. UDP has no flow control, so a full write queue is a counted `queue_full`
-//! rejection. TCP and TLS connections read the next chunk only after the records of the
-//! previous one are committed: a slow store slows the senders (TCP backpressure) instead of
-//! growing memory. Oversized messages and bad octet counts are counted rejections.
+//! rejection. TCP and TLS connections have at most one submission in the store at a time and
+//! read at most `READ_AHEAD_BYTES` (256 KiB) ahead of it (parsed while it commits, submitted
+//! together once it has): a slow store slows the senders (TCP backpressure) instead of growing
+//! memory.
+//! Oversized messages and bad octet counts are counted rejections.
 
 pub mod framing;
 pub mod parse;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -138,7 +142,15 @@ async fn accept_tls(
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
 }
 
-/// Reads one connection: frames, parses, and commits before reading on.
+/// A submission's commit, awaited while the connection reads on.
+type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// Input read ahead of the commit on one connection, in bytes: while the previous records
+/// commit, the connection reads and parses up to this much more, then waits.
+const READ_AHEAD_BYTES: usize = 256 * 1024;
+
+/// Reads one connection: frames, parses, and commits; reads ahead of the commit in flight by
+/// at most [`READ_AHEAD_BYTES`] of input, so a slow store slows the sender.
 async fn connection<S: AsyncRead + Unpin>(
     mut stream: S,
     peer: SocketAddr,
@@ -149,57 +161,81 @@ async fn connection<S: AsyncRead + Unpin>(
     let name = input.as_str();
     let mut framer = Framer::new(ctx.max_message_bytes);
     let mut buf = vec![0u8; 64 * 1024];
+    // Parsed, not yet submitted; the bytes they were read from.
+    let mut records = Vec::new();
+    let mut ahead = 0usize;
+    // The commit in flight (at most one per connection).
+    let mut pending: Option<Commit> = None;
+    // No more reads: end of stream, read error or a fatal framing error.
+    let mut done = false;
+    let limit = ctx.store.capacity().max(1);
     loop {
-        let n = tokio::select! {
-            () = ctx.shutdown.cancelled() => return,
-            r = stream.read(&mut buf) => match r {
-                Ok(0) => return,
-                Ok(n) => n,
+        if pending.is_none() && !records.is_empty() {
+            let take = records.len().min(limit);
+            let chunk: Vec<LogRecord> = records.drain(..take).collect();
+            if records.is_empty() {
+                ahead = 0;
+            }
+            let n = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
+            match ctx.store.submit(chunk).await {
+                Ok(ack) => pending = Some(Box::pin(ack.committed())),
                 Err(err) => {
-                    tracing::debug!(peer = %peer, error = %err, "Syslog connection read failed.");
+                    ctx.metrics.reject(name, "store_error", n);
+                    tracing::warn!(peer = %peer, error = %err, "Syslog records not stored; closing the connection.");
                     return;
                 }
-            },
-        };
-        framer.push(&buf[..n]);
-        let mut records = Vec::new();
-        let mut fatal = false;
-        while let Some(frame) = framer.next_frame() {
-            match frame {
-                Frame::Message(m) => {
-                    ctx.metrics.receive(name, 1);
-                    records.push(record(&m, input, &peer, &ctx.metrics));
-                }
-                Frame::TooLong { .. } => {
-                    ctx.metrics.receive(name, 1);
-                    ctx.metrics.reject(name, "too_long", 1);
-                }
-                Frame::BadCount(shown) => {
-                    ctx.metrics.reject(name, "bad_frame", 1);
-                    tracing::debug!(peer = %peer, start = %shown, "Syslog octet count is not a number; closing the connection.");
-                    fatal = true;
-                    break;
-                }
             }
         }
-        // Backpressure: the next read waits until these records are committed.
-        for chunk in records.chunks(ctx.store.capacity().max(1)) {
-            let n = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
-            // A failed commit is counted by the writer; a failed submission here.
-            let committed = match ctx.store.submit(chunk.to_vec()).await {
-                Ok(ack) => ack.committed().await,
-                Err(e) => {
-                    ctx.metrics.reject(name, "store_error", n);
-                    Err(e)
-                }
-            };
-            if let Err(err) = committed {
-                tracing::warn!(peer = %peer, error = %err, "Syslog records not stored; closing the connection.");
+        if pending.is_none() && records.is_empty() {
+            if done {
                 return;
             }
+            // Nothing outstanding: bytes that gave no record (oversized messages skipped, a
+            // long message still incomplete) must not stop the reads.
+            ahead = 0;
         }
-        if fatal {
-            return;
+        let room = !done && ahead < READ_AHEAD_BYTES;
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return,
+            r = async { match pending.as_mut() { Some(p) => p.await, None => std::future::pending().await } }, if pending.is_some() => {
+                pending = None;
+                // A failed commit is counted by the writer.
+                if let Err(err) = r {
+                    tracing::warn!(peer = %peer, error = %err, "Syslog records not stored; closing the connection.");
+                    return;
+                }
+            }
+            r = stream.read(&mut buf), if room => match r {
+                Ok(0) => done = true,
+                Ok(n) => {
+                    ahead += n;
+                    framer.push(&buf[..n]);
+                    let mut received = 0;
+                    while let Some(frame) = framer.next_frame() {
+                        match frame {
+                            Frame::Message(m) => {
+                                received += 1;
+                                records.push(record(&m, input, &peer, &ctx.metrics));
+                            }
+                            Frame::TooLong { .. } => {
+                                received += 1;
+                                ctx.metrics.reject(name, "too_long", 1);
+                            }
+                            Frame::BadCount(shown) => {
+                                ctx.metrics.reject(name, "bad_frame", 1);
+                                tracing::debug!(peer = %peer, start = %shown, "Syslog octet count is not a number; closing the connection.");
+                                done = true;
+                                break;
+                            }
+                        }
+                    }
+                    ctx.metrics.receive(name, received);
+                }
+                Err(err) => {
+                    tracing::debug!(peer = %peer, error = %err, "Syslog connection read failed.");
+                    done = true;
+                }
+            },
         }
     }
 }

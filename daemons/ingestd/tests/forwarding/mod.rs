@@ -95,7 +95,8 @@ pub fn logs_in_b(dir: &Path) -> i64 {
 pub fn samples_in_b(dir: &Path) -> i64 {
     count(
         dir,
-        "SELECT count(*) FROM samples s JOIN series r ON r.id = s.series_id WHERE r.name = 'otlp_fwd_total'",
+        "SELECT count(*) FROM (SELECT series_id, ts_ms FROM samples UNION SELECT series_id, ts_ms FROM samples_head) s \
+         JOIN series r ON r.id = s.series_id WHERE r.name = 'otlp_fwd_total'",
     )
 }
 
