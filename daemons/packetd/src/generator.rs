@@ -47,6 +47,11 @@ pub const BATCH: usize = 64;
 pub const SLEEP_ABOVE: Duration = Duration::from_micros(200);
 /// How long replies are still counted after the last packet.
 pub const GRACE: Duration = Duration::from_millis(200);
+/// How often the AF_XDP queues are scanned again when all were busy (a queue is free again a
+/// moment after the session holding it closed its socket).
+const BUSY_RESCANS: u32 = 10;
+/// The wait before each of those scans.
+const BUSY_RESCAN_WAIT: Duration = Duration::from_millis(100);
 /// Socket send buffer asked for (the kernel caps it at `net.core.wmem_max`).
 const SNDBUF: usize = 4 << 20;
 
@@ -272,14 +277,23 @@ fn open_af_xdp(
     let plan = afxdp::plan(local, spec.destination, ip_bytes)?;
     let template = afxdp::Template::new(&plan, spec.dscp, size);
     // One AF_XDP socket per queue: a queue another session holds is busy (EBUSY), the next one
-    // is tried, up to the last queue the interface has (EINVAL past it).
+    // is tried, up to the last queue the interface has (an error past it). When every queue
+    // was busy, the scan is repeated a few times: a session that has just ended gives its
+    // queue back a moment after its socket is closed (the kernel releases an AF_XDP socket's
+    // UMEM in deferred work), and a session started right after it should not fall back.
     let queue = options.queue;
     let mut q = queue;
+    let mut rescans = 0;
     loop {
         match afxdp::Tx::open(&plan, q, template.clone(), options.zero_copy) {
             Ok(tx) => return Ok((tx, plan)),
             Err(e) if afxdp::os_error(&e) == Some(libc::EBUSY) && q < queue.saturating_add(63) => {
                 q += 1;
+            }
+            Err(_) if q > queue && rescans < BUSY_RESCANS => {
+                rescans += 1;
+                std::thread::sleep(BUSY_RESCAN_WAIT);
+                q = queue;
             }
             Err(e) => {
                 let busy = if q > queue {
