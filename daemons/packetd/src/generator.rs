@@ -109,7 +109,23 @@ impl Path {
     }
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// A session starting now, nothing sent yet.
+    fn new(spec: &'a SessionSpec, backend: &'static str, backend_detail: String) -> Self {
+        Self {
+            spec,
+            start: Instant::now(),
+            sent: 0,
+            send_errors: 0,
+            received: 0,
+            received_bytes: 0,
+            first_send: None,
+            last_send: Instant::now(),
+            backend,
+            backend_detail,
+        }
+    }
+
     /// Sends up to `want` packets numbered from `first` on `path`; returns how many sequence
     /// numbers were used (0 when an AF_XDP socket has every frame in flight).
     fn send_on(
@@ -138,7 +154,17 @@ impl Run<'_> {
     /// many sequence numbers were used: those sent, or the one a refused send (no route, a
     /// full device queue) skips.
     fn send(&mut self, sock: &Socket, bufs: &mut [Vec<u8>], first: u64, want: usize) -> u64 {
-        match send_batch(sock, bufs, first, want) {
+        let mut sent = send_batch(sock, bufs, first, want);
+        if sent
+            .as_ref()
+            .is_err_and(|e| e.raw_os_error() == Some(libc::ECONNREFUSED))
+        {
+            // An ICMP port unreachable for an earlier packet (a destination with nothing
+            // listening), reported once by the connected socket instead of sending this batch;
+            // reporting it cleared it, so the batch goes now. Replies are not required.
+            sent = send_batch(sock, bufs, first, want);
+        }
+        match sent {
             Ok(n) if n > 0 => {
                 self.last_send = Instant::now();
                 self.first_send.get_or_insert(self.last_send);
@@ -331,18 +357,7 @@ pub fn run(
     let total = spec.total_packets();
     let mut rbuf = vec![0_u8; 65_536];
     let rate = u128::from(spec.rate_pps.max(1));
-    let mut run = Run {
-        spec,
-        start: Instant::now(),
-        sent: 0,
-        send_errors: 0,
-        received: 0,
-        received_bytes: 0,
-        first_send: None,
-        last_send: Instant::now(),
-        backend,
-        backend_detail,
-    };
+    let mut run = Run::new(spec, backend, backend_detail);
     progress.send_replace(run.stats());
     // Packets handed to the kernel or refused by it: the next sequence number.
     let mut attempted: u64 = 0;
@@ -494,6 +509,43 @@ mod tests {
             assert_eq!(p[..8], want.to_be_bytes());
             assert!(p[8..18].iter().all(|b| *b == 0));
         }
+    }
+
+    #[test]
+    fn an_icmp_port_unreachable_for_an_earlier_packet_refuses_nothing() {
+        // A port nobody listens on: the first packet draws an ICMP port unreachable, which the
+        // connected socket reports on its next send.
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let dest = closed.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        drop(closed);
+        let s = spec(dest, 1000, 4);
+        let sock = socket(&s).unwrap_or_else(|e| panic!("{e}"));
+        let mut run = Run::new(&s, "sendmmsg", String::new());
+        let mut bufs = vec![vec![0_u8; 18]; BATCH];
+        // Waits until the socket holds an error, without taking it (SO_ERROR would clear it).
+        let wait_for_error = |sock: &Socket| {
+            let mut fd = libc::pollfd {
+                fd: sock.as_raw_fd(),
+                events: 0,
+                revents: 0,
+            };
+            // SAFETY: one pollfd that outlives the call.
+            let r = unsafe { libc::poll(&raw mut fd, 1, 2000) };
+            assert!(
+                r == 1 && fd.revents & libc::POLLERR != 0,
+                "no ICMP error arrived"
+            );
+        };
+        assert_eq!(run.send(&sock, &mut bufs, 0, 1), 1);
+        wait_for_error(&sock);
+        // What a plain send makes of it: the batch is not sent.
+        let refused = send_batch(&sock, &mut bufs, 1, 1).map_err(|e| e.raw_os_error());
+        assert_eq!(refused, Err(Some(libc::ECONNREFUSED)));
+        assert_eq!(run.send(&sock, &mut bufs, 1, 1), 1);
+        wait_for_error(&sock);
+        assert_eq!(run.send(&sock, &mut bufs, 2, 1), 1);
+        assert_eq!(run.send(&sock, &mut bufs, 3, 1), 1);
+        assert_eq!((run.sent, run.send_errors), (4, 0));
     }
 
     #[test]
