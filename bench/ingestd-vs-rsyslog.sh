@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark: rookery-ingestd vs Debian's rsyslog, syslog over TCP on loopback.
 #
-#   ingestd  [syslog] tcp → parse (RFC 5424/3164) → SQLite store (WAL, synchronous=FULL, FTS5
-#            index over the message); a connection reads at most 256 KiB ahead of its commit
+#   ingestd  [syslog] tcp → parse (RFC 5424/3164) → SQLite store (WAL, synchronous=FULL; records
+#            in compressed blocks, FTS5 index of each block's words); a connection reads at most
+#            256 KiB ahead of its commit
 #   rsyslog  imtcp → omfile (RSYSLOG_SyslogProtocol23Format: every field kept), no fsync; its
 #            own instance (own config, pid file and work directory, `rsyslogd -n -f … -i …`),
 #            never the system service

@@ -210,6 +210,9 @@ impl Daemon for Ingestd {
                     store: store.clone(),
                     metrics: metrics.clone(),
                     max_labels: c.store.max_labels_per_series,
+                    interner: std::sync::Arc::new(crate::remote_write::LabelInterner::new(
+                        crate::remote_write::INTERNED_LABEL_SETS,
+                    )),
                 }),
         )
         .layer(axum::extract::DefaultBodyLimit::max(c.http.max_body_bytes));

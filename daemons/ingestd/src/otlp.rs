@@ -194,7 +194,7 @@ pub fn series(
                     };
                     let ts_ms = i64::try_from(p.time_unix_nano / 1_000_000).unwrap_or(i64::MAX);
                     out.push(SeriesSamples {
-                        labels,
+                        labels: labels.into(),
                         samples: vec![(ts_ms, value)],
                     });
                 }

@@ -358,7 +358,7 @@ pub fn eval(
             continue;
         }
         let labels = if q.function == Function::Last {
-            s.labels.clone()
+            s.labels.to_vec()
         } else {
             s.labels
                 .iter()
@@ -404,7 +404,7 @@ mod tests {
             .collect();
         labels.sort();
         SeriesSamples {
-            labels,
+            labels: labels.into(),
             samples: samples.to_vec(),
         }
     }
@@ -448,10 +448,17 @@ mod tests {
         assert_eq!(out[0].labels, [("job".to_owned(), "x".to_owned())]);
         assert!((out[0].points[0].1 - (22.0 / 30.0 + 1.0)).abs() < 1e-9);
         let q = parse("max_over_time(c[15s])").unwrap();
-        let out = eval(&q, &[a], 10_000, 30_000, 10_000).unwrap();
+        let out = eval(&q, std::slice::from_ref(&a), 10_000, 30_000, 10_000).unwrap();
         assert_eq!(
             out[0].points,
             [(10_000, 10.0), (20_000, 10.0), (30_000, 12.0)]
         );
+        // The same windows: {0, 10}, {10, 2}, {2, 12}.
+        let q = parse("min_over_time(c[15s])").unwrap();
+        let out = eval(&q, std::slice::from_ref(&a), 10_000, 30_000, 10_000).unwrap();
+        assert_eq!(out[0].points, [(10_000, 0.0), (20_000, 2.0), (30_000, 2.0)]);
+        let q = parse("avg_over_time(c[15s])").unwrap();
+        let out = eval(&q, &[a], 10_000, 30_000, 10_000).unwrap();
+        assert_eq!(out[0].points, [(10_000, 5.0), (20_000, 6.0), (30_000, 7.0)]);
     }
 }

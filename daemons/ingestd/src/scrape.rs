@@ -120,7 +120,7 @@ pub fn to_series(
         labels.push(("__name__".to_owned(), l.name));
         labels.sort();
         let s = SeriesSamples {
-            labels,
+            labels: labels.into(),
             samples: vec![(ts_ms, l.value)],
         };
         // A repeated series in one exposition keeps its last value.
@@ -131,7 +131,7 @@ pub fn to_series(
     labels.push(("__name__".to_owned(), "up".to_owned()));
     labels.sort();
     out.push(SeriesSamples {
-        labels,
+        labels: labels.into(),
         samples: vec![(ts_ms, up)],
     });
     out

@@ -27,7 +27,8 @@ fn batch(round: i64) -> Vec<u8> {
             labels: vec![
                 ("__name__".into(), "fwd_test".into()),
                 ("i".into(), i.to_string()),
-            ],
+            ]
+            .into(),
             samples: (0..PER_SERIES)
                 .map(|k| {
                     (
@@ -56,18 +57,7 @@ fn post_rw(d: &Ingestd, body: &[u8]) {
 }
 
 fn samples_in(dir: &Path) -> i64 {
-    let conn = rusqlite::Connection::open_with_flags(
-        dir.join("state/logs.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    conn.query_row(
-        "SELECT count(*) FROM (SELECT series_id, ts_ms FROM samples UNION SELECT series_id, ts_ms FROM samples_head) s \
-         JOIN series r ON r.id = s.series_id WHERE r.name = 'fwd_test'",
-        [],
-        |r| r.get(0),
-    )
-    .unwrap()
+    common::samples_named(dir, "fwd_test")
 }
 
 fn metric(d: &Ingestd, name: &str) -> u64 {

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use common::{Ingestd, Licensed, write_config};
 use forwarding::{
-    LOGS, PER_SERIES, SERIES, ca, count, db, leaf, logs_in_b, metric, push_logs, push_samples,
-    samples_in_b, wait, write_pem,
+    LOGS, PER_SERIES, SERIES, ca, count, fwd_logs, leaf, logs_in_b, metric, push_logs,
+    push_samples, samples_in_b, wait, write_pem,
 };
 
 struct Pki {
@@ -133,19 +133,13 @@ async fn quic_forwarding_with_mutual_tls_loses_nothing_in_an_outage() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Exactly once, by record id, each from A's store, stored as input "quic".
-    let conn = db(b_dir.path());
-    let mut stmt = conn
-        .prepare(
-            "SELECT message, structured_data, input, host, severity FROM logs WHERE app = 'fwdapp'",
-        )
-        .unwrap();
-    let rows: Vec<(String, String, String, String, Option<u8>)> = stmt
-        .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    let rows: Vec<(String, String, String, String, Option<u8>)> = fwd_logs(b_dir.path())
+        .into_iter()
+        .map(|l| {
+            let r = l.record;
+            (r.message, r.structured_data, r.input, r.host, r.severity)
         })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        .collect();
     assert_eq!(rows.len(), 3 * LOGS, "each record exactly once");
     let mut ids = BTreeMap::new();
     for (message, sd, input, host, sev) in &rows {

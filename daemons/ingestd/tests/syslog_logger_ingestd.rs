@@ -190,6 +190,22 @@ async fn logger_rfc5424_and_rfc3164_over_udp_and_tcp_are_queried_back_exactly() 
         .await;
     assert_eq!(text.len(), 1);
     assert_eq!(text[0].app, "app3164udp");
+    let cron = d
+        .query(QueryLogsRequest {
+            facility: Some(9),
+            ..QueryLogsRequest::default()
+        })
+        .await;
+    let apps: Vec<&str> = cron.iter().map(|r| &*r.app).collect();
+    assert_eq!(apps, ["app3164tcp"]);
+    // A time range that ends before the records were sent holds none of them.
+    let past = d
+        .query(QueryLogsRequest {
+            end_unix_nanos: Some(1_000_000_000),
+            ..QueryLogsRequest::default()
+        })
+        .await;
+    assert!(past.is_empty(), "{past:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

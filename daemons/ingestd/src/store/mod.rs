@@ -31,11 +31,17 @@ const WRITER_WAL_PAGES: i64 = 8192;
 /// The WAL file is truncated to this after a checkpoint if it grew beyond it.
 const WAL_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 /// Samples in `samples_head` that make the writer merge it into `samples`.
-const HEAD_MERGE_ROWS: u64 = 65_536;
+const HEAD_MERGE_ROWS: u64 = 262_144;
 /// Rows deleted per retention step: small steps keep the writer responsive.
 const RETENTION_CHUNK: i64 = 5_000;
 
+mod block;
+pub mod block_index;
+mod chunks;
+mod logs;
 mod postgres;
+
+pub use logs::query as query_file;
 
 /// This machine's host name: the PostgreSQL outbox owner and the sender in forwarded
 /// record ids.
@@ -71,6 +77,9 @@ pub enum StoreError {
     /// PostgreSQL failed.
     #[error("PostgreSQL error: {0}")]
     Postgres(#[from] sqlx::Error),
+    /// Stored data that does not decode (a damaged file).
+    #[error("the store is damaged: {0}")]
+    Corrupt(String),
 }
 
 /// Cannot open the store.
@@ -115,8 +124,9 @@ enum Db {
 }
 
 /// Series ids by label set (as submitted; the database holds the canonical JSON key): a hit
-/// costs one hash of the labels, no key text.
-type SeriesIds = HashMap<Vec<(String, String)>, i64>;
+/// costs one hash of the labels (foldhash, seeded per process), no key text; a miss keeps a
+/// reference to the submitted (usually interned) label set, not a copy.
+type SeriesIds = HashMap<Labels, i64, foldhash::fast::RandomState>;
 
 /// Labels of a series as stored (canonical JSON object).
 fn parse_labels(text: &str) -> Vec<(String, String)> {
@@ -140,7 +150,7 @@ fn group_outbox(rows: Vec<(i64, String, i64, f64)>) -> Option<(i64, Vec<SeriesSa
         .map(|(labels, mut samples)| {
             samples.sort_by_key(|s| s.0);
             SeriesSamples {
-                labels: parse_labels(&labels),
+                labels: parse_labels(&labels).into(),
                 samples,
             }
         })
@@ -148,11 +158,15 @@ fn group_outbox(rows: Vec<(i64, String, i64, f64)>) -> Option<(i64, Vec<SeriesSa
     Some((max_seq, series))
 }
 
+/// A series' label set, sorted by name, shared: remote_write hands out one `Arc` per label set
+/// it has seen ([`crate::remote_write::LabelInterner`]); build one from a `Vec` with `.into()`.
+pub type Labels = Arc<[(String, String)]>;
+
 /// Metric samples of one series, as remote_write delivers them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesSamples {
     /// Labels sorted by name, `__name__` included.
-    pub labels: Vec<(String, String)>,
+    pub labels: Labels,
     /// (timestamp in ms since the Unix epoch, value).
     pub samples: Vec<(i64, f64)>,
 }
@@ -183,13 +197,53 @@ pub fn labels_key(labels: &[(String, String)]) -> String {
 
 enum Payload {
     Logs(Vec<LogRecord>),
+    /// Log records the submitter already encoded into blocks (SQLite): the writer only
+    /// stores them.
+    Blocks(Encoded),
     Samples(Vec<SeriesSamples>),
+}
+
+/// Log records encoded into blocks, with what the writer counts of them.
+struct Encoded {
+    blocks: Vec<block::Block>,
+    records: usize,
+    /// Records per input, in runs (counted as stored after the commit).
+    inputs: Vec<(String, u64)>,
+}
+
+impl Encoded {
+    fn new(records: &[LogRecord]) -> Result<Self, snap::Error> {
+        let refs: Vec<&LogRecord> = records.iter().collect();
+        let blocks = block::encode_all(&refs, &mut block_index::Words::default())?;
+        Ok(Self {
+            blocks,
+            records: records.len(),
+            inputs: input_runs(records),
+        })
+    }
+}
+
+/// Submissions of at least this many records are encoded by the submitter, on its own
+/// thread; smaller ones (a UDP datagram) go to the writer, which makes one block of them all.
+const ENCODE_IN_SUBMITTER: usize = 32;
+
+/// The records of `records` per input, in runs.
+fn input_runs(records: &[LogRecord]) -> Vec<(String, u64)> {
+    let mut runs: Vec<(String, u64)> = Vec::new();
+    for r in records {
+        match runs.last_mut() {
+            Some((input, n)) if *input == r.input => *n += 1,
+            _ => runs.push((r.input.clone(), 1)),
+        }
+    }
+    runs
 }
 
 impl Payload {
     fn len(&self) -> usize {
         match self {
             Self::Logs(r) => r.len(),
+            Self::Blocks(e) => e.records,
             Self::Samples(s) => s.iter().map(|s| s.samples.len()).sum(),
         }
     }
@@ -197,14 +251,19 @@ impl Payload {
     fn input(&self) -> &str {
         match self {
             Self::Logs(r) => r.first().map_or("", |r| r.input.as_str()),
+            Self::Blocks(e) => e.inputs.first().map_or("", |(i, _)| i.as_str()),
             Self::Samples(_) => "remote_write",
         }
     }
 }
 
+/// The outcome of a submission's commit, with its payload: the submitter frees the payload,
+/// on its own thread, so the writer does not spend its time freeing what others allocated.
+struct Committed(Result<(), String>, Payload);
+
 struct Job {
     payload: Payload,
-    ack: Option<oneshot::Sender<Result<(), String>>>,
+    ack: Option<oneshot::Sender<Committed>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -278,46 +337,19 @@ pub struct Store {
 }
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS logs (
-    id INTEGER PRIMARY KEY,
-    received_ns INTEGER NOT NULL,
-    timestamp_ns INTEGER,
-    ts_ns INTEGER NOT NULL,
-    host TEXT NOT NULL,
-    app TEXT NOT NULL,
-    procid TEXT NOT NULL,
-    msgid TEXT NOT NULL,
-    facility INTEGER,
-    severity INTEGER,
-    message TEXT NOT NULL,
-    structured_data TEXT NOT NULL,
-    format TEXT NOT NULL,
-    parse_error TEXT,
-    input TEXT NOT NULL,
-    peer TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS logs_ts ON logs(ts_ns);
-CREATE INDEX IF NOT EXISTS logs_received ON logs(received_ns);
-CREATE INDEX IF NOT EXISTS logs_host_ts ON logs(host, ts_ns);
-CREATE INDEX IF NOT EXISTS logs_app_ts ON logs(app, ts_ns);
-CREATE VIRTUAL TABLE IF NOT EXISTS logs_fts USING fts5(message, content='logs', content_rowid='id');
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
     labels TEXT NOT NULL UNIQUE
 );
 CREATE INDEX IF NOT EXISTS series_name ON series(name);
-CREATE TABLE IF NOT EXISTS samples (
-    series_id INTEGER NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    value REAL NOT NULL,
-    PRIMARY KEY (series_id, ts_ms)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts_ms);
-CREATE TABLE IF NOT EXISTS samples_head (
-    series_id INTEGER NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    value REAL NOT NULL
+-- Merged samples are in `sample_chunks` (chunks.rs); `samples` (a row per sample) and its
+-- time index are an older version's, moved into chunks at open.
+DROP INDEX IF EXISTS samples_ts;
+CREATE TABLE IF NOT EXISTS samples_head_blocks (
+    id INTEGER PRIMARY KEY,
+    samples INTEGER NOT NULL,
+    data BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS forward_outbox (
     seq INTEGER PRIMARY KEY,
@@ -345,12 +377,6 @@ CREATE TABLE IF NOT EXISTS forward_quic_logs (
     seq INTEGER PRIMARY KEY,
     log_id INTEGER NOT NULL
 );
-CREATE TRIGGER IF NOT EXISTS logs_ai AFTER INSERT ON logs BEGIN
-    INSERT INTO logs_fts(rowid, message) VALUES (new.id, new.message);
-END;
-CREATE TRIGGER IF NOT EXISTS logs_ad AFTER DELETE ON logs BEGIN
-    INSERT INTO logs_fts(logs_fts, rowid, message) VALUES ('delete', old.id, old.message);
-END;
 ";
 
 fn open_db(path: &Path) -> Result<Connection, rusqlite::Error> {
@@ -375,7 +401,174 @@ fn open_db(path: &Path) -> Result<Connection, rusqlite::Error> {
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(logs::SCHEMA)?;
+    conn.execute_batch(chunks::SCHEMA)?;
+    migrate_row_head(&conn)?;
+    let moved = chunks::migrate(&conn)?;
+    if moved > 0 {
+        tracing::info!(
+            samples = moved,
+            "Moved the samples of an older store into chunks."
+        );
+    }
+    let moved = logs::migrate(&conn)?;
+    if moved > 0 {
+        tracing::info!(
+            records = moved,
+            "Moved the log records of an older store into blocks."
+        );
+    }
     Ok(conn)
+}
+
+/// A database written before the packed head has its recent samples in `samples_head`, one
+/// row per sample: they go into `samples` (after the packed head, should a newer version have
+/// written one too: the old rows are then the later ones) and the table is dropped.
+fn migrate_row_head(conn: &Connection) -> Result<(), rusqlite::Error> {
+    if !table_exists(conn, "samples_head")? {
+        return Ok(());
+    }
+    merge_head(conn)?;
+    let tx = conn.unchecked_transaction()?;
+    tx.execute(
+        "INSERT OR REPLACE INTO samples (series_id, ts_ms, value)
+         SELECT series_id, ts_ms, value FROM samples_head ORDER BY series_id, ts_ms, rowid",
+        [],
+    )?;
+    tx.execute("DROP TABLE samples_head", [])?;
+    tx.commit()
+}
+
+/// Bytes of one sample in a head block: series id, time (ms) and value (IEEE 754 bits), each
+/// 8 bytes little-endian.
+const HEAD_SAMPLE_BYTES: usize = 24;
+
+/// Appends one sample to a head block.
+fn pack_sample(block: &mut Vec<u8>, series_id: i64, ts_ms: i64, value: f64) {
+    block.extend_from_slice(&series_id.to_le_bytes());
+    block.extend_from_slice(&ts_ms.to_le_bytes());
+    block.extend_from_slice(&value.to_bits().to_le_bytes());
+}
+
+/// `data` as records of `size` bytes each, or an error naming `what` (column `column` of its
+/// row) when it is not a whole number of them.
+fn fixed_records<'a>(
+    data: &'a [u8],
+    size: usize,
+    column: usize,
+    what: &str,
+) -> Result<std::slice::ChunksExact<'a, u8>, rusqlite::Error> {
+    if !data.len().is_multiple_of(size) {
+        return Err(rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Blob,
+            format!(
+                "{what} of {} bytes is not a whole number of {size}-byte samples",
+                data.len()
+            )
+            .into(),
+        ));
+    }
+    Ok(data.chunks_exact(size))
+}
+
+/// The 8 bytes of `record` from `at` on (little-endian, for `from_le_bytes`).
+fn le_word(record: &[u8], at: usize) -> [u8; 8] {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&record[at..at + 8]);
+    w
+}
+
+/// A read connection on the store file (WAL lets it read beside the writer).
+fn read_only(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Whether the database has a table `name`.
+fn table_exists(conn: &Connection, name: &str) -> Result<bool, rusqlite::Error> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+/// The samples `(series id, ms, value)` of one head block, in the order they were written.
+fn unpack_block(
+    data: &[u8],
+) -> Result<impl Iterator<Item = (i64, i64, f64)> + '_, rusqlite::Error> {
+    let records = fixed_records(data, HEAD_SAMPLE_BYTES, 2, "a samples_head_blocks block")?;
+    let word = le_word;
+    Ok(records.map(move |c| {
+        (
+            i64::from_le_bytes(word(c, 0)),
+            i64::from_le_bytes(word(c, 8)),
+            f64::from_bits(u64::from_le_bytes(word(c, 16))),
+        )
+    }))
+}
+
+/// Every sample of the head not yet merged into `samples`, `(series id, ms, value)` in the
+/// order they were committed (a later one of the same series and time replaces an earlier
+/// one). For tests and tools that read the database file directly.
+pub fn head_samples(conn: &Connection) -> Result<Vec<(i64, i64, f64)>, rusqlite::Error> {
+    let mut out = Vec::new();
+    each_head_sample(conn, |s| out.push(s))?;
+    Ok(out)
+}
+
+/// Every sample merged from the head into the chunks, `(series id, ms, value)` by series and
+/// time. For tests and tools that read the database file directly.
+pub fn merged_samples(conn: &Connection) -> Result<Vec<(i64, i64, f64)>, rusqlite::Error> {
+    chunks::all(conn)
+}
+
+/// Calls `f` with every sample of the head, as [`head_samples`] lists them, one block at a
+/// time: a reader that only filters does not copy the whole head first.
+fn each_head_sample(
+    conn: &Connection,
+    mut f: impl FnMut((i64, i64, f64)),
+) -> Result<(), rusqlite::Error> {
+    let mut stmt = conn.prepare_cached("SELECT data FROM samples_head_blocks ORDER BY id")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        unpack_block(r.get_ref(0)?.as_blob()?)?.for_each(&mut f);
+    }
+    Ok(())
+}
+
+/// Moves the head blocks into the sample chunks in one transaction, sorted by series and time:
+/// each chunk is then written once per merge instead of once per commit. Of several samples of
+/// the same series and time the one written last is kept. Returns the samples merged.
+fn merge_head(conn: &Connection) -> Result<usize, rusqlite::Error> {
+    let tx = conn.unchecked_transaction()?;
+    let mut head = head_samples(&tx)?;
+    if head.is_empty() {
+        return Ok(0);
+    }
+    // Stable: samples of the same key stay in commit order, the last one wins.
+    head.sort_by_key(|&(id, ts, _)| (id, ts));
+    let mut series: Vec<(i64, f64)> = Vec::new();
+    for (i, &(id, ts, v)) in head.iter().enumerate() {
+        let next = head.get(i + 1);
+        if next.is_some_and(|n| (n.0, n.1) == (id, ts)) {
+            continue;
+        }
+        series.push((ts, v));
+        if next.is_none_or(|n| n.0 != id) {
+            chunks::merge_series(&tx, id, &series, chunks::Wins::New)?;
+            series.clear();
+        }
+    }
+    tx.execute("DELETE FROM samples_head_blocks", [])?;
+    tx.commit()?;
+    Ok(head.len())
 }
 
 impl Store {
@@ -443,8 +636,9 @@ impl Store {
             forward: forward.clone(),
             otlp: otlp.clone(),
             quic: quic.clone(),
-            series_ids: HashMap::new(),
+            series_ids: SeriesIds::default(),
             head_rows: 0,
+            logs: logs::LogWriter::default(),
             rx,
             batch_records,
             metrics: metrics.clone(),
@@ -516,7 +710,18 @@ impl Store {
 
     /// Queues `records`, waiting for room; the returned [`Ack`] resolves after the commit.
     pub async fn submit(&self, records: Vec<LogRecord>) -> Result<Ack, StoreError> {
-        self.submit_payload(Payload::Logs(records)).await
+        let payload = match self.reader {
+            // On a blocking thread: a large HTTP push takes milliseconds to encode.
+            Reader::Sqlite(_) if records.len() >= ENCODE_IN_SUBMITTER => {
+                tokio::task::spawn_blocking(move || Encoded::new(&records))
+                    .await
+                    .map_err(|_| StoreError::Closed)?
+                    .map(Payload::Blocks)
+                    .map_err(|e| StoreError::Commit(format!("cannot compress the records: {e}")))?
+            }
+            _ => Payload::Logs(records),
+        };
+        self.submit_payload(payload).await
     }
 
     /// Queues metric samples (counted in samples against the queue), waiting for room.
@@ -591,7 +796,7 @@ impl Store {
             Reader::Sqlite(p) => p.clone(),
             Reader::Postgres(pg) => return pg.query(&query).await,
         };
-        tokio::task::spawn_blocking(move || run_query(&path, &query))
+        tokio::task::spawn_blocking(move || logs::query(&path, &query))
             .await
             .map_err(|_| StoreError::Closed)?
     }
@@ -599,7 +804,7 @@ impl Store {
 
 /// Resolves once the submission is committed (or failed to commit).
 #[must_use = "the submission is acknowledged only once this resolves"]
-pub struct Ack(Option<oneshot::Receiver<Result<(), String>>>);
+pub struct Ack(Option<oneshot::Receiver<Committed>>);
 
 impl Ack {
     /// Waits for the commit.
@@ -607,8 +812,10 @@ impl Ack {
         match self.0 {
             None => Err(StoreError::Closed),
             Some(rx) => match rx.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(StoreError::Commit(e)),
+                Ok(Committed(result, payload)) => {
+                    drop(payload);
+                    result.map_err(StoreError::Commit)
+                }
                 Err(_) => Err(StoreError::Closed),
             },
         }
@@ -625,8 +832,11 @@ struct Writer {
     quic: Arc<std::sync::atomic::AtomicBool>,
     /// Series ids by labels: remote_write repeats the same series every scrape.
     series_ids: SeriesIds,
-    /// Rows in `samples_head` (SQLite), merged into `samples` from [`HEAD_MERGE_ROWS`] on.
+    /// Samples in `samples_head_blocks` (SQLite), merged into `samples` from
+    /// [`HEAD_MERGE_ROWS`] on.
     head_rows: u64,
+    /// The next log id and the scratch space of encoding (SQLite).
+    logs: logs::LogWriter,
     rx: mpsc::UnboundedReceiver<Msg>,
     batch_records: usize,
     metrics: Metrics,
@@ -638,10 +848,20 @@ impl Writer {
     fn run(mut self) {
         if let Db::Sqlite(conn) = &self.db {
             self.head_rows = conn
-                .query_row("SELECT count(*) FROM samples_head", [], |r| {
-                    r.get::<_, i64>(0)
-                })
+                .query_row(
+                    "SELECT coalesce(sum(samples), 0) FROM samples_head_blocks",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
                 .map_or(0, |n| u64::try_from(n).unwrap_or(0));
+            match logs::LogWriter::open(conn) {
+                Ok(w) => self.logs = w,
+                Err(err) => {
+                    // Without the next id, a commit could reuse an id: store nothing.
+                    tracing::error!(error = %err, "Reading the next log record id failed; the store writer stops.");
+                    return;
+                }
+            }
         }
         while let Some(first) = self.rx.blocking_recv() {
             let mut jobs = Vec::new();
@@ -711,7 +931,7 @@ impl Writer {
             quic: self.quic.load(std::sync::atomic::Ordering::Relaxed),
         };
         let result = match &mut self.db {
-            Db::Sqlite(conn) => insert(conn, &jobs, &mut self.series_ids, forward)
+            Db::Sqlite(conn) => insert(conn, &jobs, &mut self.series_ids, forward, &mut self.logs)
                 .map(|n| self.head_rows += n)
                 .map_err(|e| e.to_string()),
             Db::Postgres(pg, rt) => rt
@@ -723,23 +943,8 @@ impl Writer {
                 self.metrics.commits.inc();
                 for job in &jobs {
                     match &job.payload {
-                        Payload::Logs(records) => {
-                            // Counted per run of one input (a submission has one input).
-                            let mut rest = records.as_slice();
-                            while let Some(first) = rest.first() {
-                                let n = rest
-                                    .iter()
-                                    .position(|r| r.input != first.input)
-                                    .unwrap_or(rest.len());
-                                self.metrics
-                                    .stored
-                                    .get_or_create(&InputLabels {
-                                        input: first.input.clone(),
-                                    })
-                                    .inc_by(n as u64);
-                                rest = &rest[n..];
-                            }
-                        }
+                        Payload::Logs(records) => self.count_stored(&input_runs(records)),
+                        Payload::Blocks(e) => self.count_stored(&e.inputs),
                         Payload::Samples(_) => {
                             self.metrics.stored_samples.inc_by(job.payload.len() as u64);
                         }
@@ -759,12 +964,16 @@ impl Writer {
                 }
             }
         }
-        for mut job in jobs {
-            let ack = job.ack.take();
+        for job in jobs {
+            let Job {
+                payload,
+                ack,
+                _permit: permit,
+            } = job;
             // Queue room comes back after the commit and before the acknowledgement.
-            drop(job);
+            drop(permit);
             if let Some(ack) = ack {
-                let _ = ack.send(result.clone());
+                let _ = ack.send(Committed(result.clone(), payload));
             }
         }
         let depth = self.capacity - self.room.available_permits();
@@ -778,10 +987,19 @@ impl Writer {
         }
     }
 
-    /// Moves `samples_head` into `samples` in one transaction, sorted by the `samples` key:
-    /// each page of `samples` is then written once per merge instead of once per commit.
-    /// Rows inserted later replace earlier ones of the same series and time, as they would
-    /// have in `samples`.
+    /// Counts records as stored, per input.
+    fn count_stored(&self, runs: &[(String, u64)]) {
+        for (input, n) in runs {
+            self.metrics
+                .stored
+                .get_or_create(&InputLabels {
+                    input: input.clone(),
+                })
+                .inc_by(*n);
+        }
+    }
+
+    /// Moves the head into `samples` ([`merge_head`]).
     fn merge_head(&mut self) -> Result<(), rusqlite::Error> {
         let Db::Sqlite(conn) = &mut self.db else {
             return Ok(());
@@ -789,14 +1007,7 @@ impl Writer {
         if self.head_rows == 0 {
             return Ok(());
         }
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT OR REPLACE INTO samples (series_id, ts_ms, value)
-             SELECT series_id, ts_ms, value FROM samples_head ORDER BY series_id, ts_ms, rowid",
-            [],
-        )?;
-        tx.execute("DELETE FROM samples_head", [])?;
-        tx.commit()?;
+        merge_head(conn)?;
         self.head_rows = 0;
         Ok(())
     }
@@ -808,13 +1019,19 @@ impl Writer {
         let Db::Sqlite(conn) = &self.db else {
             return Ok(0);
         };
-        let n = conn.execute(
-            "DELETE FROM samples WHERE ts_ms < ?1 AND ts_ms < (
-                 SELECT max(s2.ts_ms) FROM samples AS s2
-                 WHERE s2.series_id = samples.series_id
-                   AND s2.ts_ms BETWEEN (samples.ts_ms / ?2) * ?2 AND (samples.ts_ms / ?2) * ?2 + ?2 - 1)",
-            params![cutoff, step_ms],
-        )?;
+        let n = chunks::rewrite_old(conn, cutoff, None, |samples| {
+            // Sorted by time: a sample stays if it is the last of its step, or not yet old.
+            let mut keep = Vec::with_capacity(samples.len());
+            for (i, &(ts, v)) in samples.iter().enumerate() {
+                let last_of_step = samples
+                    .get(i + 1)
+                    .is_none_or(|n| n.0.div_euclid(step_ms) != ts.div_euclid(step_ms));
+                if ts >= cutoff || last_of_step {
+                    keep.push((ts, v));
+                }
+            }
+            *samples = keep;
+        })?;
         Ok(n as u64)
     }
 
@@ -849,19 +1066,11 @@ impl Writer {
         let Db::Sqlite(conn) = &self.db else {
             return Ok(0);
         };
-        let mut deleted = 0u64;
-        loop {
-            let n = conn.execute(
-                "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE received_ns < ?1 ORDER BY id LIMIT ?2)",
-                params![cutoff, RETENTION_CHUNK],
-            )?;
-            deleted += n as u64;
-            if n < usize::try_from(RETENTION_CHUNK).unwrap_or(usize::MAX) {
-                break;
-            }
-        }
+        let mut deleted = logs::delete_older(conn, cutoff)?;
         let cutoff_ms = cutoff / 1_000_000;
-        conn.execute("DELETE FROM samples WHERE ts_ms < ?1", params![cutoff_ms])?;
+        chunks::rewrite_old(conn, cutoff_ms, Some(cutoff_ms), |samples| {
+            samples.retain(|&(ts, _)| ts >= cutoff_ms);
+        })?;
         // An uplink outage longer than max-age: the undelivered samples go, counted.
         let dropped = conn.execute(
             "DELETE FROM forward_outbox WHERE ts_ms < ?1",
@@ -875,11 +1084,12 @@ impl Writer {
             )?;
             m.dropped.inc_by(dropped as u64);
         }
+        // Samples up to this long after the oldest go per step of the loop below (doubled
+        // while a step deletes fewer than a chunk).
+        let mut span_ms: i64 = 60_000;
         while used_bytes(conn)? > max_bytes {
-            let mut n = conn.execute(
-                "DELETE FROM logs WHERE id IN (SELECT id FROM logs ORDER BY id LIMIT ?1)",
-                params![RETENTION_CHUNK / 5],
-            )?;
+            let records = logs::delete_oldest(conn, (RETENTION_CHUNK / 5).unsigned_abs())?;
+            let mut n = usize::try_from(records).unwrap_or(usize::MAX);
             let dropped = conn.execute(
                 "DELETE FROM forward_outbox WHERE seq IN (SELECT seq FROM forward_outbox ORDER BY seq LIMIT ?1)",
                 params![RETENTION_CHUNK],
@@ -897,17 +1107,18 @@ impl Writer {
                 m.dropped.inc_by(dropped as u64);
                 n += dropped;
             }
-            // Metrics share the bound: the oldest samples go too.
-            n += conn.execute(
-                "DELETE FROM samples WHERE ts_ms <= (SELECT ts_ms FROM samples ORDER BY ts_ms LIMIT 1 OFFSET ?1)",
-                params![RETENTION_CHUNK * 2],
-            )?;
+            // Metrics share the bound: the oldest samples go too, whole windows of chunks.
+            let gone = chunks::delete_oldest(conn, span_ms)?;
+            if gone < usize::try_from(RETENTION_CHUNK * 2).unwrap_or(usize::MAX) {
+                span_ms = span_ms.saturating_mul(2);
+            }
+            n += gone;
             deleted += n as u64;
             if n == 0 {
                 break;
             }
-            // Deleted FTS rows only free pages after the index merges its segments.
-            conn.execute("INSERT INTO logs_fts(logs_fts) VALUES ('optimize')", [])?;
+            // Deleted index rows only free pages after the index merges its segments.
+            logs::optimize(conn)?;
         }
         if deleted > 0 {
             conn.execute_batch("PRAGMA incremental_vacuum;")?;
@@ -947,22 +1158,23 @@ struct Forward {
     quic: bool,
 }
 
-/// Writes the batch in one transaction; returns the samples added to `samples_head`.
+/// Writes the batch in one transaction; returns the samples added to the head (one block
+/// in `samples_head_blocks` for the whole batch).
 fn insert(
     conn: &mut Connection,
     jobs: &[Job],
     series_ids: &mut SeriesIds,
     forward: Forward,
+    log_writer: &mut logs::LogWriter,
 ) -> Result<u64, rusqlite::Error> {
     let mut head_rows = 0u64;
     let tx = conn.transaction()?;
     {
         let mut find = tx.prepare_cached("SELECT id FROM series WHERE labels = ?1")?;
         let mut add = tx.prepare_cached("INSERT INTO series (name, labels) VALUES (?1, ?2)")?;
-        // Appended in arrival order; `Writer::merge_head` moves them into `samples`.
-        let mut sample = tx.prepare_cached(
-            "INSERT INTO samples_head (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
-        )?;
+        // The batch's samples in arrival order, one block; `merge_head` moves them into
+        // `samples`.
+        let mut block = Vec::new();
         let mut outbox = tx.prepare_cached(
             "INSERT INTO forward_outbox (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
         )?;
@@ -977,7 +1189,7 @@ fn insert(
                 continue;
             };
             for s in series {
-                let id = match series_ids.get(s.labels.as_slice()) {
+                let id = match series_ids.get(&*s.labels) {
                     Some(id) => *id,
                     None => {
                         let key = s.key();
@@ -993,8 +1205,9 @@ fn insert(
                         id
                     }
                 };
-                for (ts, v) in &s.samples {
-                    sample.execute(params![id, ts, v])?;
+                block.reserve(s.samples.len() * HEAD_SAMPLE_BYTES);
+                for &(ts, v) in &s.samples {
+                    pack_sample(&mut block, id, ts, v);
                     head_rows += 1;
                     if forward.remote_write {
                         outbox.execute(params![id, ts, v])?;
@@ -1008,47 +1221,43 @@ fn insert(
                 }
             }
         }
-    }
-    {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO logs (received_ns, timestamp_ns, ts_ns, host, app, procid, msgid, facility, severity, message, structured_data, format, parse_error, input, peer)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-        )?;
-        let mut log_out =
-            tx.prepare_cached("INSERT INTO forward_otlp_logs (log_id) VALUES (?1)")?;
-        let mut quic_log_out =
-            tx.prepare_cached("INSERT INTO forward_quic_logs (log_id) VALUES (?1)")?;
-        let logs = jobs.iter().filter_map(|j| match &j.payload {
-            Payload::Logs(r) => Some(r),
-            Payload::Samples(_) => None,
-        });
-        for r in logs.flatten() {
-            stmt.execute(params![
-                r.received_ns,
-                r.timestamp_ns,
-                r.timestamp_ns.unwrap_or(r.received_ns),
-                r.host,
-                r.app,
-                r.procid,
-                r.msgid,
-                r.facility,
-                r.severity,
-                r.message,
-                r.structured_data,
-                r.format,
-                r.parse_error,
-                r.input,
-                r.peer,
-            ])?;
-            if forward.otlp {
-                log_out.execute(params![tx.last_insert_rowid()])?;
-            }
-            if forward.quic {
-                quic_log_out.execute(params![tx.last_insert_rowid()])?;
-            }
+        if head_rows > 0 {
+            tx.prepare_cached("INSERT INTO samples_head_blocks (samples, data) VALUES (?1, ?2)")?
+                .execute(params![i64::try_from(head_rows).unwrap_or(i64::MAX), block])?;
         }
     }
+    // Log records in submission order: the writer's own blocks (records of small
+    // submissions, together) and the blocks submitters encoded.
+    let outboxes = logs::Outboxes {
+        otlp: forward.otlp,
+        quic: forward.quic,
+    };
+    let mut next_id = log_writer.next_id;
+    let mut pending: Vec<&LogRecord> = Vec::new();
+    let compress = |e: snap::Error| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
+    for job in jobs {
+        match &job.payload {
+            Payload::Logs(records) => pending.extend(records),
+            Payload::Blocks(e) => {
+                for b in log_writer.encode(&pending).map_err(compress)? {
+                    logs::insert_block(&tx, &b, &mut next_id, outboxes)?;
+                }
+                pending.clear();
+                for b in &e.blocks {
+                    logs::insert_block(&tx, b, &mut next_id, outboxes)?;
+                }
+            }
+            Payload::Samples(_) => {}
+        }
+    }
+    for b in log_writer.encode(&pending).map_err(compress)? {
+        logs::insert_block(&tx, &b, &mut next_id, outboxes)?;
+    }
+    if next_id != log_writer.next_id {
+        logs::save_next_id(&tx, next_id)?;
+    }
     tx.commit()?;
+    log_writer.next_id = next_id;
     Ok(head_rows)
 }
 
@@ -1086,96 +1295,6 @@ pub struct StoredLog {
     pub record: LogRecord,
 }
 
-fn run_query(path: &Path, q: &LogQuery) -> Result<Vec<StoredLog>, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    let mut sql = String::from(
-        "SELECT id, received_ns, timestamp_ns, host, app, procid, msgid, facility, severity, message, structured_data, format, parse_error, input, peer FROM logs WHERE 1=1",
-    );
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    let mut add = |cond: &str, v: rusqlite::types::Value| {
-        args.push(v);
-        sql.push_str(&format!(" AND {cond} ?{}", args.len()));
-    };
-    use rusqlite::types::Value as V;
-    if let Some(v) = q.start_ns {
-        add("ts_ns >=", V::Integer(v));
-    }
-    if let Some(v) = q.end_ns {
-        add("ts_ns <", V::Integer(v));
-    }
-    if let Some(v) = &q.host {
-        add("host =", V::Text(v.clone()));
-    }
-    if let Some(v) = &q.app {
-        add("app =", V::Text(v.clone()));
-    }
-    if let Some(v) = q.max_severity {
-        add("severity <=", V::Integer(v.into()));
-    }
-    if let Some(v) = q.facility {
-        add("facility =", V::Integer(v.into()));
-    }
-    if let Some(v) = q.before_id {
-        add("id <", V::Integer(v));
-    }
-    if let Some(v) = &q.text {
-        add(
-            "id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH",
-            V::Text(v.clone()),
-        );
-        sql.push(')');
-    }
-    if q.parse_errors_only {
-        sql.push_str(" AND parse_error IS NOT NULL");
-    }
-    args.push(V::Integer(q.limit.into()));
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
-    let map_fts = |e: rusqlite::Error| match &e {
-        // The SQL is ours; a plain SQLITE_ERROR with a text filter is FTS5 rejecting it.
-        rusqlite::Error::SqliteFailure(f, Some(msg))
-            if q.text.is_some() && f.extended_code == rusqlite::ffi::SQLITE_ERROR =>
-        {
-            StoreError::BadText(msg.clone())
-        }
-        _ => StoreError::Sqlite(e),
-    };
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt
-        .query_map(rusqlite::params_from_iter(args), |r| stored_log(r, 0))
-        .map_err(map_fts)?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(map_fts)
-}
-
-/// The log columns of [`LOG_COLUMNS`] read from `r` starting at column `at`.
-fn stored_log(r: &rusqlite::Row<'_>, at: usize) -> Result<StoredLog, rusqlite::Error> {
-    Ok(StoredLog {
-        id: r.get(at)?,
-        record: LogRecord {
-            received_ns: r.get(at + 1)?,
-            timestamp_ns: r.get(at + 2)?,
-            host: r.get(at + 3)?,
-            app: r.get(at + 4)?,
-            procid: r.get(at + 5)?,
-            msgid: r.get(at + 6)?,
-            facility: r.get(at + 7)?,
-            severity: r.get(at + 8)?,
-            message: r.get(at + 9)?,
-            structured_data: r.get(at + 10)?,
-            format: r.get(at + 11)?,
-            parse_error: r.get(at + 12)?,
-            input: r.get(at + 13)?,
-            peer: r.get(at + 14)?,
-        },
-    })
-}
-
-/// The columns [`stored_log`] reads, prefixed by `l.`.
-const LOG_COLUMNS: &str = "l.id, l.received_ns, l.timestamp_ns, l.host, l.app, l.procid, l.msgid, l.facility, l.severity, l.message, l.structured_data, l.format, l.parse_error, l.input, l.peer";
-
 #[cfg(test)]
 mod tests;
 
@@ -1195,18 +1314,11 @@ impl Store {
             }
         };
         tokio::task::spawn_blocking(move || {
-            let mut conn = Connection::open_with_flags(
-                &path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            conn.busy_timeout(Duration::from_secs(5))?;
+            let mut conn = read_only(&path)?;
             // One read transaction: a merge of the head between two reads moves no sample
             // out of sight.
             let tx = conn.transaction()?;
             let mut find = tx.prepare("SELECT id, labels FROM series WHERE name = ?1")?;
-            let mut samples = tx.prepare(
-                "SELECT ts_ms, value FROM samples WHERE series_id = ?1 AND ts_ms BETWEEN ?2 AND ?3 ORDER BY ts_ms",
-            )?;
             let rows: Vec<(i64, String)> = find
                 .query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
@@ -1219,21 +1331,17 @@ impl Store {
             let mut head: HashMap<i64, Vec<(i64, f64)>> =
                 matched.iter().map(|(id, _)| (*id, Vec::new())).collect();
             if !head.is_empty() {
-                let mut scan = tx.prepare(
-                    "SELECT series_id, ts_ms, value FROM samples_head WHERE ts_ms BETWEEN ?1 AND ?2 ORDER BY rowid",
-                )?;
-                let mut rows = scan.query(params![start_ms, end_ms])?;
-                while let Some(r) = rows.next()? {
-                    if let Some(v) = head.get_mut(&r.get::<_, i64>(0)?) {
-                        v.push((r.get(1)?, r.get(2)?));
+                each_head_sample(&tx, |(id, ts, v)| {
+                    if (start_ms..=end_ms).contains(&ts)
+                        && let Some(recent) = head.get_mut(&id)
+                    {
+                        recent.push((ts, v));
                     }
-                }
+                })?;
             }
             let mut out = Vec::new();
             for (id, labels) in matched {
-                let mut samples: Vec<(i64, f64)> = samples
-                    .query_map(params![id, start_ms, end_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<Result<_, _>>()?;
+                let mut samples = chunks::read(&tx, id, start_ms, end_ms)?;
                 let recent = head.remove(&id).unwrap_or_default();
                 if !recent.is_empty() {
                     // The later write of a time wins, as `INSERT OR REPLACE` would have it.
@@ -1242,7 +1350,10 @@ impl Store {
                     by_ts.extend(recent);
                     samples = by_ts.into_iter().collect();
                 }
-                out.push(SeriesSamples { labels, samples });
+                out.push(SeriesSamples {
+                    labels: labels.into(),
+                    samples,
+                });
             }
             Ok(out)
         })
@@ -1278,11 +1389,7 @@ impl Store {
             Reader::Postgres(pg) => return Ok(group_outbox(pg.outbox(outbox, limit).await?)),
         };
         tokio::task::spawn_blocking(move || {
-            let conn = Connection::open_with_flags(
-                &path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            conn.busy_timeout(Duration::from_secs(5))?;
+            let conn = read_only(&path)?;
             let mut stmt = conn.prepare(&format!(
                 "SELECT o.seq, s.labels, o.ts_ms, o.value FROM {} AS o
                  JOIN series AS s ON s.id = o.series_id ORDER BY o.seq LIMIT ?1",
@@ -1312,24 +1419,25 @@ impl Store {
             Reader::Postgres(pg) => return Ok(pg.log_outbox(outbox, limit).await?),
         };
         tokio::task::spawn_blocking(move || {
-            let conn = Connection::open_with_flags(
-                &path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            conn.busy_timeout(Duration::from_secs(5))?;
-            let mut stmt = conn.prepare(&format!(
-                "SELECT o.seq, {LOG_COLUMNS} FROM {} AS o
-                 LEFT JOIN logs AS l ON l.id = o.log_id ORDER BY o.seq LIMIT ?1",
-                outbox.table()
-            ))?;
-            let mut batch = LogBatch::default();
-            let mut rows = stmt.query(params![limit])?;
-            while let Some(r) = rows.next()? {
-                batch.seq = r.get(0)?;
-                if r.get::<_, Option<i64>>(1)?.is_some() {
-                    batch.logs.push(stored_log(r, 1)?);
-                } else {
-                    batch.missing += 1;
+            let mut conn = read_only(&path)?;
+            // The outbox rows and the records they name: one snapshot.
+            let conn = conn.transaction()?;
+            let rows: Vec<(i64, i64)> = conn
+                .prepare(&format!(
+                    "SELECT seq, log_id FROM {} ORDER BY seq LIMIT ?1",
+                    outbox.table()
+                ))?
+                .query_map(params![limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut batch = LogBatch {
+                seq: rows.last().map_or(0, |r| r.0),
+                ..LogBatch::default()
+            };
+            let ids: Vec<i64> = rows.iter().map(|r| r.1).collect();
+            for found in logs::records_by_id(&conn, &ids)? {
+                match found {
+                    Some(log) => batch.logs.push(log),
+                    None => batch.missing += 1,
                 }
             }
             Ok((batch.seq > 0).then_some(batch))

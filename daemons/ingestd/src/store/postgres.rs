@@ -173,7 +173,7 @@ impl Pg {
                 continue;
             };
             for s in series {
-                let id = match series_ids.get(s.labels.as_slice()) {
+                let id = match series_ids.get(&*s.labels) {
                     Some(id) => *id,
                     None => {
                         let key = s.key();
@@ -240,7 +240,8 @@ impl Pg {
             .iter()
             .filter_map(|j| match &j.payload {
                 Payload::Logs(r) => Some(r),
-                Payload::Samples(_) => None,
+                // Blocks are SQLite's: `Store::submit` encodes none for PostgreSQL.
+                Payload::Blocks(_) | Payload::Samples(_) => None,
             })
             .flatten()
             .collect();
@@ -623,7 +624,10 @@ impl Pg {
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect::<Result<Vec<(i64, f64)>, sqlx::Error>>()?;
-            out.push(SeriesSamples { labels, samples });
+            out.push(SeriesSamples {
+                labels: labels.into(),
+                samples,
+            });
         }
         Ok(out)
     }

@@ -262,3 +262,28 @@ impl Licensed {
         self.task.await.unwrap().unwrap();
     }
 }
+
+/// Distinct (series, time) of the series named `name` in the store under `dir`, merged into
+/// the chunks or still in the head.
+pub fn samples_named(dir: &Path, name: &str) -> i64 {
+    let conn = rusqlite::Connection::open_with_flags(
+        dir.join("state/logs.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let ids: std::collections::HashSet<i64> = conn
+        .prepare("SELECT id FROM series WHERE name = ?1")
+        .unwrap()
+        .query_map([name], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut samples = rookery_ingestd::store::merged_samples(&conn).unwrap();
+    samples.extend(rookery_ingestd::store::head_samples(&conn).unwrap());
+    let keys: std::collections::HashSet<(i64, i64)> = samples
+        .into_iter()
+        .filter(|s| ids.contains(&s.0))
+        .map(|s| (s.0, s.1))
+        .collect();
+    i64::try_from(keys.len()).unwrap()
+}

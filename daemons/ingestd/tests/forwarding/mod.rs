@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rookery_common::proto::QueryLogsRequest;
-use rookery_ingestd::store::SeriesSamples;
+use rookery_ingestd::store::{LogQuery, SeriesSamples, StoredLog, query_file};
 
-use crate::common::{Ingestd, Licensed, free_port, post, write_config};
+use crate::common::{Ingestd, Licensed, free_port, post, samples_named, write_config};
 
 pub const SERIES: usize = 5;
 pub const PER_SERIES: usize = 20;
@@ -51,7 +51,8 @@ pub fn push_samples(d: &Ingestd, round: i64) {
                 ("__name__".into(), "otlp_fwd_total".into()),
                 ("i".into(), i.to_string()),
                 ("job".into(), "dev".into()),
-            ],
+            ]
+            .into(),
             samples: (0..PER_SERIES)
                 .map(|k| {
                     (
@@ -88,16 +89,27 @@ pub fn count(dir: &Path, sql: &str) -> i64 {
     db(dir).query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
+/// The records of app `fwdapp` in the store of the ingestd in `dir`, oldest first.
+pub fn fwd_logs(dir: &Path) -> Vec<StoredLog> {
+    let mut logs = query_file(
+        &dir.join("state/logs.sqlite"),
+        &LogQuery {
+            app: Some("fwdapp".into()),
+            limit: u32::MAX,
+            ..LogQuery::default()
+        },
+    )
+    .unwrap();
+    logs.reverse();
+    logs
+}
+
 pub fn logs_in_b(dir: &Path) -> i64 {
-    count(dir, "SELECT count(*) FROM logs WHERE app = 'fwdapp'")
+    fwd_logs(dir).len() as i64
 }
 
 pub fn samples_in_b(dir: &Path) -> i64 {
-    count(
-        dir,
-        "SELECT count(*) FROM (SELECT series_id, ts_ms FROM samples UNION SELECT series_id, ts_ms FROM samples_head) s \
-         JOIN series r ON r.id = s.series_id WHERE r.name = 'otlp_fwd_total'",
-    )
+    samples_named(dir, "otlp_fwd_total")
 }
 
 pub fn metric(d: &Ingestd, name: &str) -> u64 {
@@ -347,27 +359,21 @@ pub async fn otlp_outage_exactly_once(otlp: Otlp) {
     }
 
     // Exactly once: one row per record id, every record id of A's store, fields intact.
-    let conn = db(b_dir.path());
-    let mut stmt = conn
-        .prepare(
-            "SELECT host, app, severity, timestamp_ns, message, structured_data, format FROM logs WHERE app = 'fwdapp'",
-        )
-        .unwrap();
-    let rows: Vec<Row> = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
+    let rows: Vec<Row> = fwd_logs(b_dir.path())
+        .into_iter()
+        .map(|l| {
+            let r = l.record;
+            (
+                r.host,
+                r.app,
+                r.severity,
+                r.timestamp_ns,
+                r.message,
+                r.structured_data,
+                r.format,
+            )
         })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        .collect();
     assert_eq!(rows.len(), 4 * LOGS, "each record exactly once");
     let mut by_id: BTreeMap<String, String> = BTreeMap::new();
     for (host, app, sev, ts, message, sd, format) in &rows {
@@ -395,16 +401,7 @@ pub async fn otlp_outage_exactly_once(otlp: Otlp) {
             "repeated {message}"
         );
     }
-    let a_ids: Vec<i64> = {
-        let conn = db(a_dir.path());
-        let mut stmt = conn
-            .prepare("SELECT id FROM logs WHERE app = 'fwdapp' ORDER BY id")
-            .unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    };
+    let a_ids: Vec<i64> = fwd_logs(a_dir.path()).iter().map(|l| l.id).collect();
     let got_ids: Vec<i64> = {
         let mut v: Vec<i64> = by_id
             .keys()
