@@ -479,11 +479,7 @@ async fn probes_list_targets_results_and_run_now_through_a_real_probed() {
             drop(s);
         }
     });
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let metrics_port = rookery_pgtest::free_port();
     let file = env.path("etc/probed.toml");
     std::fs::write(
         &file,
@@ -566,10 +562,7 @@ async fn probes_list_targets_results_and_run_now_through_a_real_probed() {
             .any(|p| p["phase"] == "connect"),
         "{v}"
     );
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], rookery_pgtest::free_port()));
     let (s, v) = env
         .send(
             Method::POST,
@@ -626,11 +619,7 @@ async fn logs_and_metrics_through_a_real_ingestd() {
     assert_eq!(v["error"], "daemon_unavailable", "{v}");
     assert!(v["message"].as_str().unwrap().contains("ingestd"), "{v}");
 
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let metrics_port = rookery_pgtest::free_port();
     let socket = env.path("run/ingestd.sock");
     let file = env.path("etc/ingestd.toml");
     std::fs::write(

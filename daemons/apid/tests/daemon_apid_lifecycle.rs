@@ -76,16 +76,8 @@ fn check_config_reports_line_and_column_and_exits_78() {
 async fn runs_under_the_shared_runner_and_drains_on_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     // A free port for HTTPS (the runner does not report the bound address).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mport = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = rookery_pgtest::free_port();
+    let mport = rookery_pgtest::free_port();
     let file = dir.path().join("apid.toml");
     std::fs::write(
         &file,

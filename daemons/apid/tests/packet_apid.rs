@@ -184,14 +184,6 @@ async fn wait_for_socket(path: &Path) {
     panic!("{} never answered", path.display());
 }
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts packetd in-process: sessions limited to 2000 pps and one at a time; its userspace
 /// reflector on `lo` at `port` (no XDP, no privilege needed for a port above 1023).
 async fn start_packetd(env: &Env, port: u16) -> Control {
@@ -222,7 +214,7 @@ async fn start_packetd(env: &Env, port: u16) -> Control {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packet_sessions_start_watch_results_stop_through_a_real_packetd() {
     let env = start_apid().await;
-    let port = free_udp_port();
+    let port = rookery_pgtest::free_port();
     let good = json!({
         "destination": "127.0.0.1", "port": port, "count": 300, "rate_pps": 500,
         "dscp": 46, "packet_size": 100, "ssid": 3

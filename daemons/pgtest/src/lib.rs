@@ -7,13 +7,16 @@
 //! tests run as root the server runs as the `postgres` system user (else `nobody`), with
 //! the directory handed to that user; otherwise it runs as the caller.
 //!
+//! [`free_port`] gives any other server a test starts a loopback port that no port-0 bind or
+//! outgoing connection takes meanwhile.
+//!
 //! ```no_run
 //! let pg = rookery_pgtest::PgServer::start().expect("postgres");
 //! let url = pg.url(); // postgres://rookery:…@127.0.0.1:PORT/rookery
 //! ```
 
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -22,6 +25,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Gid, Pid, Uid, User, chown};
+
+mod ports;
+pub use ports::free_port;
 
 /// Role (a superuser) and database the server is created with.
 pub const USER: &str = "rookery";
@@ -94,13 +100,6 @@ fn unprivileged_user() -> Result<Option<(Uid, Gid)>, String> {
     Err("running as root and neither a `postgres` nor a `nobody` user exists".to_owned())
 }
 
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| format!("bind: {e}"))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| format!("local_addr: {e}"))
-}
-
 impl PgServer {
     /// Creates a cluster in a new temporary directory and starts the server; returns once it
     /// accepts connections and the test database exists.
@@ -134,7 +133,7 @@ impl PgServer {
         server.write_tls()?;
         let mut last = String::new();
         for _ in 0..PORT_ATTEMPTS {
-            match server.launch(free_port()?) {
+            match server.launch(free_port()) {
                 Ok(()) => {
                     server.create_database()?;
                     return Ok(server);

@@ -22,18 +22,12 @@ pub struct Ingestd {
     pub addrs: BTreeMap<String, String>,
 }
 
+/// A loopback port for the metrics listener (whose bound address the daemon does not report),
+/// which no port-0 bind or outgoing connection takes meanwhile.
+pub use rookery_pgtest::free_port;
+
 /// Writes `ingestd.toml` in `dir`: every listener on a loopback ephemeral port, plus `extra`
 /// (TOML appended inside the sections it names).
-/// A loopback TCP port free right now (for the metrics listener, whose bound address the
-/// daemon does not report).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub fn write_config(dir: &Path, syslog_extra: &str, store_extra: &str) {
     let text = format!(
         "[syslog]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n{syslog_extra}\n\

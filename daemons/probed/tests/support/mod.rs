@@ -29,14 +29,9 @@ pub async fn probe(toml_text: &str, address: &str) -> Outcome {
     probe::run(&prepared, address, timeout).await
 }
 
-/// A port nobody listens on right now (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// A loopback port nobody listens on right now, which no port-0 bind or outgoing connection
+/// takes meanwhile.
+pub use rookery_pgtest::free_port;
 
 /// Waits (bounded: 10 s) until `addr` accepts TCP connections.
 pub fn wait_tcp(addr: SocketAddr) {
