@@ -24,7 +24,9 @@ pub struct Ingestd {
 
 /// A loopback port for the metrics listener (whose bound address the daemon does not report),
 /// which no port-0 bind or outgoing connection takes meanwhile.
-pub use rookery_pgtest::free_port;
+pub fn free_port() -> u16 {
+    rookery_pgtest::free_port()
+}
 
 /// Writes `ingestd.toml` in `dir`: every listener on a loopback ephemeral port, plus `extra`
 /// (TOML appended inside the sections it names).

@@ -31,7 +31,9 @@ pub async fn probe(toml_text: &str, address: &str) -> Outcome {
 
 /// A loopback port nobody listens on right now, which no port-0 bind or outgoing connection
 /// takes meanwhile.
-pub use rookery_pgtest::free_port;
+pub fn free_port() -> u16 {
+    rookery_pgtest::free_port()
+}
 
 /// Waits (bounded: 10 s) until `addr` accepts TCP connections.
 pub fn wait_tcp(addr: SocketAddr) {
